@@ -52,7 +52,6 @@ def generate(out_root: Path) -> Path:
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     (out_dir / "__init__.py").write_text(INIT)
-    (out_dir.parent / "__init__.py").unlink(missing_ok=True)
     return out_dir
 
 

@@ -1,0 +1,3 @@
+"""ScaiMind: training orchestration for ScaiGrid."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,214 @@
+"""The FastAPI application, the module router and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from scaimind import __version__
+from scaimind.auth import CurrentUser, TokenVerifier, get_current_user
+from scaimind.client import CallContext, CoordinatorClient, open_channel
+from scaimind.deps import State
+from scaimind.errors import (
+    CoordinatorError,
+    NotFound,
+    RequestIdMiddleware,
+    install_error_handlers,
+    request_id_of,
+)
+from scaimind.manifest import MANIFEST
+from scaimind.settings import Settings
+
+logger = logging.getLogger("scaimind.app")
+
+API_PREFIX: Final = MANIFEST.api_prefix
+_API_SECRET_FILE: Final = "api-secret"
+_READY_TIMEOUT_S: Final = 2.0
+
+
+def module_router() -> APIRouter:
+    """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
+    from scaimind.routers import jobs
+
+    router = APIRouter()
+    router.include_router(jobs.router)
+
+    @router.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
+    async def unknown(path: str, request: Request) -> Response:
+        raise NotFound(f"no such endpoint: {request.method} {request.url.path}")
+
+    return router
+
+
+def embedded_api_secret(data_dir: Path) -> str:
+    """The gateway↔embedded-coordinator secret of a data dir, generated once (mode 0600)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / _API_SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+async def _start_embedded_coordinator(
+    settings: Settings, api_secret: str, stack: AsyncExitStack
+) -> str:
+    from scaimind.coordinator.server import start_coordinator
+
+    from scaimind.coordinator.config import CoordinatorConfig
+
+    running = await start_coordinator(
+        CoordinatorConfig(
+            data_dir=settings.data_dir / "coordinator",
+            host="127.0.0.1",
+            port=0,
+            api_secret=api_secret,
+        )
+    )
+    stack.push_async_callback(running.stop)
+    return f"127.0.0.1:{running.port}"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the module's resources on `app.state.scaimind`; safe to enter more than once.
+
+    A host app enters it from its own lifespan (Starlette never runs a mounted sub-app's
+    lifespan); a nested or repeated entry shares the resources of the first.
+    """
+    if isinstance(getattr(app.state, "scaimind", None), State):
+        yield
+        return
+    settings: Settings = app.state.scaimind_settings
+    async with AsyncExitStack() as stack:
+        api_secret = (
+            settings.api_secret.get_secret_value()
+            if settings.api_secret
+            else embedded_api_secret(settings.data_dir)
+        )
+        target = settings.grpc_target
+        if settings.embedded_coordinator:
+            target = await _start_embedded_coordinator(settings, api_secret, stack)
+        channel = open_channel(settings, target)
+        client = CoordinatorClient(
+            channel, api_secret=api_secret, timeout_s=settings.grpc_timeout_s
+        )
+        stack.push_async_callback(client.close)
+        state = State(settings=settings, client=client, verifier=TokenVerifier(settings))
+        app.state.scaimind = state
+        stack.callback(delattr, app.state, "scaimind")
+        for hook in _startup_hooks:
+            await hook(state, stack)
+        logger.info("scaimind module started; coordinator at %s", target)
+        yield
+
+
+StartupHook = Callable[[State, AsyncExitStack], Coroutine[Any, Any, None]]
+# Subsystems (cache, token exchange, stream limits) register hooks that add to the state.
+_startup_hooks: list[StartupHook] = []
+
+
+def register_startup_hook(hook: StartupHook) -> StartupHook:
+    """Run `hook(state, stack)` inside every lifespan after the core resources exist."""
+    if hook not in _startup_hooks:
+        _startup_hooks.append(hook)
+    return hook
+
+
+def mount_module(
+    app: FastAPI,
+    settings: Settings,
+    *,
+    current_user: Callable[..., Any] | None = None,
+    prefix: str = API_PREFIX,
+) -> None:
+    """Add the module to a host app: routes under `prefix`, error envelope, request ids.
+
+    The host supplies its own user dependency (`current_user`, returning a `CurrentUser`) and
+    must enter `scaimind.app.lifespan(app)` from its own lifespan.
+    """
+    app.state.scaimind_settings = settings
+    install_error_handlers(app)
+    if not getattr(app.state, "scaimind_request_ids", False):
+        app.add_middleware(RequestIdMiddleware)
+        app.state.scaimind_request_ids = True
+    app.include_router(module_router(), prefix=prefix)
+    if current_user is not None:
+        app.dependency_overrides[get_current_user] = current_user
+
+
+def _health_routes(app: FastAPI) -> None:
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, Any]:
+        """Liveness."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/health/ready", tags=["health"])
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: the coordinator (and cache, when configured) answer."""
+        state: State | None = getattr(request.app.state, "scaimind", None)
+        checks: dict[str, str] = {}
+        if state is None:
+            checks["module"] = "not started"
+        else:
+            ctx = CallContext(tenant_id="scaimind-health", request_id=request_id_of(request))
+            try:
+                await asyncio.wait_for(state.client.get_cluster_status(ctx), _READY_TIMEOUT_S)
+                checks["coordinator"] = "ok"
+            except (CoordinatorError, TimeoutError) as exc:
+                checks["coordinator"] = getattr(exc, "code", "BACKEND_TIMEOUT")
+            probe = state.extras.get("cache_probe")
+            if probe is not None:
+                checks["cache"] = "ok" if await probe() else "unavailable"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The standalone gateway: module under /v1/modules/scaimind, health, metrics, OpenAPI."""
+    app = FastAPI(
+        title="ScaiMind",
+        version=__version__,
+        description="Training orchestration for ScaiGrid: submit, monitor and manage jobs.",
+        lifespan=lifespan,
+    )
+    mount_module(app, settings)
+    _health_routes(app)
+    return app
+
+
+__all__ = [
+    "API_PREFIX",
+    "CurrentUser",
+    "create_app",
+    "lifespan",
+    "module_router",
+    "mount_module",
+    "register_startup_hook",
+]

@@ -1,0 +1,207 @@
+"""Bearer-token authentication, permissions and tenancy (API.md §3).
+
+The module depends on exactly one user dependency, `get_current_user`. Standalone it verifies
+JWTs; a host app (ScaiGrid) replaces it via `dependency_overrides` with its own user lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import jwt
+from fastapi import Depends, Request
+
+from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
+from scaimind.settings import Settings
+
+VIEW: Final = "scaimind:view"
+MANAGE: Final = "scaimind:manage"
+CLUSTER_ADMIN: Final = "scaimind:cluster_admin"
+EVALUATE: Final = "scaimind:evaluate"
+ALL_PERMISSIONS: Final = (VIEW, MANAGE, CLUSTER_ADMIN, EVALUATE)
+
+ROLE_PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
+    "super_admin": frozenset(ALL_PERMISSIONS),
+    "partner_admin": frozenset(ALL_PERMISSIONS),
+    "tenant_admin": frozenset(ALL_PERMISSIONS),
+    "tenant_viewer": frozenset({VIEW}),
+    "tenant_user": frozenset(),
+}
+
+EMBEDDED_ISSUER: Final = "scaimind-embedded"
+EMBEDDED_AUDIENCE: Final = "scaimind"
+_SECRET_FILE: Final = "jwt-secret"
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    """The authenticated caller. Hosts construct it from their own user model."""
+
+    user_id: str
+    tenant_id: str
+    role: str = ""
+    permissions: frozenset[str] = field(default_factory=frozenset)
+    # The caller's raw bearer token, for downstream token exchange; never logged.
+    token: str | None = field(default=None, repr=False)
+
+    def has(self, permission: str) -> bool:
+        """Whether the caller holds a permission."""
+        return permission in self.permissions
+
+
+def permissions_for(role: str, scope: str | Iterable[str] | None) -> frozenset[str]:
+    """Role defaults ∪ the keys listed in `scope`."""
+    extra = scope.split() if isinstance(scope, str) else list(scope or ())
+    return ROLE_PERMISSIONS.get(role, frozenset()) | frozenset(extra)
+
+
+def embedded_secret(data_dir: Path) -> str:
+    """The HS256 secret of a data dir, generated once with mode 0600."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / _SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def mint_token(
+    secret: str,
+    *,
+    tenant_id: str,
+    user_id: str,
+    role: str = "tenant_admin",
+    scope: str = "",
+    ttl_s: int = 3600,
+    audience: str = EMBEDDED_AUDIENCE,
+    issuer: str = EMBEDDED_ISSUER,
+) -> str:
+    """An HS256 token that the embedded-mode verifier accepts."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": user_id,
+        "tenant_id": tenant_id,
+        "role": role,
+        "iat": now,
+        "exp": now + ttl_s,
+        "iss": issuer,
+        "aud": audience,
+    }
+    if scope:
+        claims["scope"] = scope
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class TokenVerifier:
+    """Verifies bearer JWTs with the configured key material."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._jwks: jwt.PyJWKClient | None = None
+        self._key: Any = None
+        self._algorithms: list[str]
+        if settings.jwt_jwks_url:
+            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            self._algorithms = ["RS256", "ES256"]
+        elif settings.jwt_public_key:
+            pem = settings.jwt_public_key
+            if not pem.lstrip().startswith("-----BEGIN"):
+                pem = Path(pem).read_text()
+            self._key = pem
+            self._algorithms = ["RS256", "ES256"]
+        else:
+            secret = settings.jwt_secret
+            self._key = secret.get_secret_value() if secret else embedded_secret(settings.data_dir)
+            self._algorithms = ["HS256"]
+
+    async def verify(self, token: str) -> CurrentUser:
+        """Decode and check a token; raise AuthTokenInvalid with a reason."""
+        key = self._key
+        if self._jwks is not None:
+            try:
+                # PyJWKClient fetches over blocking urllib; keep it off the event loop.
+                signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWTError as exc:
+                raise AuthTokenInvalid(f"invalid bearer token: {exc}") from None
+            key = signing_key.key
+        s = self._settings
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=self._algorithms,
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                leeway=s.jwt_leeway_s,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": s.jwt_audience is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthTokenInvalid("bearer token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise AuthTokenInvalid("bearer token has the wrong audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthTokenInvalid("bearer token has the wrong issuer") from None
+        except jwt.InvalidSignatureError:
+            raise AuthTokenInvalid("bearer token signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise AuthTokenInvalid(f"invalid bearer token: {exc}") from None
+        tenant = claims.get("tenant_id")
+        if not isinstance(tenant, str) or not tenant:
+            raise AuthTokenInvalid("bearer token has no tenant_id claim")
+        role = claims.get("role") if isinstance(claims.get("role"), str) else ""
+        scope = claims.get("scope") if isinstance(claims.get("scope"), str) else None
+        return CurrentUser(
+            user_id=str(claims["sub"]),
+            tenant_id=tenant,
+            role=str(role),
+            permissions=permissions_for(str(role), scope),
+            token=token,
+        )
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthTokenMissing()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthTokenInvalid("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def get_current_user(request: Request) -> CurrentUser:
+    """The standalone user dependency; hosts override it with their own."""
+    from scaimind.deps import state_of  # late: deps imports this module
+
+    return await state_of(request).verifier.verify(_bearer(request))
+
+
+CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+def require(
+    *permissions: str,
+) -> Callable[[CurrentUser], Coroutine[Any, Any, CurrentUser]]:
+    """A dependency that passes when the caller holds any of `permissions`."""
+    if not permissions:
+        raise ValueError("require() needs at least one permission")
+
+    async def check(user: CurrentUserDep) -> CurrentUser:
+        if not any(user.has(p) for p in permissions):
+            raise PermissionMissing(f"missing permission: {' or '.join(permissions)}")
+        return user
+
+    return check

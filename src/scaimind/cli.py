@@ -1,0 +1,177 @@
+"""The `scaimind` command line: serve, coordinator, migrate, token and operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from scaimind import __version__
+from scaimind.settings import Settings, SettingsError, load_settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway (with the embedded reference coordinator unless GRPC_HOST is set)."""
+    import uvicorn
+
+    from scaimind.app import create_app
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    print(
+        f"scaimind {__version__}: http://{args.host}:{args.port}/v1/modules/scaimind "
+        f"(data dir {settings.data_dir}; coordinator "
+        f"{'embedded' if settings.embedded_coordinator else settings.grpc_target})",
+        file=sys.stderr,
+    )
+    # uvicorn turns SIGINT/SIGTERM into a lifespan shutdown, which stops the embedded
+    # coordinator cleanly (running jobs checkpoint and are re-queued).
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    """Run the reference coordinator as a standalone gRPC server."""
+    from scaimind.coordinator.config import CoordinatorConfig
+    from scaimind.coordinator.server import serve_forever
+
+    settings = _settings(args)
+    secret = settings.api_secret.get_secret_value() if settings.api_secret else None
+    config = CoordinatorConfig(
+        data_dir=args.data_dir or settings.data_dir / "coordinator",
+        host=args.host,
+        port=args.port,
+        api_secret=secret,
+        allow_unauthenticated=args.allow_unauthenticated,
+        inventory_path=args.inventory,
+    )
+    code: int = serve_forever(config)
+    return code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Upgrade the cache database to the newest schema."""
+    from scaimind.cache.migrate import upgrade
+
+    settings = _settings(args, database_url=args.database_url)
+    asyncio.run(upgrade(settings.effective_database_url))
+    print(f"cache database is at the newest schema: {settings.effective_database_url}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Print a bearer token that `scaimind serve` on the same data dir accepts."""
+    from scaimind.auth import embedded_secret, mint_token
+
+    settings = _settings(args)
+    secret = (
+        settings.jwt_secret.get_secret_value()
+        if settings.jwt_secret
+        else embedded_secret(settings.data_dir)
+    )
+    print(
+        mint_token(
+            secret,
+            tenant_id=args.tenant,
+            user_id=args.user,
+            role=args.role,
+            scope=args.scope,
+            ttl_s=args.ttl,
+            audience=settings.jwt_audience or "scaimind",
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="scaimind", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"scaimind {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir", type=Path, default=None, help="data directory (SCAIMIND_DATA_DIR)"
+        )
+
+    p = sub.add_parser("serve", help="run the gateway with the embedded coordinator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    data_dir(p)
+    p.set_defaults(handler=cmd_serve)
+
+    p = sub.add_parser("coordinator", help="run the reference coordinator (gRPC)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--inventory", type=Path, default=None, help="JSON node inventory")
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="run without SCAIMIND_API_SECRET (loopback only)",
+    )
+    data_dir(p)
+    p.set_defaults(handler=cmd_coordinator)
+
+    p = sub.add_parser("migrate", help="upgrade the cache database schema")
+    p.add_argument("--database-url", default=None, help="overrides SCAIMIND_DATABASE_URL")
+    data_dir(p)
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("token", help="mint a bearer token for the embedded mode")
+    data_dir(p)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--role", default="tenant_admin")
+    p.add_argument("--scope", default="", help="space-separated extra permission keys")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    p.set_defaults(handler=cmd_token)
+
+    for register in _extra_commands:
+        register(sub)
+    return parser
+
+
+# Operator commands (logs, metrics, ...) register themselves here.
+_extra_commands: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `scaimind` console script."""
+    _load_operator_commands()
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except SettingsError as exc:
+        print(f"scaimind: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load_operator_commands() -> None:
+    # Optional module: the operator commands live apart from the server commands.
+    try:
+        module = importlib.import_module("scaimind.operator_cli")
+    except ModuleNotFoundError:
+        return
+    if module.register not in _extra_commands:
+        _extra_commands.append(module.register)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Conversion between the HTTP JSON shapes and the protocol messages.
+
+proto → dict: enum values as names without their type prefix, RFC 3339 times (null when unset),
+integers as JSON numbers, unset scalars present with their zero value.
+dict → proto: the inverse, driven by the message descriptor, so schemas and protos cannot drift
+silently (an unknown field raises).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+M = TypeVar("M", bound=Message)
+
+_TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+# Enums the HTTP API spells in lower case (data formats: "jsonl", "csv", ...).
+_LOWERCASE_ENUMS = frozenset({"scaimind.v1.DataFormat"})
+
+
+def _enum_prefix(enum: Any) -> str:
+    # JOB_STATUS_UNSPECIFIED -> "JOB_STATUS_"
+    return str(enum.values_by_number[0].name.removesuffix("UNSPECIFIED"))
+
+
+def enum_name(enum: Any, number: int) -> str | None:
+    """Short name of an enum value ("QUEUED"), None for UNSPECIFIED/unknown."""
+    if number == 0 or number not in enum.values_by_number:
+        return None
+    name: str = enum.values_by_number[number].name.removeprefix(_enum_prefix(enum))
+    return name.lower() if enum.full_name in _LOWERCASE_ENUMS else name
+
+
+def enum_value(enum: Any, name: str) -> int:
+    """Number of an enum value given its short or full name; ValueError if unknown."""
+    upper = str(name).upper()
+    full = upper if upper.startswith(_enum_prefix(enum)) else _enum_prefix(enum) + upper
+    value = enum.values_by_name.get(full)
+    if value is None or value.number == 0:
+        raise ValueError(f"unknown {enum.name} value: {name!r}")
+    return int(value.number)
+
+
+def format_time(ts: Timestamp) -> str:
+    """RFC 3339 UTC with milliseconds and a Z."""
+    dt = ts.ToDatetime(tzinfo=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _scalar_to_json(fd: Any, value: Any) -> Any:
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        return enum_name(fd.enum_type, value)
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        return message_to_dict(value)
+    return value
+
+
+def message_to_dict(msg: Message) -> Any:
+    """Convert a message to the API's JSON shape."""
+    desc: Any = msg.DESCRIPTOR
+    if desc.full_name == _TIMESTAMP:
+        return format_time(msg)  # type: ignore[arg-type]
+    out: dict[str, Any] = {}
+    for fd in desc.fields:
+        value = getattr(msg, fd.name)
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            value_fd = fd.message_type.fields_by_name["value"]
+            out[fd.name] = {k: _scalar_to_json(value_fd, v) for k, v in value.items()}
+        elif fd.is_repeated:
+            out[fd.name] = [_scalar_to_json(fd, v) for v in value]
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            out[fd.name] = message_to_dict(value) if msg.HasField(fd.name) else None
+        elif fd.has_presence and not msg.HasField(fd.name):
+            out[fd.name] = None
+        else:
+            out[fd.name] = _scalar_to_json(fd, value)
+    return out
+
+
+def _timestamp_from(value: Any) -> Timestamp:
+    ts = Timestamp()
+    if isinstance(value, datetime):
+        ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=UTC))
+    else:
+        ts.FromJsonString(str(value))
+    return ts
+
+
+def _assign(msg: Message, fd: Any, value: Any) -> None:
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        target = getattr(msg, fd.name)
+        value_fd = fd.message_type.fields_by_name["value"]
+        for k, v in value.items():
+            if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+                dict_into(v, target[k])
+            else:
+                target[k] = v
+    elif fd.is_repeated:
+        target = getattr(msg, fd.name)
+        for item in value:
+            if fd.type == FieldDescriptor.TYPE_MESSAGE:
+                dict_into(item, target.add())
+            elif fd.type == FieldDescriptor.TYPE_ENUM:
+                target.append(enum_value(fd.enum_type, item))
+            else:
+                target.append(item)
+    elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+        if fd.message_type.full_name == _TIMESTAMP:
+            getattr(msg, fd.name).CopyFrom(_timestamp_from(value))
+        else:
+            dict_into(value, getattr(msg, fd.name))
+    elif fd.type == FieldDescriptor.TYPE_ENUM:
+        setattr(msg, fd.name, enum_value(fd.enum_type, value))
+    else:
+        setattr(msg, fd.name, value)
+
+
+def dict_into(data: Mapping[str, Any], msg: M) -> M:
+    """Fill `msg` from an API-shaped dict; None values are skipped (left unset)."""
+    fields: Any = msg.DESCRIPTOR.fields_by_name
+    for key, value in data.items():
+        if value is None:
+            continue
+        fd = fields.get(key)
+        if fd is None:
+            raise ValueError(f"{msg.DESCRIPTOR.name} has no field {key!r}")
+        _assign(msg, fd, value)
+    # Mark empty sub-messages as present ({} in the body means "set, all defaults").
+    for key, value in data.items():
+        fd = fields.get(key)
+        if (
+            isinstance(value, Mapping)
+            and not value
+            and fd is not None
+            and fd.type == FieldDescriptor.TYPE_MESSAGE
+            and not (fd.message_type.GetOptions().map_entry or fd.is_repeated)
+        ):
+            getattr(msg, key).SetInParent()
+    return msg
+
+
+def dict_to_message(data: Mapping[str, Any], cls: type[M]) -> M:
+    """Build a new message of `cls` from an API-shaped dict."""
+    return dict_into(data, cls())

@@ -1,0 +1,84 @@
+"""Lifespan state and the dependency aliases that hand it to handlers.
+
+No `from __future__ import annotations` here: FastAPI must resolve the closures' annotations.
+"""
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from scaimind.auth import CurrentUser, TokenVerifier, require
+from scaimind.client import CallContext, CoordinatorClient
+from scaimind.errors import ScaiMindError, request_id_of
+from scaimind.settings import Settings
+
+
+@dataclass(eq=False)
+class State:
+    """Every long-lived resource of the module, created by `lifespan`."""
+
+    settings: Settings
+    client: CoordinatorClient
+    verifier: TokenVerifier
+    # Objects owned by later subsystems (cache, token exchange, stream limiter) hang here.
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class ModuleNotStarted(ScaiMindError):
+    """The module's lifespan was not entered by the host app."""
+
+    status_code = 503
+    code = "BACKEND_UNAVAILABLE"
+    default_message = "the ScaiMind module is not started"
+
+
+def state_of(request: Request) -> State:
+    """The module state of the app serving this request."""
+    state = getattr(request.app.state, "scaimind", None)
+    if not isinstance(state, State):
+        raise ModuleNotStarted()
+    return state
+
+
+def get_client(request: Request) -> CoordinatorClient:
+    """The coordinator client."""
+    return state_of(request).client
+
+
+def get_settings(request: Request) -> Settings:
+    """The module settings."""
+    return state_of(request).settings
+
+
+StateDep = Annotated[State, Depends(state_of)]
+ClientDep = Annotated[CoordinatorClient, Depends(get_client)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authorised caller and the gRPC call context made for it."""
+
+    user: CurrentUser
+    ctx: CallContext
+
+
+def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
+    """Dependency: require one of `permissions`, then build the call context."""
+    check = require(*permissions)
+
+    async def build(request: Request, user: Annotated[CurrentUser, Depends(check)]) -> Caller:
+        ctx = CallContext(
+            tenant_id=user.tenant_id,
+            user_id=user.user_id or None,
+            request_id=request_id_of(request),
+        )
+        return Caller(user=user, ctx=ctx)
+
+    return build

@@ -1,0 +1,426 @@
+"""The exception hierarchy, the gRPC→HTTP table, sanitisation and the error envelope (API.md §2).
+
+Routers never see `grpc` types: the coordinator client translates every failure at the boundary
+with `translate_rpc_error`, and the handlers here turn any `ScaiMindError` into the envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("scaimind.errors")
+
+REQUEST_ID_HEADER: Final = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class ScaiMindError(Exception):
+    """An error the gateway answers with the ScaiGrid envelope."""
+
+    status_code: int = 500
+    code: str = "INTERNAL_ERROR"
+    default_message: str = "internal error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Sequence[Mapping[str, str]] | None = None,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.details = list(details) if details else None
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers that go with this error's response."""
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+
+class AuthTokenMissing(ScaiMindError):
+    """No bearer token was sent."""
+
+    status_code = 401
+    code = "AUTH_TOKEN_MISSING"
+    default_message = "missing bearer token: send 'Authorization: Bearer <token>'"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class AuthTokenInvalid(ScaiMindError):
+    """The bearer token could not be verified."""
+
+    status_code = 401
+    code = "AUTH_TOKEN_INVALID"
+    default_message = "invalid bearer token"
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class PermissionMissing(ScaiMindError):
+    """The caller is authenticated but lacks a permission."""
+
+    status_code = 403
+    code = "AUTHZ_PERMISSION_DENIED"
+    default_message = "permission denied"
+
+
+class RequestInvalid(ScaiMindError):
+    """The request failed schema validation."""
+
+    status_code = 422
+    code = "VALIDATION_ERROR"
+    default_message = "request validation failed"
+
+
+class IdempotencyKeyReused(ScaiMindError):
+    """An Idempotency-Key was reused with a different body."""
+
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    default_message = "this Idempotency-Key was already used with a different request body"
+
+
+class RateLimited(ScaiMindError):
+    """Too many concurrent streams (or requests) for the tenant."""
+
+    status_code = 429
+    code = "RATE_LIMITED"
+    default_message = "too many concurrent streams for this tenant; retry later"
+
+
+class TokenExchangeFailed(ScaiMindError):
+    """Minting downstream tokens failed; nothing was sent to the coordinator."""
+
+    status_code = 502
+    code = "TOKEN_EXCHANGE_FAILED"
+    default_message = "could not obtain downstream access tokens from the identity provider"
+
+
+class NotFound(ScaiMindError):
+    """Unknown path or resource."""
+
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "not found"
+
+
+class CoordinatorError(ScaiMindError):
+    """A translated coordinator (gRPC) failure; carries the original status code."""
+
+    def __init__(
+        self,
+        grpc_code: grpc.StatusCode,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.grpc_code = grpc_code
+        self.status_code = status_code
+        self.code = code
+        self.retryable = retryable
+        super().__init__(message, retry_after=retry_after, headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapping:
+    http: int
+    code: str
+    # None: pass the (sanitised) coordinator detail through; else this fixed message.
+    fixed_message: str | None
+    retryable: bool
+    headers: Mapping[str, str] | None = None
+
+
+_GENERIC = "the training coordinator reported an internal error; the request was not completed"
+_UNAVAILABLE_RETRY_AFTER_S: Final = 5
+
+# The canonical google.rpc mapping, with our deviations commented.
+GRPC_TO_HTTP: Final[Mapping[grpc.StatusCode, _Mapping]] = {
+    grpc.StatusCode.NOT_FOUND: _Mapping(404, "NOT_FOUND", None, False),
+    grpc.StatusCode.INVALID_ARGUMENT: _Mapping(400, "INVALID_ARGUMENT", None, False),
+    # Canonical: 400 with code OUT_OF_RANGE too; we keep the distinct error code for clients.
+    grpc.StatusCode.OUT_OF_RANGE: _Mapping(400, "OUT_OF_RANGE", None, False),
+    grpc.StatusCode.PERMISSION_DENIED: _Mapping(403, "PERMISSION_DENIED", None, False),
+    grpc.StatusCode.UNAUTHENTICATED: _Mapping(401, "UNAUTHENTICATED", None, False),
+    grpc.StatusCode.ALREADY_EXISTS: _Mapping(
+        409, "ALREADY_EXISTS", None, False, {"x-should-retry": "false"}
+    ),
+    # Canonical is 400; a state conflict ("job is COMPLETED") is a 409 to HTTP clients.
+    grpc.StatusCode.FAILED_PRECONDITION: _Mapping(
+        409, "FAILED_PRECONDITION", None, False, {"x-should-retry": "false"}
+    ),
+    # Canonical 409; we add x-should-retry: true because ABORTED means "retry the whole call".
+    grpc.StatusCode.ABORTED: _Mapping(409, "ABORTED", None, True, {"x-should-retry": "true"}),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: _Mapping(429, "RESOURCE_EXHAUSTED", None, True),
+    # Canonical 499 "client closed request"; the detail is ours, not the coordinator's.
+    grpc.StatusCode.CANCELLED: _Mapping(
+        499, "CANCELLED", "the request was cancelled before the coordinator finished it", True
+    ),
+    # Canonical 504; code renamed so clients see it is the backend, not the gateway, that timed out.
+    grpc.StatusCode.DEADLINE_EXCEEDED: _Mapping(
+        504,
+        "BACKEND_TIMEOUT",
+        "the training coordinator did not answer in time; please retry",
+        True,
+    ),
+    # Canonical 503; renamed and given a Retry-After.
+    grpc.StatusCode.UNAVAILABLE: _Mapping(
+        503,
+        "BACKEND_UNAVAILABLE",
+        "the training coordinator is unavailable right now; please retry shortly",
+        True,
+    ),
+    # Canonical 501; fixed message because the detail would name internal RPCs.
+    grpc.StatusCode.UNIMPLEMENTED: _Mapping(
+        501, "UNIMPLEMENTED", "this operation is not supported by the training coordinator", False
+    ),
+}
+_FALLBACK = _Mapping(500, "INTERNAL_ERROR", _GENERIC, False)
+
+# Infrastructure noise that must never reach a client.
+_NOISE = re.compile(
+    r"Traceback \(most recent call last\)"
+    r'|File "[^"]*", line \d+'
+    r"|\b\w+(Error|Exception): "
+    r"|\bSELECT\b[\s\S]*\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
+    r"|sqlalchemy\.|psycopg|asyncpg\.|sqlite3\.|pymysql\.|aiomysql\."
+    r"|\tat |^\s*at [\w$.]+\([\w$]+\.java:\d+\)|goroutine \d+|panic: |\.go:\d+"
+    r"|(?:^|[\s'\"(=])/(?:home|root|usr|opt|var|srv|tmp|etc|app|proc)/\S+"
+    r"|[A-Za-z]:\\\\?[\w\\]+",
+    re.MULTILINE,
+)
+
+
+def sanitize(detail: str | None) -> str | None:
+    """Return the detail if it is safe to show a client, else None."""
+    if not detail:
+        return None
+    if _NOISE.search(detail):
+        return None
+    return detail.strip()[:1000] or None
+
+
+def _generic_message(mapping: _Mapping) -> str:
+    return f"the training coordinator rejected the request ({mapping.code})"
+
+
+def _retry_after(metadata: Sequence[tuple[str, str | bytes]] | None) -> int | None:
+    for key, value in metadata or ():
+        if key.lower() == "retry-after":
+            try:
+                return max(0, int(float(value)))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def translate_rpc_error(
+    exc: grpc.aio.AioRpcError,
+    *,
+    rpc: str,
+    request_id: str | None,
+    tenant_id: str | None,
+) -> CoordinatorError:
+    """Map a gRPC failure to a CoordinatorError and write the structured log record."""
+    grpc_code = exc.code()
+    raw = exc.details() or ""
+    mapping = GRPC_TO_HTTP.get(grpc_code, _FALLBACK)
+    if mapping.fixed_message is not None:
+        message = mapping.fixed_message
+    else:
+        message = sanitize(raw) or _generic_message(mapping)
+    retry_after: int | None = None
+    if grpc_code is grpc.StatusCode.UNAVAILABLE:
+        retry_after = _UNAVAILABLE_RETRY_AFTER_S
+    elif grpc_code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailing = exc.trailing_metadata()
+        retry_after = _retry_after(list(trailing) if trailing else None)  # type: ignore[arg-type]
+    logger.warning(
+        "coordinator error on %s: %s",
+        rpc,
+        grpc_code.name,
+        extra={
+            "event": "scaimind_coordinator_error",
+            "grpc_code": grpc_code.name,
+            "raw_detail": raw,
+            "rpc": rpc,
+            "request_id": request_id,
+            "tenant_id": tenant_id,
+        },
+    )
+    return CoordinatorError(
+        grpc_code,
+        mapping.http,
+        mapping.code,
+        message,
+        retryable=mapping.retryable,
+        retry_after=retry_after,
+        headers=mapping.headers,
+    )
+
+
+# --- envelope -------------------------------------------------------------------------------
+
+
+def new_request_id() -> str:
+    """A fresh request id (`req_` + 26 url-safe characters)."""
+    return "req_" + secrets.token_hex(13)
+
+
+def request_id_of(request: Request) -> str:
+    """The id the middleware assigned to this request."""
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else new_request_id()
+
+
+def error_body(
+    request_id: str,
+    code: str,
+    message: str,
+    *,
+    details: Sequence[Mapping[str, str]] | None = None,
+    retry_after: int | None = None,
+) -> dict[str, Any]:
+    """The ScaiGrid error envelope."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = list(details)
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return {"status": "error", "error": error, "meta": {"request_id": request_id}}
+
+
+def error_response(request: Request, exc: ScaiMindError) -> JSONResponse:
+    """Render a ScaiMindError as the envelope."""
+    body = error_body(
+        request_id_of(request),
+        exc.code,
+        exc.message,
+        details=exc.details,
+        retry_after=exc.retry_after,
+    )
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.response_headers())
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, str]]:
+    details = []
+    for err in exc.errors():
+        field = _field_path(err.get("loc", ()))
+        message = str(err.get("msg", "invalid value"))
+        if err.get("type") == "json_invalid":
+            field = "body"
+            message = f"malformed JSON: {err.get('ctx', {}).get('error', 'cannot parse')}"
+        message = message.removeprefix("Value error, ")
+        details.append({"field": field, "message": message})
+    return details
+
+
+_STATUS_CODES: Final[Mapping[int, str]] = {
+    400: "BAD_REQUEST",
+    401: "AUTH_TOKEN_MISSING",
+    403: "AUTHZ_PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the envelope handlers on an app (safe to call twice)."""
+    if getattr(app.state, "scaimind_error_handlers", False):
+        return
+    app.state.scaimind_error_handlers = True
+
+    async def on_scaimind_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ScaiMindError)
+        return error_response(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request, RequestInvalid(details=_validation_details(exc)))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
+        detail = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404:
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+        err = ScaiMindError(detail, headers=exc.headers)
+        err.status_code, err.code = exc.status_code, code
+        return error_response(request, err)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception(
+            "unhandled error", extra={"event": "scaimind_unhandled_error", "path": request.url.path}
+        )
+        return error_response(request, ScaiMindError())
+
+    handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+        ScaiMindError: on_scaimind_error,
+        RequestValidationError: on_validation_error,
+        StarletteHTTPException: on_http_error,
+        Exception: on_unexpected,
+    }
+    for exc_type, handler in handlers.items():
+        app.add_exception_handler(exc_type, handler)
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware: assign a request id and echo it as X-Request-ID on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                incoming = value.decode("latin-1")
+                break
+        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

@@ -1,0 +1,1 @@
+"""HTTP routers of the module; `module_router()` assembles them."""

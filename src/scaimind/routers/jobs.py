@@ -1,0 +1,135 @@
+"""Jobs endpoints (API.md §5.1)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+
+from scaimind.auth import MANAGE, VIEW
+from scaimind.convert import dict_to_message, message_to_dict
+from scaimind.deps import Caller, ClientDep, IdempotencyKeyHeader, caller
+from scaimind.schemas.jobs import (
+    LABEL_RE,
+    CancelBody,
+    JobStatus,
+    PauseBody,
+    ResumeBody,
+    RetryBody,
+    SubmitJobBody,
+)
+from scaimind.v1 import coordinator_pb2
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+Viewer = Annotated[Caller, Depends(caller(VIEW))]
+Manager = Annotated[Caller, Depends(caller(MANAGE))]
+JobId = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def labels_to_filter(labels: list[str]) -> dict[str, str]:
+    """`key=value` strings → a label filter map."""
+    return dict(label.split("=", 1) for label in labels)
+
+
+@router.get("")
+async def list_jobs(
+    who: Viewer,
+    client: ClientDep,
+    status: Annotated[list[JobStatus], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str, Query(max_length=1024)] = "",
+    order_by: Annotated[str, Query(max_length=128)] = "",
+    label: Annotated[list[str], Query(pattern=LABEL_RE)] = [],  # noqa: B006
+) -> dict[str, Any]:
+    """List the tenant's jobs."""
+    req = dict_to_message(
+        {
+            "status_filter": [s.value for s in status],
+            "label_filter": labels_to_filter(label),
+            "page_size": page_size,
+            "page_token": page_token,
+            "order_by": order_by,
+        },
+        coordinator_pb2.ListJobsRequest,
+    )
+    resp = await client.list_jobs(req, who.ctx)
+    return {"data": message_to_dict(resp)}
+
+
+@router.post("", status_code=201)
+async def submit_job(
+    who: Manager,
+    client: ClientDep,
+    body: SubmitJobBody,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
+    """Submit a training job."""
+    req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.SubmitJobRequest)
+    ctx = replace(who.ctx, idempotency_key=idempotency_key)
+    resp = await client.submit_job(req, ctx)
+    return {"data": message_to_dict(resp)}
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: JobId, who: Viewer, client: ClientDep) -> dict[str, Any]:
+    """One job, fresh from the coordinator."""
+    job = await client.get_job(job_id, who.ctx)
+    return {"data": message_to_dict(job)}
+
+
+@router.post("/{job_id}/cancel")
+async def cancel_job(
+    job_id: JobId,
+    who: Manager,
+    client: ClientDep,
+    body: Annotated[CancelBody | None, Body()] = None,
+) -> dict[str, Any]:
+    """Cancel a non-terminal job."""
+    body = body or CancelBody()
+    req = coordinator_pb2.CancelJobRequest(job_id=job_id, reason=body.reason)
+    return {"data": message_to_dict(await client.cancel_job(req, who.ctx))}
+
+
+@router.post("/{job_id}/pause")
+async def pause_job(
+    job_id: JobId,
+    who: Manager,
+    client: ClientDep,
+    body: Annotated[PauseBody | None, Body()] = None,
+) -> dict[str, Any]:
+    """Pause a running job."""
+    body = body or PauseBody()
+    req = coordinator_pb2.PauseJobRequest(job_id=job_id, save_checkpoint=body.save_checkpoint)
+    return {"data": message_to_dict(await client.pause_job(req, who.ctx))}
+
+
+@router.post("/{job_id}/resume")
+async def resume_job(
+    job_id: JobId,
+    who: Manager,
+    client: ClientDep,
+    body: Annotated[ResumeBody | None, Body()] = None,
+) -> dict[str, Any]:
+    """Resume a paused job."""
+    body = body or ResumeBody()
+    req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=body.checkpoint_id)
+    return {"data": message_to_dict(await client.resume_job(req, who.ctx))}
+
+
+@router.post("/{job_id}/retry")
+async def retry_job(
+    job_id: JobId,
+    who: Manager,
+    client: ClientDep,
+    body: Annotated[RetryBody | None, Body()] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
+    """Retry a failed or preempted job as a child job."""
+    body = body or RetryBody()
+    req = dict_to_message(
+        {"job_id": job_id, **body.model_dump(mode="json")}, coordinator_pb2.RetryJobRequest
+    )
+    ctx = replace(who.ctx, idempotency_key=idempotency_key)
+    return {"data": message_to_dict(await client.retry_job(req, ctx))}

@@ -1,0 +1,1 @@
+"""Request schemas (pydantic) of the HTTP API."""

@@ -1,0 +1,117 @@
+"""Gateway settings: environment variables with the SCAIMIND_ prefix (API.md §7)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SCAIMIND_"
+
+
+class SettingsError(Exception):
+    """Settings are invalid; the message names every offending environment variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the gateway (and the embedded coordinator) is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Where the embedded mode keeps its database, secrets and the coordinator's state.
+    data_dir: Path = Path.home() / ".scaimind"
+
+    # Coordinator. An empty host means "run the reference coordinator embedded" (serve only).
+    grpc_host: str = ""
+    grpc_port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    grpc_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    tls_enabled: bool = False
+    tls_ca_path: Path | None = None
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    api_secret: SecretStr | None = None
+
+    # Job cache. None: a SQLite file in the data directory.
+    database_url: str | None = None
+    cache_sync_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+
+    # Bearer token verification. HS256 with jwt_secret (embedded/dev), or RS256/ES256 with a
+    # PEM public key (inline or a path) or a JWKS URL.
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = "scaimind"
+    jwt_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
+
+    # Downstream token exchange (RFC 8693) or local signing in the embedded mode.
+    token_exchange_url: str | None = None
+    token_exchange_client_id: str | None = None
+    token_exchange_client_secret: SecretStr | None = None
+    token_exchange_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    token_signing_key: SecretStr | None = None
+
+    # Server-Sent Events.
+    sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
+
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check_tls_and_keys(self) -> Self:
+        problems: list[str] = []
+        if self.tls_enabled:
+            for name in ("tls_ca_path", "tls_cert_path", "tls_key_path"):
+                path: Path | None = getattr(self, name)
+                if path is not None and not path.is_file():
+                    problems.append(f"{ENV_PREFIX}{name.upper()}: file not found: {path}")
+            if (self.tls_cert_path is None) != (self.tls_key_path is None):
+                problems.append(
+                    f"{ENV_PREFIX}TLS_CERT_PATH and {ENV_PREFIX}TLS_KEY_PATH must be set together"
+                )
+        key = self.jwt_public_key
+        if key and not key.lstrip().startswith("-----BEGIN") and not Path(key).is_file():
+            problems.append(
+                f"{ENV_PREFIX}JWT_PUBLIC_KEY: neither a PEM key nor an existing file: {key}"
+            )
+        if self.grpc_host:
+            try:
+                ipaddress.ip_address(self.grpc_host)
+            except ValueError:
+                if any(c in self.grpc_host for c in " /:"):
+                    problems.append(f"{ENV_PREFIX}GRPC_HOST: not a host name: {self.grpc_host!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def embedded_coordinator(self) -> bool:
+        """True when serve should start the reference coordinator in-process."""
+        return not self.grpc_host
+
+    @property
+    def effective_database_url(self) -> str:
+        """The cache database URL, defaulting to SQLite in the data directory."""
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'scaimind.db'}"
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the coordinator."""
+        return f"{self.grpc_host or '127.0.0.1'}:{self.grpc_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            name = f"{ENV_PREFIX}{loc.upper()}" if loc else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            messages.append(msg if not loc else f"{name}: {msg}")
+        raise SettingsError("invalid settings: " + "; ".join(messages)) from None

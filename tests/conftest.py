@@ -1,0 +1,61 @@
+"""Fixtures shared by every test package: tokens, settings and a scripted coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from scaimind.auth import mint_token
+from scaimind.settings import Settings
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
+API_SECRET = "test-api-secret"
+
+
+def make_token(
+    tenant: str = "tenant-a",
+    user: str = "user-1",
+    role: str = "tenant_admin",
+    scope: str = "",
+    ttl_s: int = 600,
+    secret: str = JWT_SECRET,
+    **kwargs: Any,
+) -> str:
+    """An HS256 token the test settings accept."""
+    return mint_token(
+        secret, tenant_id=tenant, user_id=user, role=role, scope=scope, ttl_s=ttl_s, **kwargs
+    )
+
+
+def auth(tenant: str = "tenant-a", **kwargs: Any) -> dict[str, str]:
+    """Authorization header for a tenant admin (or the given role/scope)."""
+    return {"Authorization": f"Bearer {make_token(tenant, **kwargs)}"}
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings isolated in tmp_path with the test secrets."""
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "jwt_secret": JWT_SECRET,
+        "api_secret": API_SECRET,
+        "grpc_timeout_s": 3.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[Any]], *, within: float = 30.0, interval: float = 0.05
+) -> Any:
+    """Poll an async predicate until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + within
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s; last value: {last!r}")

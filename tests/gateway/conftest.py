@@ -1,0 +1,184 @@
+"""A scripted coordinator on a real grpc.aio server (port 0) and the gateway in front of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.protobuf.message import Message
+
+from scaimind.app import create_app, lifespan
+from scaimind.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    common_pb2,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+)
+from tests.conftest import settings_for
+
+
+@dataclass
+class Received:
+    """One call the scripted coordinator received."""
+
+    rpc: str
+    request: Message
+    metadata: dict[str, str]
+    time_remaining: float | None
+
+
+@dataclass
+class Failure:
+    """A scripted failure: abort with this code, detail and trailing metadata."""
+
+    code: grpc.StatusCode
+    detail: str = ""
+    trailing: tuple[tuple[str, str], ...] = ()
+
+
+Script = Callable[[Message], Any]
+
+
+@dataclass
+class ScriptedCoordinator(
+    coordinator_pb2_grpc.CoordinatorServiceServicer, cluster_pb2_grpc.ClusterServiceServicer
+):
+    """Records every call; answers from `responses` (a message, a Failure or a callable)."""
+
+    calls: list[Received] = field(default_factory=list)
+    responses: dict[str, Any] = field(default_factory=dict)
+
+    async def _answer(
+        self, rpc: str, request: Message, context: grpc.aio.ServicerContext, default: Message
+    ) -> Any:
+        self.calls.append(
+            Received(
+                rpc=rpc,
+                request=request,
+                metadata=dict(context.invocation_metadata() or ()),  # type: ignore[arg-type]
+                time_remaining=context.time_remaining(),
+            )
+        )
+        answer = self.responses.get(rpc, default)
+        if callable(answer) and not isinstance(answer, Message):
+            answer = await answer(request) if _is_coro_fn(answer) else answer(request)
+        if isinstance(answer, Failure):
+            if answer.trailing:
+                context.set_trailing_metadata(answer.trailing)
+            await context.abort(answer.code, answer.detail)
+        return answer
+
+    def last(self, rpc: str) -> Received:
+        """The most recent call of an RPC."""
+        for call in reversed(self.calls):
+            if call.rpc == rpc:
+                return call
+        raise AssertionError(f"{rpc} was never called; calls: {[c.rpc for c in self.calls]}")
+
+    async def SubmitJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "SubmitJob",
+            request,
+            context,
+            coordinator_pb2.SubmitJobResponse(
+                job_id="job_1", status=common_pb2.JOB_STATUS_QUEUED, message="queued"
+            ),
+        )
+
+    async def ListJobs(self, request: Any, context: Any) -> Any:
+        return await self._answer("ListJobs", request, context, coordinator_pb2.ListJobsResponse())
+
+    async def GetJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "GetJob",
+            request,
+            context,
+            common_pb2.Job(job_id=request.job_id, status=common_pb2.JOB_STATUS_TRAINING),
+        )
+
+    async def CancelJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "CancelJob",
+            request,
+            context,
+            coordinator_pb2.JobActionResponse(
+                job_id=request.job_id, status=common_pb2.JOB_STATUS_CANCELLED
+            ),
+        )
+
+    async def PauseJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "PauseJob",
+            request,
+            context,
+            coordinator_pb2.JobActionResponse(
+                job_id=request.job_id, status=common_pb2.JOB_STATUS_PAUSED
+            ),
+        )
+
+    async def ResumeJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "ResumeJob",
+            request,
+            context,
+            coordinator_pb2.JobActionResponse(
+                job_id=request.job_id, status=common_pb2.JOB_STATUS_QUEUED
+            ),
+        )
+
+    async def RetryJob(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "RetryJob",
+            request,
+            context,
+            coordinator_pb2.RetryJobResponse(
+                job_id="job_child",
+                parent_job_id=request.job_id,
+                status=common_pb2.JOB_STATUS_QUEUED,
+            ),
+        )
+
+    async def GetClusterStatus(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "GetClusterStatus", request, context, cluster_pb2.ClusterStatus(cluster_name="test")
+        )
+
+
+def _is_coro_fn(fn: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+@pytest.fixture
+async def scripted() -> AsyncIterator[tuple[ScriptedCoordinator, int]]:
+    """A scripted coordinator listening on 127.0.0.1:<port>."""
+    servicer = ScriptedCoordinator()
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield servicer, port
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def gateway(
+    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, ScriptedCoordinator]]:
+    """The standalone app, lifespan entered, talking to the scripted coordinator."""
+    servicer, port = scripted
+    app = create_app(settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port))
+    async with lifespan(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client, servicer
