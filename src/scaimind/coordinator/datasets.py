@@ -1,0 +1,499 @@
+"""Reading and validating training data sources (jsonl, json, csv, text, parquet) for real."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+FORMATS = ("jsonl", "json", "csv", "text", "parquet")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+MAX_REPORTED_ERRORS = 20
+DEFAULT_SAMPLE_SIZE = 100
+LONG_ROW_CHARS = 100_000
+
+# Alternatives of field sets that make a usable record, per training type.
+_CHAT_FIELDS: tuple[tuple[str, ...], ...] = (("prompt", "completion"), ("messages",), ("text",))
+_PREFERENCE_FIELDS: tuple[tuple[str, ...], ...] = (("prompt", "chosen", "rejected"),)
+REQUIRED_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "SFT": _CHAT_FIELDS,
+    "LORA": _CHAT_FIELDS,
+    "QLORA": _CHAT_FIELDS,
+    "FULL_FINETUNE": _CHAT_FIELDS,
+    "DPO": _PREFERENCE_FIELDS,
+    "CONTINUED_PRETRAIN": (("text",),),
+    "RLHF": (("prompt",),),
+}
+# Columns some training type reads; anything else is reported as unused.
+_KNOWN_COLUMNS = frozenset(
+    {
+        "prompt",
+        "completion",
+        "messages",
+        "text",
+        "chosen",
+        "rejected",
+        "response",
+        "instruction",
+        "input",
+        "output",
+        "system",
+        "id",
+    }
+)
+
+Record = dict[str, Any]
+
+
+class DataFormatError(Exception):
+    """A data source cannot be read or holds no usable training text."""
+
+
+@dataclass
+class SourceReport:
+    """Result of validating one data source; file-level errors use row 0."""
+
+    path: str
+    valid: bool
+    format: str
+    num_rows: int = 0
+    size_bytes: int = 0
+    columns: list[str] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Turn a plain path or a `file://` URI into a local path."""
+    text = str(path)
+    if text.startswith("file:"):
+        parsed = urlparse(text)
+        if parsed.netloc not in ("", "localhost"):
+            raise DataFormatError(f"{text}: file:// URIs must name a local file (no host)")
+        return Path(unquote(parsed.path))
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise DataFormatError(f"{text}: {scheme}:// sources must be fetched before reading")
+    return Path(text)
+
+
+def normalise_format(fmt: str) -> str:
+    """Map `JSONL`, `DATA_FORMAT_JSONL`, `unspecified` etc. onto a FORMATS value or ``""``."""
+    name = fmt.strip().lower().removeprefix("data_format_")
+    if name in ("", "unspecified"):
+        return ""
+    if name == "txt":
+        return "text"
+    if name not in FORMATS:
+        raise DataFormatError(f"unknown data format {fmt!r}; known: {', '.join(FORMATS)}")
+    return name
+
+
+def infer_format(path: Path, fmt: str = "") -> str:
+    """Return the declared format, or the one the file extension implies."""
+    declared = normalise_format(fmt)
+    if declared:
+        return declared
+    inferred = _EXTENSIONS.get(path.suffix.lower())
+    if inferred is None:
+        raise DataFormatError(
+            f"{path}: cannot infer the data format from extension {path.suffix!r}; "
+            f"set format to one of {', '.join(FORMATS)}"
+        )
+    return inferred
+
+
+def normalise_training_type(training_type: str) -> str:
+    """Map `TRAINING_TYPE_SFT`, `sft`, `` etc. onto a REQUIRED_FIELDS key or ``""``."""
+    name = training_type.strip().upper().removeprefix("TRAINING_TYPE_")
+    return "" if name == "UNSPECIFIED" else name
+
+
+# -- row iteration -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One parsed row: a record, or the reason it could not be parsed; `blank` rows are skipped."""
+
+    number: int
+    record: Record | None = None
+    error: str = ""
+    blank: bool = False
+
+
+def _iter_rows(path: Path, fmt: str) -> Iterator[_Row]:
+    """Yield the rows of a source; raises DataFormatError for file-level failures."""
+    try:
+        if fmt == "jsonl":
+            yield from _jsonl_rows(path)
+        elif fmt == "json":
+            yield from _json_rows(path)
+        elif fmt == "csv":
+            yield from _csv_rows(path)
+        elif fmt == "text":
+            yield from _text_rows(path)
+        else:
+            yield from _parquet_rows(path)
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{path}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataFormatError(f"{path}: is a directory, not a file") from exc
+    except PermissionError as exc:
+        raise DataFormatError(f"{path}: permission denied") from exc
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from exc
+    except OSError as exc:
+        raise DataFormatError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _jsonl_rows(path: Path) -> Iterator[_Row]:
+    # Rows are numbered by line so that an error points straight at the line to fix.
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield _Row(number, error="line is not valid UTF-8")
+                continue
+            if not line.strip():
+                yield _Row(number, blank=True)
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield _Row(number, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+                continue
+            yield _as_record(number, value)
+
+
+def _json_rows(path: Path) -> Iterator[_Row]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
+    if isinstance(document, dict) and isinstance(document.get("data"), list):
+        document = document["data"]
+    if not isinstance(document, list):
+        raise DataFormatError(
+            f"{path}: a json source must be a list of records or an object with a 'data' list"
+        )
+    for number, value in enumerate(document, start=1):
+        yield _as_record(number, value)
+
+
+def _csv_rows(path: Path) -> Iterator[_Row]:
+    # The csv module's default 128 KiB field limit is too small for long documents.
+    csv.field_size_limit(1 << 30)
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            return
+        for number, row in enumerate(reader, start=1):
+            if None in row:
+                yield _Row(
+                    number, error=f"has more fields than the {len(reader.fieldnames)} headers"
+                )
+                continue
+            if all(value in (None, "") for value in row.values()):
+                yield _Row(number, blank=True)
+                continue
+            record: Record = {}
+            for key, value in row.items():
+                if value is None:
+                    continue
+                record[key] = _decode_csv_json(value) if key == "messages" else value
+            yield _Row(number, record=record)
+
+
+def _decode_csv_json(value: str) -> Any:
+    """A csv `messages` cell holds JSON; keep the raw text when it is not valid JSON."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def _text_rows(path: Path) -> Iterator[_Row]:
+    text = path.read_text(encoding="utf-8")
+    for number, line in enumerate(io.StringIO(text), start=1):
+        stripped = line.rstrip("\r\n")
+        if not stripped.strip():
+            yield _Row(number, blank=True)
+        else:
+            yield _Row(number, record={"text": stripped})
+
+
+def _parquet_rows(path: Path) -> Iterator[_Row]:
+    try:
+        parquet: Any = importlib.import_module("pyarrow.parquet")
+    except ImportError as exc:
+        raise DataFormatError(
+            f"{path}: reading parquet needs the pyarrow package, which is not installed"
+        ) from exc
+    try:
+        rows = parquet.read_table(str(path)).to_pylist()
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise
+    except Exception as exc:  # pyarrow raises its own hierarchy (ArrowInvalid, ...)
+        raise DataFormatError(f"{path}: not a readable parquet file: {exc}") from exc
+    for number, value in enumerate(rows, start=1):
+        yield _as_record(number, value)
+
+
+def _as_record(number: int, value: Any) -> _Row:
+    if isinstance(value, dict):
+        return _Row(number, record=value)
+    return _Row(number, error=f"expected an object with named fields, got {_type_name(value)}")
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# -- record → training text --------------------------------------------------------------------
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return "\n".join(
+            f"{item.get('role', 'user')}: {_render(item.get('content', ''))}" for item in value
+        )
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _present(record: Mapping[str, Any], key: str) -> bool:
+    return record.get(key) not in (None, "")
+
+
+def record_text(record: Mapping[str, Any], columns: Sequence[str] = ()) -> str | None:
+    """Return the text the reference trainer learns from a record, or None when it has none."""
+    if columns:
+        parts = [_render(record[key]) for key in columns if _present(record, key)]
+        return "\n".join(parts) if parts else None
+    if isinstance(record.get("messages"), list) and record["messages"]:
+        return _render(record["messages"])
+    if _present(record, "prompt"):
+        # DPO trains towards the chosen answer; the stand-in model learns prompt + that answer.
+        answer = next(
+            (
+                key
+                for key in ("completion", "chosen", "response", "output")
+                if _present(record, key)
+            ),
+            None,
+        )
+        prompt = _render(record["prompt"])
+        return prompt if answer is None else f"{prompt}\n{_render(record[answer])}"
+    if _present(record, "text"):
+        return _render(record["text"])
+    if _present(record, "instruction"):
+        keys = ("instruction", "input", "output")
+        return "\n".join(_render(record[key]) for key in keys if _present(record, key))
+    return None
+
+
+def load_texts(data_files: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Read every data file of a job spec into one training text per record."""
+    if not data_files:
+        raise DataFormatError("the job has no data files")
+    texts: list[str] = []
+    for entry in data_files:
+        raw_path = str(entry.get("path") or "")
+        if not raw_path:
+            raise DataFormatError("a data file entry has no path")
+        path = resolve_path(raw_path)
+        fmt = infer_format(path, str(entry.get("format") or ""))
+        columns = [str(column) for column in entry.get("columns") or ()]
+        problems: list[str] = []
+        for row in _iter_rows(path, fmt):
+            if row.blank:
+                continue
+            if row.record is None:
+                problems.append(f"row {row.number}: {row.error}")
+            else:
+                text = record_text(row.record, columns)
+                if text is None:
+                    wanted = (
+                        ", ".join(columns) if columns else "prompt/completion, messages or text"
+                    )
+                    found = ", ".join(row.record) or "none"
+                    problems.append(
+                        f"row {row.number}: no training text (needs {wanted}; has {found})"
+                    )
+                else:
+                    texts.append(text)
+            if len(problems) >= 3:
+                break
+        if problems:
+            raise DataFormatError(f"{path} ({fmt}): " + "; ".join(problems))
+    if not texts:
+        raise DataFormatError("the data files contain no records")
+    return texts
+
+
+def split_texts(
+    texts: Sequence[str], validation_split: float, seed: int
+) -> tuple[list[str], list[str]]:
+    """Split records into (train, validation) reproducibly from the seed."""
+    if validation_split <= 0 or not texts:
+        return list(texts), []
+    if len(texts) == 1:
+        # A single document is split by characters so validation still has something to score.
+        text = texts[0]
+        cut = max(1, min(len(text) - 1, round(len(text) * (1 - validation_split))))
+        return [text[:cut]], [text[cut:]]
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    count = max(1, min(len(texts) - 1, round(len(texts) * validation_split)))
+    validation = sorted(order[:count])
+    train = sorted(order[count:])
+    return [texts[i] for i in train], [texts[i] for i in validation]
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def _field_problem(record: Record, training_type: str) -> str | None:
+    """Explain why a record lacks the fields its training type needs, or return None."""
+    alternatives = REQUIRED_FIELDS.get(training_type, _CHAT_FIELDS + _PREFERENCE_FIELDS)
+    for fields in alternatives:
+        if all(record.get(name) is not None for name in fields):
+            return _type_problem(record, fields)
+    label = training_type or "training"
+    if len(alternatives) == 1:
+        missing = [name for name in alternatives[0] if record.get(name) is None]
+        names = ", ".join(repr(name) for name in missing)
+        needed = ", ".join(alternatives[0])
+        plural = "s" if len(missing) > 1 else ""
+        return f"missing required field{plural} {names} ({label} needs {needed})"
+    options = " or ".join("+".join(fields) for fields in alternatives)
+    return f"missing required fields: {label} needs {options}"
+
+
+def _type_problem(record: Record, fields: Sequence[str]) -> str | None:
+    for name in fields:
+        value = record[name]
+        if name == "messages":
+            if not isinstance(value, list) or not value:
+                return "field 'messages' must be a non-empty array of {role, content} objects"
+            for index, message in enumerate(value, start=1):
+                if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                    return f"messages[{index}] must be an object with a string 'content'"
+                if not isinstance(message.get("role"), str):
+                    return f"messages[{index}] must have a string 'role'"
+        elif not isinstance(value, str):
+            return f"field {name!r} must be a string, got {_type_name(value)}"
+    return None
+
+
+def validate_source(
+    path: Path | str, fmt: str, training_type: str, sample_size: int
+) -> SourceReport:
+    """Read a whole source and report rows, columns, size, per-row errors and warnings."""
+    report = SourceReport(path=str(path), valid=False, format="")
+    try:
+        local = resolve_path(path)
+        report.format = infer_format(local, fmt)
+        report.size_bytes = local.stat().st_size
+    except DataFormatError as exc:
+        report.errors.append((0, str(exc)))
+        return report
+    except FileNotFoundError:
+        report.errors.append((0, f"{path}: file not found"))
+        return report
+    except OSError as exc:
+        report.errors.append((0, f"{path}: cannot read: {exc.strerror or exc}"))
+        return report
+    if not local.is_file():
+        report.errors.append((0, f"{path}: not a regular file"))
+        return report
+
+    kind = normalise_training_type(training_type)
+    depth = sample_size if sample_size > 0 else DEFAULT_SAMPLE_SIZE
+    columns: dict[str, None] = {}
+    error_count = 0
+    checked = 0
+    blank_rows: list[int] = []
+    long_rows: list[int] = []
+    empty_fields: list[int] = []
+
+    def add_error(row: int, message: str) -> None:
+        nonlocal error_count
+        error_count += 1
+        if len(report.errors) < MAX_REPORTED_ERRORS:
+            report.errors.append((row, message))
+
+    try:
+        for row in _iter_rows(local, report.format):
+            if row.blank:
+                blank_rows.append(row.number)
+                continue
+            report.num_rows += 1
+            if row.record is None:
+                add_error(row.number, row.error)
+                continue
+            columns.update(dict.fromkeys(row.record))
+            if checked < depth:
+                checked += 1
+                problem = _field_problem(row.record, kind)
+                if problem:
+                    add_error(row.number, problem)
+                if any(value == "" for value in row.record.values()):
+                    empty_fields.append(row.number)
+            if len(record_text(row.record) or "") > LONG_ROW_CHARS:
+                long_rows.append(row.number)
+    except DataFormatError as exc:
+        add_error(0, str(exc))
+
+    report.columns = list(columns)
+    if report.num_rows == 0 and error_count == 0:
+        add_error(0, f"{path}: contains no rows")
+    if error_count > MAX_REPORTED_ERRORS:
+        report.warnings.append(
+            f"{error_count} errors in total; only the first {MAX_REPORTED_ERRORS} are listed"
+        )
+    if blank_rows:
+        report.warnings.append(
+            f"{len(blank_rows)} empty row(s) skipped (first: row {blank_rows[0]})"
+        )
+    if empty_fields:
+        report.warnings.append(
+            f"{len(empty_fields)} row(s) have empty field values (first: row {empty_fields[0]})"
+        )
+    if long_rows:
+        report.warnings.append(
+            f"{len(long_rows)} row(s) longer than {LONG_ROW_CHARS} characters "
+            f"(first: row {long_rows[0]})"
+        )
+    unknown = [name for name in report.columns if name not in _KNOWN_COLUMNS]
+    if unknown:
+        report.warnings.append(f"columns not used for training: {', '.join(unknown)}")
+    if report.num_rows > checked > 0:
+        report.warnings.append(
+            f"required fields checked on the first {checked} of {report.num_rows} rows"
+        )
+    report.valid = error_count == 0
+    return report
