@@ -1,0 +1,283 @@
+"""Write side of the job cache: monotonic dialect-native upserts and best-effort background sync."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from sqlalchemy import and_, case, or_
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from scaimind.cache.models import Base, CachedJobRow
+
+logger = logging.getLogger("scaimind.cache")
+
+SYNC_FAILED_EVENT = "scaimind_cache_sync_failed"
+SYNC_FAILURES_METRIC = "scaimind_cache_sync_failures_total"
+
+_TABLE = Base.metadata.tables[CachedJobRow.__tablename__]
+# job_id is the conflict target and tenant_id never changes hands; everything else follows the
+# newest snapshot. updated_at must stay LAST: MySQL evaluates ON DUPLICATE KEY assignments in
+# order, and the later IF()s compare against the row's (possibly already updated) updated_at.
+_UPDATED_COLUMNS = (
+    *(c.name for c in _TABLE.columns if c.name not in ("job_id", "tenant_id", "updated_at")),
+    "updated_at",
+)
+# Bound parameters per statement stay far below asyncpg's 32767 and SQLite's 32766 limits.
+_ROWS_PER_STATEMENT = 500
+_DEADLOCK_RETRIES = 3
+# PostgreSQL deadlock / serialization failure, MySQL deadlock / lock wait timeout.
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+_RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
+
+_counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+
+def sync_failures_counter(registry: CollectorRegistry | None = None) -> Counter:
+    """The sync-failure counter on ``registry`` (default: the global one), created on first use."""
+    registry = REGISTRY if registry is None else registry
+    counter = _counters.get(registry)
+    if counter is None:
+        counter = Counter(
+            SYNC_FAILURES_METRIC,
+            "Best-effort job cache syncs that failed (the response was unaffected).",
+            registry=registry,
+        )
+        _counters[registry] = counter
+    return counter
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """Parse an RFC 3339 string (or datetime) into an aware UTC datetime; empty means None."""
+    if value is None or value == "":
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _text(value: Any, limit: int) -> str | None:
+    # The coordinator sends "" for unset proto strings; the cache stores NULL for those.
+    if value is None or value == "":
+        return None
+    return str(value)[:limit]
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def job_row(tenant_id: str, job: Mapping[str, Any], synced_at: datetime) -> dict[str, Any]:
+    """Flatten a gateway Job dict into a `mod_scaimind_jobs` row."""
+    training = _mapping(job.get("training_config"))
+    scheduling = _mapping(job.get("scheduling_config"))
+    labels = {str(k): str(v) for k, v in _mapping(job.get("labels")).items()}
+    updated_at = parse_timestamp(job.get("updated_at"))
+    created_at = parse_timestamp(job.get("created_at")) or updated_at or synced_at
+    return {
+        "job_id": str(job["job_id"]),
+        "tenant_id": tenant_id,
+        "name": str(job.get("name") or "")[:256],
+        "status": str(job.get("status") or "PENDING")[:32],
+        "user_id": _text(job.get("user_id"), 128),
+        "training_type": _text(training.get("training_type"), 32),
+        "framework_type": _text(_mapping(training.get("framework")).get("type"), 32),
+        "base_model_id": _text(_mapping(training.get("base_model")).get("model_id"), 512),
+        "priority": _int(training.get("priority")),
+        "queue_name": _text(job.get("queue_name") or scheduling.get("queue_name"), 128),
+        "parent_job_id": _text(job.get("parent_job_id"), 128),
+        "job_type": "evaluation" if labels.get("type") == "evaluation" else "training",
+        "labels": labels,
+        "created_at": created_at,
+        "started_at": parse_timestamp(job.get("started_at")),
+        "completed_at": parse_timestamp(job.get("completed_at")),
+        "updated_at": updated_at,
+        "raw": dict(job),
+        "synced_at": synced_at,
+    }
+
+
+def _newest_per_job(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # One statement may not touch a row twice (PostgreSQL refuses), so keep the newest snapshot.
+    newest: dict[str, dict[str, Any]] = {}
+    floor = datetime.min.replace(tzinfo=UTC)
+    for row in rows:
+        seen = newest.get(row["job_id"])
+        if seen is None or (row["updated_at"] or floor) >= (seen["updated_at"] or floor):
+            newest[row["job_id"]] = row
+    # A fixed lock order across writers avoids deadlocks between overlapping batches.
+    return [newest[job_id] for job_id in sorted(newest)]
+
+
+def upsert_statement(dialect_name: str, rows: list[dict[str, Any]]) -> Insert:
+    """A multi-row INSERT that only ever moves a same-tenant row forward in updated_at."""
+    table = _TABLE
+    if dialect_name in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+        stmt = insert(table).values(rows)
+        excluded = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c.job_id],
+            set_={name: excluded[name] for name in _UPDATED_COLUMNS},
+            where=and_(
+                table.c.tenant_id == excluded.tenant_id,
+                or_(table.c.updated_at.is_(None), excluded.updated_at >= table.c.updated_at),
+            ),
+        )
+    if dialect_name in ("mysql", "mariadb"):
+        mstmt = mysql.insert(table).values(rows)
+        inserted = mstmt.inserted
+        # Evaluated before every assignment; updated_at is assigned last (see _UPDATED_COLUMNS).
+        newer = and_(
+            table.c.tenant_id == inserted.tenant_id,
+            or_(table.c.updated_at.is_(None), inserted.updated_at >= table.c.updated_at),
+        )
+        return mstmt.on_duplicate_key_update(
+            [
+                (name, case((newer, inserted[name]), else_=table.c[name]))
+                for name in _UPDATED_COLUMNS
+            ]
+        )
+    raise NotImplementedError(f"job cache upserts are not implemented for {dialect_name}")
+
+
+def _is_retryable(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _RETRYABLE_MYSQL_CODES
+
+
+class JobCache:
+    """Writes coordinator job snapshots into `mod_scaimind_jobs`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        sync_timeout: float = 2.0,
+        max_pending: int = 256,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._engine = engine
+        self._sync_timeout = sync_timeout
+        self._max_pending = max_pending
+        self._failures = sync_failures_counter(registry)
+        self._tasks: set[asyncio.Task[bool]] = set()
+        self._closed = False
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this cache writes through."""
+        return self._engine
+
+    async def upsert(self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]) -> None:
+        """Insert or move forward the given jobs of ``tenant_id``; raises on database errors."""
+        synced_at = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        for job in jobs:
+            owner = job.get("tenant_id")
+            if owner and owner != tenant_id:
+                # A job dict claiming another tenant is never written under this one.
+                logger.warning(
+                    "skipping job %s of tenant %s in a sync for tenant %s",
+                    job.get("job_id"),
+                    owner,
+                    tenant_id,
+                    extra={"event": "scaimind_cache_tenant_mismatch", "tenant_id": tenant_id},
+                )
+                continue
+            if job.get("job_id"):
+                rows.append(job_row(tenant_id, job, synced_at))
+        rows = _newest_per_job(rows)
+        if not rows:
+            return
+        dialect = self._engine.dialect.name
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                async with self._engine.begin() as conn:
+                    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                        await conn.execute(upsert_statement(dialect, chunk))
+                return
+            except DBAPIError as exc:
+                if attempt + 1 == _DEADLOCK_RETRIES or not _is_retryable(exc):
+                    raise
+
+    async def sync(self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]) -> bool:
+        """Upsert with a deadline, never raising; False (logged and counted) when it failed."""
+        try:
+            async with asyncio.timeout(self._sync_timeout):
+                await self.upsert(tenant_id, jobs)
+        except Exception as exc:
+            self._record_failure(tenant_id, len(jobs), exc)
+            return False
+        return True
+
+    def schedule_sync(
+        self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]
+    ) -> asyncio.Task[bool] | None:
+        """Start ``sync`` in the background (tracked for ``drain``); None when it was dropped."""
+        if self._closed or not jobs:
+            return None
+        if len(self._tasks) >= self._max_pending:
+            # A slow database must not turn into unbounded memory growth in the gateway.
+            self._record_failure(tenant_id, len(jobs), RuntimeError("sync backlog full"))
+            return None
+        task = asyncio.create_task(self.sync(tenant_id, list(jobs)), name="scaimind-cache-sync")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    @property
+    def pending(self) -> int:
+        """Background syncs not finished yet."""
+        return len(self._tasks)
+
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait for the background syncs started so far (at most ``timeout`` seconds)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def close(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Stop accepting syncs, wait for running ones, cancel what is left after ``timeout``."""
+        self._closed = True
+        await self.drain(timeout)
+        leftovers = set(self._tasks)
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+    def _record_failure(self, tenant_id: str, count: int, exc: BaseException) -> None:
+        self._failures.inc()
+        logger.warning(
+            "job cache sync failed for tenant %s (%d jobs): %s",
+            tenant_id,
+            count,
+            type(exc).__name__,
+            extra={
+                "event": SYNC_FAILED_EVENT,
+                "tenant_id": tenant_id,
+                "job_count": count,
+                "error": repr(exc)[:500],
+            },
+        )
