@@ -37,10 +37,11 @@ _READY_TIMEOUT_S: Final = 2.0
 
 def module_router() -> APIRouter:
     """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
-    from scaimind.routers import jobs
+    from scaimind.routers import jobs, monitoring
 
     router = APIRouter()
     router.include_router(jobs.router)
+    router.include_router(monitoring.router)
 
     @router.api_route(
         "/{path:path}",

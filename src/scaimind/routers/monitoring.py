@@ -1,0 +1,135 @@
+"""Monitoring endpoints: metric series, live logs and live metrics (API.md §5.2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi.responses import Response
+
+from scaimind.auth import VIEW
+from scaimind.convert import message_to_dict
+from scaimind.deps import Caller, ClientDep, StateDep, caller
+from scaimind.streams import EventStream, StreamLimiter, finite, relay
+from scaimind.v1 import common_pb2, coordinator_pb2
+
+router = APIRouter(prefix="/jobs", tags=["monitoring"])
+
+Viewer = Annotated[Caller, Depends(caller(VIEW))]
+JobId = Annotated[str, Path(min_length=1, max_length=128)]
+# Browsers send back the last `id:` they saw; ours are always seq/step numbers.
+LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**62)]
+
+_INT32_MAX: Final = 2**31 - 1
+_SSE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "content": {"text/event-stream": {}},
+        "description": "A Server-Sent Events stream.",
+    }
+}
+
+
+class LogLevel(StrEnum):
+    """Minimum level of the log entries to send; ERROR entries always pass."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+
+
+_LEVELS: Final = {
+    LogLevel.DEBUG: common_pb2.LOG_LEVEL_DEBUG,
+    LogLevel.INFO: common_pb2.LOG_LEVEL_INFO,
+    LogLevel.WARNING: common_pb2.LOG_LEVEL_WARNING,
+}
+
+
+def stream_limiter(state: StateDep) -> StreamLimiter:
+    """The process-wide per-tenant stream limiter, created on first use."""
+    limiter = state.extras.get("stream_limiter")
+    if not isinstance(limiter, StreamLimiter):
+        limiter = StreamLimiter(state.settings.stream_cap_per_tenant)
+        state.extras["stream_limiter"] = limiter
+    return limiter
+
+
+Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
+
+
+@router.get("/{job_id}/metrics")
+async def get_job_metrics(
+    job_id: JobId,
+    who: Viewer,
+    client: ClientDep,
+    max_points: Annotated[int, Query(ge=0, le=_INT32_MAX)] = 0,
+) -> dict[str, Any]:
+    """Metric series of a job, downsampled to max_points per series."""
+    req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
+    resp = await client.get_job_metrics(req, who.ctx)
+    return {"data": finite(message_to_dict(resp))}
+
+
+def _render_snapshot(snapshot: Any) -> dict[str, Any]:
+    data: dict[str, Any] = finite(message_to_dict(snapshot))
+    return data
+
+
+@router.get("/{job_id}/logs", response_class=Response, responses=_SSE_RESPONSES)
+async def stream_job_logs(
+    job_id: JobId,
+    who: Viewer,
+    state: StateDep,
+    limiter: Limiter,
+    follow: bool = True,
+    level: LogLevel = LogLevel.INFO,
+    tail: Annotated[int, Query(ge=0, le=10_000)] = 100,
+    last_event_id: LastEventId = None,
+) -> Response:
+    """Live log entries of a job as Server-Sent Events."""
+    slot = limiter.acquire(who.user.tenant_id)
+    try:
+        # Pre-flight: a missing job, a foreign tenant or a down coordinator is an ordinary
+        # HTTP error, not a 200 stream that fails at once.
+        await state.client.get_job(job_id, who.ctx)
+    except BaseException:
+        slot.release()
+        raise
+    req = coordinator_pb2.StreamJobLogsRequest(
+        job_id=job_id, follow=follow, min_level=_LEVELS[level], tail=tail
+    )
+    if last_event_id is not None:
+        req.after_seq = last_event_id
+    events = relay(
+        state.client.stream_job_logs(req, who.ctx), event="log", id_field="seq", job_id=job_id
+    )
+    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
+
+
+@router.get("/{job_id}/metrics/stream", response_class=Response, responses=_SSE_RESPONSES)
+async def stream_job_metrics(
+    job_id: JobId,
+    who: Viewer,
+    state: StateDep,
+    limiter: Limiter,
+    interval: Annotated[int, Query(ge=1, le=60)] = 5,
+    last_event_id: LastEventId = None,
+) -> Response:
+    """Live metric snapshots of a job as Server-Sent Events."""
+    slot = limiter.acquire(who.user.tenant_id)
+    try:
+        await state.client.get_job(job_id, who.ctx)
+    except BaseException:
+        slot.release()
+        raise
+    req = coordinator_pb2.StreamJobMetricsRequest(job_id=job_id, interval_seconds=interval)
+    if last_event_id is not None:
+        req.after_step = last_event_id
+    events = relay(
+        state.client.stream_job_metrics(req, who.ctx),
+        event="metrics",
+        id_field="step",
+        job_id=job_id,
+        render=_render_snapshot,
+    )
+    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
