@@ -64,7 +64,15 @@ MAX_BATCH_SIZE = 64
 MAX_SEQ_LENGTH = 256
 MAX_GRAD_NORM = 1.0
 MIN_LR_RATIO = 0.1
-HYPERPARAMETERS = ("max_steps", "epochs", "learning_rate", "batch_size", "seed", "warmup_steps")
+HYPERPARAMETERS = (
+    "max_steps",
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "seed",
+    "warmup_steps",
+    "max_seq_length",
+)
 
 
 class SpecError(Exception):
@@ -102,7 +110,10 @@ class TrainerSpec:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> TrainerSpec:
         """Validate a parsed spec document."""
-        hyper = {str(k): str(v) for k, v in (raw.get("hyperparameters") or {}).items()}
+        raw_hyper = raw.get("hyperparameters") or {}
+        if not isinstance(raw_hyper, dict):
+            raise SpecError("hyperparameters must be an object of name -> value strings")
+        hyper = {str(k): str(v) for k, v in raw_hyper.items()}
 
         def number(name: str, value: Any, kind: type[int] | type[float]) -> Any:
             try:
@@ -150,8 +161,9 @@ class TrainerSpec:
             epochs=setting("epochs", 0, int),
             learning_rate=learning_rate,
             warmup_steps=-1 if warmup is None else setting("warmup_steps", warmup, int),
-            checkpoint_interval=number(
-                "checkpoint_interval_steps", raw.get("checkpoint_interval_steps") or 0, int
+            checkpoint_interval=max(
+                0,
+                number("checkpoint_interval_steps", raw.get("checkpoint_interval_steps") or 0, int),
             )
             or DEFAULT_CHECKPOINT_INTERVAL,
             keep_last_checkpoints=max(
@@ -159,9 +171,7 @@ class TrainerSpec:
             ),
             output_path=Path(str(raw.get("output_path") or "final_model")).absolute(),
             save_final_model=bool(raw.get("save_final_model", True)),
-            ignored_hyperparameters=tuple(
-                sorted(k for k in hyper if k not in (*HYPERPARAMETERS, "max_seq_length"))
-            ),
+            ignored_hyperparameters=tuple(sorted(k for k in hyper if k not in HYPERPARAMETERS)),
         )
 
     @classmethod
