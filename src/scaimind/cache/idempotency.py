@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -65,7 +65,6 @@ def _utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class _Record:
-    id: int
     fingerprint: str
     state: str
     status_code: int | None
@@ -99,7 +98,7 @@ class IdempotencyStore:
             if record is None:
                 continue  # released or purged between our INSERT and SELECT: try again
             if self._is_stale(record):
-                await self._delete_incarnation(record.id)
+                await self._delete_stale(tenant_id, route, key)
                 continue
             return self._classify(record, fingerprint)
         # Only reachable when others keep claiming and releasing under us.
@@ -175,7 +174,6 @@ class IdempotencyStore:
 
     async def _load(self, tenant_id: str, route: str, key: str) -> _Record | None:
         query = select(
-            _C.id,
             _C.fingerprint,
             _C.state,
             _C.status_code,
@@ -187,10 +185,16 @@ class IdempotencyStore:
             row = (await conn.execute(query)).first()
         return None if row is None else _Record(*row)
 
-    async def _delete_incarnation(self, record_id: int) -> None:
-        # By id, not by key: a racer that already re-claimed the key keeps its fresh record.
+    async def _delete_stale(self, tenant_id: str, route: str, key: str) -> None:
+        # Staleness is re-checked inside the DELETE: a racer that already re-claimed the key has
+        # a fresh record, which must survive (ids are no help: SQLite reuses rowids).
+        now = self._clock()
+        stale = or_(
+            _C.expires_at <= now,
+            and_(_C.state == "in_progress", _C.created_at <= now - self._claim_timeout),
+        )
         async with self._engine.begin() as conn:
-            await conn.execute(delete(_TABLE).where(_C.id == record_id))
+            await conn.execute(delete(_TABLE).where(*self._where(tenant_id, route, key), stale))
 
     def _is_stale(self, record: _Record) -> bool:
         now = self._clock()
