@@ -206,11 +206,13 @@ _FALLBACK = _Mapping(500, "INTERNAL_ERROR", _GENERIC, False)
 _NOISE = re.compile(
     r"Traceback \(most recent call last\)"
     r'|File "[^"]*", line \d+'
-    r"|\b\w+(Error|Exception): "
+    r"|\b\w+(Error|Exception): |\b\w+(?:Error|Exception)\(|<class '"
     r"|\bSELECT\b[\s\S]*\bFROM\b|\bINSERT\s+INTO\b|\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b"
     r"|sqlalchemy\.|psycopg|asyncpg\.|sqlite3\.|pymysql\.|aiomysql\."
     r"|\tat |^\s*at [\w$.]+\([\w$]+\.java:\d+\)|goroutine \d+|panic: |\.go:\d+"
     r"|(?:^|[\s'\"(=])/(?:home|root|usr|opt|var|srv|tmp|etc|app|proc)/\S+"
+    # Source locations give away the server's layout wherever it is installed.
+    r"|(?:^|[\s'\"(=])/\S+\.(?:py|pyc|so|go|java|rs|js|ts)\b|[\w./-]+\.(?:py|go|java|rs|js|ts):\d+"
     r"|[A-Za-z]:\\\\?[\w\\]+",
     re.MULTILINE,
 )
