@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 from google.protobuf.message import Message
 
 from scaimind.app import create_app, lifespan
+from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -43,6 +46,9 @@ class Failure:
 
 
 Script = Callable[[Message], Any]
+
+PREFIX = "/v1/modules/scaimind"
+Gateway = tuple[httpx.AsyncClient, "ScriptedCoordinator"]
 
 
 @dataclass
@@ -171,14 +177,36 @@ async def scripted() -> AsyncIterator[tuple[ScriptedCoordinator, int]]:
         await server.stop(None)
 
 
-@pytest.fixture
-async def gateway(
-    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, ScriptedCoordinator]]:
-    """The standalone app, lifespan entered, talking to the scripted coordinator."""
-    servicer, port = scripted
-    app = create_app(settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port))
+class Hang:
+    """A script that never answers until released (at teardown), to provoke deadlines."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.entered = 0
+
+    async def __call__(self, request: Message) -> Any:
+        self.entered += 1
+        await self.release.wait()
+        raise AssertionError("a hung call was released before its deadline")
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The standalone app for `settings`, lifespan entered, behind an httpx client."""
+    app = create_app(settings)
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client, servicer
+            yield client
+
+
+@pytest.fixture
+async def gateway(
+    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
+) -> AsyncIterator[Gateway]:
+    """The standalone app, lifespan entered, talking to the scripted coordinator."""
+    servicer, port = scripted
+    async with running_gateway(
+        settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
+    ) as client:
+        yield client, servicer
