@@ -37,11 +37,15 @@ _READY_TIMEOUT_S: Final = 2.0
 
 def module_router() -> APIRouter:
     """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
-    from scaimind.routers import jobs, monitoring
+    from scaimind.routers import cluster, data, evaluations, jobs, monitoring, queue
 
     router = APIRouter()
     router.include_router(jobs.router)
     router.include_router(monitoring.router)
+    router.include_router(cluster.router)
+    router.include_router(queue.router)
+    router.include_router(evaluations.router)
+    router.include_router(data.router)
 
     @router.api_route(
         "/{path:path}",

@@ -19,6 +19,7 @@ from scaimind.schemas.jobs import (
     RetryBody,
     SubmitJobBody,
 )
+from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -62,12 +63,13 @@ async def list_jobs(
 async def submit_job(
     who: Manager,
     client: ClientDep,
+    tokens: TokenExchangeDep,
     body: SubmitJobBody,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
     """Submit a training job."""
     req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.SubmitJobRequest)
-    ctx = replace(who.ctx, idempotency_key=idempotency_key)
+    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
     resp = await client.submit_job(req, ctx)
     return {"data": message_to_dict(resp)}
 
@@ -110,12 +112,13 @@ async def resume_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
+    tokens: TokenExchangeDep,
     body: Annotated[ResumeBody | None, Body()] = None,
 ) -> dict[str, Any]:
     """Resume a paused job."""
     body = body or ResumeBody()
     req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=body.checkpoint_id)
-    return {"data": message_to_dict(await client.resume_job(req, who.ctx))}
+    return {"data": message_to_dict(await client.resume_job(req, await tokens.attach(who.ctx)))}
 
 
 @router.post("/{job_id}/retry")
@@ -123,6 +126,7 @@ async def retry_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
+    tokens: TokenExchangeDep,
     body: Annotated[RetryBody | None, Body()] = None,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
@@ -131,5 +135,5 @@ async def retry_job(
     req = dict_to_message(
         {"job_id": job_id, **body.model_dump(mode="json")}, coordinator_pb2.RetryJobRequest
     )
-    ctx = replace(who.ctx, idempotency_key=idempotency_key)
+    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
     return {"data": message_to_dict(await client.retry_job(req, ctx))}

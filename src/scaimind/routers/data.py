@@ -1,0 +1,40 @@
+"""Data endpoints (API.md §5.6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from scaimind.auth import MANAGE
+from scaimind.convert import dict_to_message, message_to_dict
+from scaimind.deps import Caller, ClientDep, caller
+from scaimind.schemas.data import ValidateDataBody
+from scaimind.tokens import TokenExchangeDep
+from scaimind.v1 import coordinator_pb2
+
+router = APIRouter(prefix="/data", tags=["data"])
+
+Manager = Annotated[Caller, Depends(caller(MANAGE))]
+
+
+@router.post("/validate")
+async def validate_data(
+    who: Manager, client: ClientDep, tokens: TokenExchangeDep, body: ValidateDataBody
+) -> dict[str, Any]:
+    """Read data sources and report rows, columns and per-row problems."""
+    req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.ValidateDataRequest)
+    ctx = await tokens.attach(who.ctx)
+    return {"data": message_to_dict(await client.validate_data(req, ctx))}
+
+
+@router.get("/cache")
+async def get_data_cache(
+    who: Manager,
+    client: ClientDep,
+    tokens: TokenExchangeDep,
+    node_id: Annotated[str, Query(max_length=128)] = "",
+) -> dict[str, Any]:
+    """Datasets in the coordinator's cache (one node, or cluster-wide)."""
+    ctx = await tokens.attach(who.ctx)
+    return {"data": message_to_dict(await client.get_data_cache(node_id, ctx))}

@@ -1,0 +1,62 @@
+"""Evaluation endpoints (API.md §5.5)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from scaimind.auth import EVALUATE, VIEW
+from scaimind.convert import dict_to_message, message_to_dict
+from scaimind.deps import Caller, ClientDep, IdempotencyKeyHeader, caller
+from scaimind.schemas.evaluations import SubmitEvaluationBody
+from scaimind.tokens import TokenExchangeDep
+from scaimind.v1 import coordinator_pb2
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+
+# Evaluations are readable with `evaluate` alone, so evaluators need not see every job.
+Reader = Annotated[Caller, Depends(caller(VIEW, EVALUATE))]
+Evaluator = Annotated[Caller, Depends(caller(EVALUATE))]
+EvaluationId = Annotated[str, Path(min_length=1, max_length=128)]
+
+# The coordinator labels evaluation workloads so they can be listed as jobs.
+EVALUATION_LABELS: Final = {"type": "evaluation"}
+
+
+@router.get("")
+async def list_evaluations(
+    who: Reader,
+    client: ClientDep,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str, Query(max_length=1024)] = "",
+) -> dict[str, Any]:
+    """List the tenant's evaluations (as jobs labelled type=evaluation)."""
+    req = dict_to_message(
+        {"label_filter": EVALUATION_LABELS, "page_size": page_size, "page_token": page_token},
+        coordinator_pb2.ListJobsRequest,
+    )
+    return {"data": message_to_dict(await client.list_jobs(req, who.ctx))}
+
+
+@router.post("", status_code=201)
+async def submit_evaluation(
+    who: Evaluator,
+    client: ClientDep,
+    tokens: TokenExchangeDep,
+    body: SubmitEvaluationBody,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> dict[str, Any]:
+    """Evaluate a trained model (or one of its checkpoints) on benchmarks."""
+    req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.SubmitEvaluationRequest)
+    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
+    return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
+
+
+@router.get("/{evaluation_id}")
+async def get_evaluation(
+    evaluation_id: EvaluationId, who: Reader, client: ClientDep
+) -> dict[str, Any]:
+    """One evaluation with its benchmark results."""
+    return {"data": message_to_dict(await client.get_evaluation(evaluation_id, who.ctx))}

@@ -1,0 +1,363 @@
+"""Downstream tokens for ScaiDrive and ScaiAtlas (API.md §4).
+
+Calls that touch data or model artefacts carry `x-scaidrive-token` and `x-scaiatlas-token`,
+short-lived tokens minted for the caller either by an RFC 8693 token exchange against the
+identity provider or, in the embedded mode, signed locally with HS256. Tokens are never logged.
+
+No `from __future__ import annotations` here: FastAPI must resolve the dependency's annotations.
+"""
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Final
+from urllib.parse import quote_plus
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+
+from scaimind.app import register_startup_hook
+from scaimind.auth import CurrentUser, CurrentUserDep, embedded_secret
+from scaimind.client import CallContext
+from scaimind.deps import ModuleNotStarted, State, state_of
+from scaimind.errors import TokenExchangeFailed
+from scaimind.settings import Settings
+
+logger = logging.getLogger("scaimind.tokens")
+
+SCAIDRIVE: Final = "scaidrive"
+SCAIATLAS: Final = "scaiatlas"
+# Audience → the gRPC metadata key that carries its token.
+METADATA_KEYS: Final[Mapping[str, str]] = {
+    SCAIDRIVE: "x-scaidrive-token",
+    SCAIATLAS: "x-scaiatlas-token",
+}
+EXTRAS_KEY: Final = "token_exchange"
+ISSUER: Final = "scaimind"
+MAX_TTL_S: Final = 15 * 60
+# Exchanged tokens are replaced this long before the identity provider says they expire, so a
+# token handed to the coordinator still has time to be used.
+REFRESH_MARGIN_S: Final = 60.0
+
+GRANT_TYPE: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_TYPE_JWT: Final = "urn:ietf:params:oauth:token-type:jwt"
+TOKEN_TYPE_ACCESS: Final = "urn:ietf:params:oauth:token-type:access_token"
+
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
+_MAX_CACHE_ENTRIES: Final = 10_000
+
+
+class DownstreamTokenRejected(Exception):
+    """A downstream token is missing, expired, for another audience or another tenant.
+
+    The coordinator answers PERMISSION_DENIED with this message.
+    """
+
+
+def sign_downstream_token(
+    key: str,
+    *,
+    subject: str,
+    tenant_id: str,
+    audience: str,
+    ttl_s: int = MAX_TTL_S,
+    now: float | None = None,
+) -> str:
+    """An HS256 downstream token (the embedded mode's substitute for a token exchange)."""
+    if not 0 < ttl_s <= MAX_TTL_S:
+        raise ValueError(f"ttl_s must be in (0, {MAX_TTL_S}]")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "iss": ISSUER,
+        "sub": subject,
+        "tenant_id": tenant_id,
+        "aud": audience,
+        "iat": issued,
+        "exp": issued + ttl_s,
+        # RFC 8693 §4.1: ScaiMind acts on behalf of the subject.
+        "act": {"sub": ISSUER},
+    }
+    return jwt.encode(claims, key, algorithm="HS256")
+
+
+def verify_downstream_token(
+    token: str | None,
+    *,
+    key: str,
+    audience: str,
+    tenant_id: str,
+    leeway_s: float = 0.0,
+) -> dict[str, Any]:
+    """Check a locally signed downstream token; raise DownstreamTokenRejected if unusable."""
+    if not token:
+        raise DownstreamTokenRejected(f"missing {audience} token")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=["HS256"],
+            audience=audience,
+            leeway=leeway_s,
+            options={"require": ["exp", "iat", "sub", "aud", "tenant_id"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise DownstreamTokenRejected(f"the {audience} token has expired") from None
+    except jwt.InvalidAudienceError:
+        raise DownstreamTokenRejected(f"the token is not valid for {audience}") from None
+    except jwt.PyJWTError:
+        raise DownstreamTokenRejected(f"invalid {audience} token") from None
+    if claims["tenant_id"] != tenant_id:
+        raise DownstreamTokenRejected(f"the {audience} token belongs to another tenant")
+    if float(claims["exp"]) - float(claims["iat"]) > MAX_TTL_S:
+        raise DownstreamTokenRejected(f"the {audience} token lives longer than allowed")
+    return claims
+
+
+@dataclass(frozen=True, slots=True)
+class _Issued:
+    token: str
+    # Clock reading after which the token is exchanged again.
+    refresh_at: float
+
+
+# (tenant, subject, audience, digest of the subject token): a different subject token for the
+# same user (e.g. a narrower API key) never reuses a token exchanged from another one.
+_Key = tuple[str, str, str, str]
+
+
+class TokenExchange:
+    """Mints the downstream tokens of a caller: RFC 8693 exchange, or local HS256 signing."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+    ) -> None:
+        self._url = settings.token_exchange_url
+        self._timeout_s = settings.token_exchange_timeout_s
+        self._clock = clock
+        self._refresh_margin_s = refresh_margin_s
+        self._http = http
+        self._auth: httpx.BasicAuth | None = None
+        self._signing_key: str | None = None
+        if self._url:
+            if http is None:
+                raise ValueError("token exchange needs an httpx.AsyncClient")
+            client_id = settings.token_exchange_client_id
+            if client_id:
+                secret = settings.token_exchange_client_secret
+                # RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding.
+                self._auth = httpx.BasicAuth(
+                    quote_plus(client_id),
+                    quote_plus(secret.get_secret_value() if secret else ""),
+                )
+        else:
+            key = settings.token_signing_key
+            self._signing_key = (
+                key.get_secret_value() if key else embedded_secret(settings.data_dir)
+            )
+        self._cache: dict[_Key, _Issued] = {}
+        self._inflight: dict[_Key, asyncio.Task[_Issued]] = {}
+
+    @property
+    def exchanges(self) -> bool:
+        """True when tokens come from an identity provider, False when signed locally."""
+        return self._url is not None
+
+    async def tokens_for(self, user: CurrentUser) -> dict[str, str]:
+        """The downstream metadata for a caller; TokenExchangeFailed when it cannot be had."""
+        if self._signing_key is not None:
+            subject = user.user_id or f"tenant:{user.tenant_id}"
+            return {
+                header: sign_downstream_token(
+                    self._signing_key, subject=subject, tenant_id=user.tenant_id, audience=aud
+                )
+                for aud, header in METADATA_KEYS.items()
+            }
+        if not user.token:
+            raise TokenExchangeFailed(
+                "token exchange is configured but the caller has no subject token to exchange"
+            )
+        subject_token = user.token
+        tokens = await asyncio.gather(
+            *(self._token(user, subject_token, aud) for aud in METADATA_KEYS)
+        )
+        return dict(zip(METADATA_KEYS.values(), tokens, strict=True))
+
+    async def _token(self, user: CurrentUser, subject_token: str, audience: str) -> str:
+        digest = hashlib.sha256(subject_token.encode()).hexdigest()
+        key: _Key = (user.tenant_id, user.user_id, audience, digest)
+        cached = self._cache.get(key)
+        if cached is not None and self._clock() < cached.refresh_at:
+            return cached.token
+        task = self._inflight.get(key)
+        if task is None:
+            # Concurrent misses for one key share one request to the identity provider.
+            task = asyncio.ensure_future(self._exchange(key, subject_token, audience))
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._settled(key, t))
+        # Shielded: one waiter going away must not cancel the exchange the others wait for.
+        return (await asyncio.shield(task)).token
+
+    def _settled(self, key: _Key, task: asyncio.Task[_Issued]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here so a failure nobody awaited is not reported
+
+    async def _exchange(self, key: _Key, subject_token: str, audience: str) -> _Issued:
+        assert self._http is not None
+        assert self._url is not None
+        form = {
+            "grant_type": GRANT_TYPE,
+            "subject_token": subject_token,
+            "subject_token_type": (
+                TOKEN_TYPE_JWT if _JWT_SHAPE.match(subject_token) else TOKEN_TYPE_ACCESS
+            ),
+            "audience": audience,
+            "requested_token_type": TOKEN_TYPE_ACCESS,
+        }
+        started = self._clock()
+        try:
+            # httpx bounds each phase; this bounds the whole exchange (slow-drip answers too).
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._http.post(
+                    self._url,
+                    data=form,
+                    auth=self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    headers={"Accept": "application/json"},
+                )
+        except (httpx.HTTPError, TimeoutError) as exc:
+            reason = (
+                "timed out"
+                if isinstance(exc, TimeoutError | httpx.TimeoutException)
+                else (f"unreachable ({type(exc).__name__})")
+            )
+            self._log_failure(audience, reason)
+            raise TokenExchangeFailed(
+                f"token exchange for {audience} failed: the identity provider {reason}"
+            ) from None
+        issued = self._parse(response, audience)
+        ttl = issued[1]
+        refresh_at = started + ttl - self._refresh_margin_s if ttl is not None else started
+        result = _Issued(token=issued[0], refresh_at=refresh_at)
+        if refresh_at > started:
+            self._remember(key, result)
+        logger.debug(
+            "exchanged a token for %s (expires in %s s)",
+            audience,
+            ttl,
+            extra={"event": "scaimind_token_exchange", "audience": audience},
+        )
+        return result
+
+    def _parse(self, response: httpx.Response, audience: str) -> tuple[str, float | None]:
+        body: Any
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not response.is_success:
+            error = body.get("error") if isinstance(body, dict) else None
+            code = error if isinstance(error, str) and _OAUTH_ERROR.match(error) else None
+            detail = f"HTTP {response.status_code}" + (f" {code}" if code else "")
+            self._log_failure(audience, f"refused: {detail}")
+            raise TokenExchangeFailed(
+                f"token exchange for {audience} failed: the identity provider answered {detail}"
+            )
+        token = body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            problem = "invalid JSON" if body is None else "no access_token"
+            self._log_failure(audience, problem)
+            raise TokenExchangeFailed(
+                f"token exchange for {audience} failed: the identity provider sent {problem}"
+            )
+        raw_ttl = body.get("expires_in")
+        ttl: float | None
+        try:
+            ttl = float(raw_ttl) if raw_ttl is not None and not isinstance(raw_ttl, bool) else None
+        except (TypeError, ValueError):
+            ttl = None
+        return token, ttl
+
+    def _remember(self, key: _Key, issued: _Issued) -> None:
+        cache = self._cache
+        cache.pop(key, None)
+        cache[key] = issued
+        if len(cache) > _MAX_CACHE_ENTRIES:
+            now = self._clock()
+            for stale in [k for k, v in cache.items() if v.refresh_at <= now]:
+                del cache[stale]
+            while len(cache) > _MAX_CACHE_ENTRIES:
+                del cache[next(iter(cache))]
+
+    def _log_failure(self, audience: str, reason: str) -> None:
+        logger.warning(
+            "token exchange for %s failed: %s",
+            audience,
+            reason,
+            extra={"event": "scaimind_token_exchange_failed", "audience": audience},
+        )
+
+
+class DownstreamTokens:
+    """The caller's downstream tokens, minted when first asked for.
+
+    Minting is deferred to the handler so that permission and body validation (which FastAPI
+    runs after dependencies) decide first, and an invalid request never reaches the identity
+    provider.
+    """
+
+    def __init__(self, exchange: TokenExchange, user: CurrentUser) -> None:
+        self._exchange = exchange
+        self._user = user
+
+    async def metadata(self) -> dict[str, str]:
+        """`{"x-scaidrive-token": …, "x-scaiatlas-token": …}`; TokenExchangeFailed if not."""
+        return await self._exchange.tokens_for(self._user)
+
+    async def attach(self, ctx: CallContext) -> CallContext:
+        """`ctx` with the downstream tokens in its metadata."""
+        return replace(ctx, downstream_tokens=await self.metadata())
+
+
+def get_token_exchange(request: Request) -> TokenExchange:
+    """The module's token exchange service."""
+    exchange = state_of(request).extras.get(EXTRAS_KEY)
+    if not isinstance(exchange, TokenExchange):
+        raise ModuleNotStarted()
+    return exchange
+
+
+def downstream_tokens(
+    user: CurrentUserDep, exchange: Annotated[TokenExchange, Depends(get_token_exchange)]
+) -> DownstreamTokens:
+    """Dependency: the caller's downstream tokens (minted on `attach`/`metadata`)."""
+    return DownstreamTokens(exchange, user)
+
+
+TokenExchangeDep = Annotated[DownstreamTokens, Depends(downstream_tokens)]
+
+
+@register_startup_hook
+async def start_token_exchange(state: State, stack: AsyncExitStack) -> None:
+    """Lifespan hook: the token exchange service and its one shared HTTP client."""
+    settings = state.settings
+    http: httpx.AsyncClient | None = None
+    if settings.token_exchange_url:
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.token_exchange_timeout_s),
+            follow_redirects=False,
+        )
+        stack.push_async_callback(http.aclose)
+    state.extras[EXTRAS_KEY] = TokenExchange(settings, http=http)
