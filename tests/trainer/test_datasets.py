@@ -202,7 +202,9 @@ def test_load_texts_renders_every_record_shape(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match=r"row 1: no training text \(needs rejected; has"):
         load_texts([{"path": str(path), "columns": ["rejected"]}])
     selected = _jsonl(tmp_path / "dpo.jsonl", [{"prompt": "P", "chosen": "c", "rejected": "r"}])
-    assert load_texts([{"path": str(selected), "columns": ["prompt", "rejected"]}]) == ["P\nr"]
+    assert load_texts([{"path": str(selected), "columns": ["rejected", "chosen"]}]) == ["r\nc"]
+    # Selected columns that form a known shape are rendered as that shape.
+    assert load_texts([{"path": str(selected), "columns": ["id", "chosen", "prompt"]}]) == ["P\nc"]
 
 
 def test_split_is_reproducible_and_disjoint() -> None:

@@ -289,10 +289,17 @@ def _present(record: Mapping[str, Any], key: str) -> bool:
 
 
 def record_text(record: Mapping[str, Any], columns: Sequence[str] = ()) -> str | None:
-    """Return the text the reference trainer learns from a record, or None when it has none."""
+    """Return the text the reference trainer learns from a record, or None when it has none.
+
+    `columns` restricts the record to those fields; when they form no known shape (prompt +
+    answer, messages, text, instruction), the selected values are joined line by line.
+    """
     if columns:
-        parts = [_render(record[key]) for key in columns if _present(record, key)]
-        return "\n".join(parts) if parts else None
+        selected = {key: record[key] for key in columns if _present(record, key)}
+        known = record_text(selected) if selected else None
+        if known is not None or not selected:
+            return known
+        return "\n".join(_render(value) for value in selected.values())
     if isinstance(record.get("messages"), list) and record["messages"]:
         return _render(record["messages"])
     if _present(record, "prompt"):
