@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import StringConstraints
 
 from scaimind.auth import MANAGE, VIEW
 from scaimind.convert import dict_to_message, message_to_dict
@@ -27,6 +28,8 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 Viewer = Annotated[Caller, Depends(caller(VIEW))]
 Manager = Annotated[Caller, Depends(caller(MANAGE))]
 JobId = Annotated[str, Path(min_length=1, max_length=128)]
+# The pattern must sit on the items: on the list itself pydantic raises TypeError (a 500).
+LabelFilter = Annotated[str, StringConstraints(pattern=LABEL_RE, max_length=1024)]
 
 
 def labels_to_filter(labels: list[str]) -> dict[str, str]:
@@ -42,7 +45,7 @@ async def list_jobs(
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=1024)] = "",
     order_by: Annotated[str, Query(max_length=128)] = "",
-    label: Annotated[list[str], Query(pattern=LABEL_RE)] = [],  # noqa: B006
+    label: Annotated[list[LabelFilter], Query()] = [],  # noqa: B006
 ) -> dict[str, Any]:
     """List the tenant's jobs."""
     req = dict_to_message(
