@@ -1,0 +1,1 @@
+"""The reference MindCoordinator: a real scheduler and executor for small local training jobs."""

@@ -1,0 +1,130 @@
+"""Database rows and records to protocol messages."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from scaimind.coordinator.store import CheckpointRecord, LogRecord
+from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
+
+S = common_pb2.JobStatus
+TERMINAL = frozenset({S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED, S.JOB_STATUS_CANCELLED})
+# A process exists (or is about to) in these states; pause and preemption apply to them.
+RUNNING = frozenset(
+    {
+        S.JOB_STATUS_SCHEDULING,
+        S.JOB_STATUS_PREPARING,
+        S.JOB_STATUS_TRAINING,
+        S.JOB_STATUS_CHECKPOINTING,
+        S.JOB_STATUS_EVALUATING,
+        S.JOB_STATUS_EXPORTING,
+    }
+)
+NON_TERMINAL = frozenset(set(S.values()) - TERMINAL - {S.JOB_STATUS_UNSPECIFIED})
+
+
+def as_status(value: int) -> common_pb2.JobStatus.ValueType:
+    """An int from the database as a JobStatus value."""
+    return common_pb2.JobStatus.ValueType(value)
+
+
+def status_name(status: int) -> str:
+    """QUEUED for JOB_STATUS_QUEUED."""
+    return S.Name(as_status(status)).removeprefix("JOB_STATUS_")
+
+
+def node_status_name(status: int) -> str:
+    """ONLINE for NODE_STATUS_ONLINE."""
+    return cluster_pb2.NodeStatus.Name(cluster_pb2.NodeStatus.ValueType(status)).removeprefix(
+        "NODE_STATUS_"
+    )
+
+
+def timestamp(ts: float) -> Timestamp:
+    """Seconds since the epoch as a Timestamp."""
+    out = Timestamp()
+    out.FromNanoseconds(round(ts * 1e9))
+    return out
+
+
+def set_time(msg: Timestamp, ts: float) -> None:
+    """Fill a Timestamp field in place when ts is set."""
+    if ts > 0:
+        msg.FromNanoseconds(round(ts * 1e9))
+
+
+def checkpoint_proto(c: CheckpointRecord) -> common_pb2.Checkpoint:
+    """A checkpoint record as a message."""
+    msg = common_pb2.Checkpoint(
+        checkpoint_id=c.checkpoint_id,
+        step=c.step,
+        path=c.path,
+        size_bytes=c.size_bytes,
+        metrics=c.metrics,
+    )
+    set_time(msg.created_at, c.created_at)
+    return msg
+
+
+def log_proto(r: LogRecord) -> coordinator_pb2.LogEntry:
+    """A log record as a message."""
+    msg = coordinator_pb2.LogEntry(
+        seq=r.seq,
+        level=r.level,  # type: ignore[arg-type]
+        message=r.message,
+        source=r.source,
+        node_id=r.node_id,
+        job_id=r.job_id,
+    )
+    set_time(msg.timestamp, r.ts)
+    return msg
+
+
+def job_proto(row: sqlite3.Row, checkpoints: list[CheckpointRecord]) -> common_pb2.Job:
+    """A job row (plus its checkpoints) as a Job; queue fields are filled by the caller."""
+    req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+    job = common_pb2.Job(
+        job_id=row["job_id"],
+        name=row["name"],
+        tenant_id=row["tenant_id"],
+        user_id=row["user_id"],
+        status=row["status"],
+        status_message=row["status_message"],
+        training_config=req.training_config,
+        data_config=req.data_config,
+        resource_config=req.resource_config,
+        output_config=req.output_config,
+        scheduling_config=req.scheduling_config,
+        labels=json.loads(row["labels"]),
+        parent_job_id=row["parent_job_id"],
+        retry_count=row["retry_count"],
+        latest_metrics=json.loads(row["latest_metrics"]),
+        assigned_nodes=json.loads(row["assigned_nodes"]),
+        queue_name=row["queue_name"],
+        final_model_uri=row["final_model_uri"],
+    )
+    total = int(row["total_steps"])
+    current = int(row["current_step"])
+    job.progress.CopyFrom(
+        common_pb2.JobProgress(
+            current_step=current,
+            total_steps=total,
+            current_epoch=row["current_epoch"],
+            total_epochs=row["total_epochs"],
+            percent=100.0
+            if row["status"] == S.JOB_STATUS_COMPLETED
+            else (min(100.0, 100.0 * current / total) if total > 0 else 0.0),
+        )
+    )
+    if row["error_code"]:
+        job.error.code = row["error_code"]
+        job.error.message = row["error_message"]
+    job.checkpoints.extend(checkpoint_proto(c) for c in checkpoints)
+    set_time(job.created_at, row["created_at"])
+    set_time(job.started_at, row["started_at"])
+    set_time(job.completed_at, row["completed_at"])
+    set_time(job.updated_at, row["updated_at"])
+    return job

@@ -1,0 +1,29 @@
+"""The one error type of the coordinator: a gRPC status code and a message for the caller."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class CoordinatorError(Exception):
+    """Answer the RPC with `code` and `message` (the message is shown to API users)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> CoordinatorError:
+    """INVALID_ARGUMENT; the message starts with the offending field."""
+    return CoordinatorError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> CoordinatorError:
+    """NOT_FOUND."""
+    return CoordinatorError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def precondition(message: str) -> CoordinatorError:
+    """FAILED_PRECONDITION; the message names the current state."""
+    return CoordinatorError(grpc.StatusCode.FAILED_PRECONDITION, message)

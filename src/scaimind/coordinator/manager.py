@@ -1,0 +1,1414 @@
+"""The coordinator's core: job state machine, scheduler and the training workload.
+
+Every state change is a compare-and-set on the status column (`Store.transition`), so a late
+"process finished" can never overwrite CANCELLED or PAUSED. All of this runs on one event loop;
+the methods that touch the database never await in the middle of a read-modify-write.
+
+Choices where the spec leaves room (documented for operators):
+- CHECKPOINTING is the state while a stop that saves a checkpoint (pause, preemption, shutdown)
+  waits for the process to write it; periodic checkpoints are recorded without a state change
+  because they are already complete on disk when reported.
+- `training_config.max_retries` drives automatic retries after PREEMPTED (scheduler preemption,
+  forced drain, coordinator crash) and after FAILED with code EXIT_CODE: a child job with
+  `parent_job_id`, `retry_count + 1`, resuming from the latest checkpoint.
+- A clean coordinator shutdown SIGTERMs running jobs and puts them back to QUEUED (keeping
+  their place in the queue) with their latest checkpoint as resume point; this consumes no
+  retry. A crash is detected at the next start: those jobs become PREEMPTED ("coordinator
+  restarted") and are retried when max_retries allows.
+- Within a queue a job that does not fit blocks later jobs of the same gpu_type (no backfill),
+  so a big high-priority job is never starved by a stream of small ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import statistics
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from scaimind.coordinator.config import CoordinatorConfig
+from scaimind.coordinator.convert import (
+    NON_TERMINAL,
+    RUNNING,
+    TERMINAL,
+    S,
+    as_status,
+    job_proto,
+    node_status_name,
+    status_name,
+)
+from scaimind.coordinator.data import prepare_sources, resolve_source
+from scaimind.coordinator.errors import CoordinatorError, invalid, not_found, precondition
+from scaimind.coordinator.executor import (
+    ProcessSpec,
+    RunningProcess,
+    follow_process,
+    script_argv,
+    start_process,
+)
+from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
+from scaimind.coordinator.notifier import JobNotifier
+from scaimind.coordinator.store import (
+    CheckpointRecord,
+    IdempotencyConflict,
+    PendingLog,
+    Store,
+)
+from scaimind.coordinator.validation import (
+    canonical_gpu_type,
+    eligible_nodes,
+    priority_of,
+    validate_resources,
+    validate_submit,
+)
+from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
+
+log = logging.getLogger(__name__)
+
+L = common_pb2.LogLevel
+_LEVELS = {
+    "DEBUG": L.LOG_LEVEL_DEBUG,
+    "INFO": L.LOG_LEVEL_INFO,
+    "WARNING": L.LOG_LEVEL_WARNING,
+    "WARN": L.LOG_LEVEL_WARNING,
+    "ERROR": L.LOG_LEVEL_ERROR,
+    "CRITICAL": L.LOG_LEVEL_ERROR,
+}
+_PROGRESS_KEYS = {"type", "step", "epoch", "total_steps", "total_epochs"}
+EXIT_CHECKPOINTED = 75
+DEFAULT_QUEUE = "default"
+# Assumed duration of a job when nothing has completed yet (for wait estimates only).
+_DEFAULT_JOB_SECONDS = 60.0
+_TICK_SECONDS = 0.5
+
+# Stop reasons: what the coordinator asked the process to do, decided before its exit.
+CANCEL, PAUSE, PREEMPT, SHUTDOWN, TIMEOUT = "cancel", "pause", "preempt", "shutdown", "timeout"
+
+
+@dataclass(slots=True)
+class CallerContext:
+    """Who calls: from the metadata."""
+
+    tenant_id: str
+    user_id: str = ""
+    idempotency_key: str = ""
+
+
+@dataclass(eq=False)
+class JobRuntime:
+    """In-memory state of a placed job while its process lives."""
+
+    job_id: str
+    tenant_id: str
+    slots: list[tuple[str, int]]
+    node_ids: list[str]
+    stop_reason: str | None = None
+    process: RunningProcess | None = None
+    task: asyncio.Task[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    started_mono: float = field(default_factory=time.monotonic)
+    steps: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20))
+    current_step: int = 0
+    total_steps: int = 0
+    final_model: str = ""
+    graceful: bool = True
+    escalation: asyncio.TimerHandle | None = None
+
+    @property
+    def node_id(self) -> str:
+        """The first node (log entries carry it)."""
+        return self.node_ids[0] if self.node_ids else ""
+
+    def steps_per_second(self) -> float | None:
+        """Recent training throughput."""
+        if len(self.steps) < 2:
+            return None
+        (t0, s0), (t1, s1) = self.steps[0], self.steps[-1]
+        if t1 <= t0 or s1 <= s0:
+            return None
+        return (s1 - s0) / (t1 - t0)
+
+    def remaining_seconds(self, fallback: float) -> float:
+        """Estimated time until this job frees its slots."""
+        rate = self.steps_per_second()
+        if rate and self.total_steps > 0:
+            return max(0.0, (self.total_steps - self.current_step) / rate)
+        return max(1.0, fallback - (time.monotonic() - self.started_mono))
+
+
+class JobManager:
+    """Owns jobs, slots and processes."""
+
+    def __init__(self, config: CoordinatorConfig, nodes: list[NodeSpec], store: Store) -> None:
+        self.config = config
+        self.nodes = nodes
+        self._node_by_id = {n.node_id: n for n in nodes}
+        self.store = store
+        self.notifier = JobNotifier()
+        self.sampler = ProcessSampler()
+        self.jobs_dir = config.data_dir / "jobs"
+        self._slots: dict[str, list[str | None]] = {n.node_id: [None] * n.gpu_count for n in nodes}
+        self._runtimes: dict[str, JobRuntime] = {}
+        self._drained: dict[str, str] = {k: r for k, (d, r) in store.node_states().items() if d}
+        self._estimates: dict[str, int] = {}
+        self._queue_view: dict[str, list[str]] = {}
+        self._closing = False
+        self._ticker: asyncio.Task[None] | None = None
+        self._in_pass = False
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recover from the previous run and start the scheduler."""
+        self._recover()
+        self.schedule()
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        # Events (submit, exit, resume, enable) schedule immediately; the tick only covers
+        # time-based conditions: start_after, max_queue_wait_seconds and fresher estimates.
+        while not self._closing:
+            await asyncio.sleep(_TICK_SECONDS)
+            try:
+                self.schedule()
+            except Exception:
+                log.exception("scheduler pass failed")
+
+    def _recover(self) -> None:
+        now = time.time()
+        for row in self.store.jobs_in_status([S.JOB_STATUS_PENDING]):
+            self.store.transition(
+                row["job_id"],
+                [S.JOB_STATUS_PENDING],
+                S.JOB_STATUS_QUEUED,
+                {"queued_at": row["queued_at"] or now},
+                [_clog("PENDING → QUEUED (coordinator restarted)")],
+            )
+        for row in self.store.jobs_in_status(RUNNING):
+            job_id = row["job_id"]
+            self._kill_leftover(row)
+            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+            msg = "coordinator restarted while the job was running"
+            ok = self.store.transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_PREEMPTED,
+                {"status_message": msg, "resume_checkpoint": resume, "pid": 0, "pid_start": ""},
+                [_clog(f"{status_name(row['status'])} → PREEMPTED: {msg}", L.LOG_LEVEL_WARNING)],
+            )
+            if ok:
+                self._auto_retry(job_id, "coordinator restarted")
+
+    def _kill_leftover(self, row: sqlite3.Row) -> None:
+        pid = int(row["pid"])
+        # Only a process whose kernel start time matches the recorded one is ours.
+        if pid > 0 and row["pid_start"] and process_start_marker(pid) == row["pid_start"]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def begin_shutdown(self) -> None:
+        """Stop placing work and ask every running job to checkpoint and stop."""
+        self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for rt in list(self._runtimes.values()):
+            if rt.stop_reason is None:
+                self._request_stop(rt, SHUTDOWN, graceful=True)
+
+    async def wait_stopped(self, grace: float) -> None:
+        """Wait for every job process to exit; SIGKILL what is left after `grace` seconds."""
+        tasks = [rt.task for rt in self._runtimes.values() if rt.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending:
+                for rt in list(self._runtimes.values()):
+                    if rt.process is not None:
+                        rt.process.signal(signal.SIGKILL)
+                await asyncio.wait(pending, timeout=10)
+        if self._ticker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self.notifier.close()
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def caller_job(self, caller: CallerContext, job_id: str) -> sqlite3.Row:
+        """The caller's job or NOT_FOUND (another tenant's job is indistinguishable)."""
+        if not job_id:
+            raise invalid("job_id: is required")
+        row = self.store.get_job(job_id, caller.tenant_id)
+        if row is None:
+            raise not_found(f"job {job_id} not found")
+        return row
+
+    def job_message(self, row: sqlite3.Row) -> common_pb2.Job:
+        """The full Job message, with queue position and estimate while queued."""
+        job = job_proto(row, self.store.checkpoints(row["job_id"]))
+        if row["status"] == S.JOB_STATUS_QUEUED:
+            job.queue_position = self.store.queue_position(
+                row["queue_name"],
+                row["priority"],
+                row["queued_at"],
+                row["job_id"],
+                S.JOB_STATUS_QUEUED,
+            )
+            job.estimated_wait_seconds = self._estimates.get(row["job_id"], 0)
+        return job
+
+    def is_active(self, job_id: str) -> bool:
+        """True while a process (or its bookkeeping) for the job exists."""
+        return job_id in self._runtimes
+
+    def process_stats(self, job_id: str) -> dict[str, float]:
+        """cpu_percent and memory_used_bytes of the job's process (empty when none)."""
+        rt = self._runtimes.get(job_id)
+        if rt is None or rt.process is None:
+            return {}
+        cpu, rss = self.sampler.sample(rt.process.pid)
+        return {"cpu_percent": round(cpu, 2), "memory_used_bytes": float(rss)}
+
+    def _log(self, job_id: str, message: str, level: int = L.LOG_LEVEL_INFO) -> None:
+        rt = self._runtimes.get(job_id)
+        self.store.append_logs(job_id, [_clog(message, level, rt.node_id if rt else "")])
+        self.notifier.notify(job_id)
+
+    def _transition(
+        self,
+        job_id: str,
+        expected: Sequence[int] | frozenset[int],
+        new: int,
+        fields: dict[str, Any] | None = None,
+        message: str = "",
+        level: int = L.LOG_LEVEL_INFO,
+    ) -> bool:
+        row_status = self.store.job_status(job_id)
+        if row_status is None or row_status not in expected:
+            return False
+        fields = dict(fields or {})
+        if new in TERMINAL:
+            fields.setdefault("completed_at", time.time())
+        if message:
+            fields.setdefault("status_message", message)
+        rt = self._runtimes.get(job_id)
+        text = f"{status_name(row_status)} → {status_name(new)}" + (
+            f": {message}" if message else ""
+        )
+        ok = self.store.transition(
+            job_id, [row_status], new, fields, [_clog(text, level, rt.node_id if rt else "")]
+        )
+        if ok:
+            self.notifier.notify(job_id)
+        return ok
+
+    def _latest_resume_path(self, job_id: str, fallback: str) -> str:
+        ckpts = self.store.checkpoints(job_id)
+        return ckpts[-1].path if ckpts else fallback
+
+    def _resolve_checkpoint(self, caller: CallerContext, ref: str, field_name: str) -> str:
+        """A checkpoint id of the tenant, or an existing directory, to a path."""
+        ckpt = self.store.checkpoint(ref)
+        if ckpt is not None and self.store.get_job(ckpt.job_id, caller.tenant_id) is not None:
+            return ckpt.path
+        path = Path(ref)
+        if path.is_absolute() and path.is_dir():
+            return str(path)
+        raise invalid(f"{field_name}: unknown checkpoint {ref!r}")
+
+    # ---- submit -----------------------------------------------------------------------------
+
+    def submit(
+        self, caller: CallerContext, req: coordinator_pb2.SubmitJobRequest
+    ) -> coordinator_pb2.SubmitJobResponse:
+        """Validate, persist and enqueue a job (idempotent per tenant and key)."""
+        if caller.idempotency_key:
+            existing = self.store.job_for_key(caller.tenant_id, caller.idempotency_key)
+            if existing is not None:
+                return self._submit_replay(existing)
+        validate_submit(req, self.nodes)
+        resume = ""
+        if req.training_config.resume_from_checkpoint:
+            resume = self._resolve_checkpoint(
+                caller,
+                req.training_config.resume_from_checkpoint,
+                "training_config.resume_from_checkpoint",
+            )
+        active = self.store.count_tenant_active(
+            caller.tenant_id, NON_TERMINAL - {S.JOB_STATUS_PAUSED, S.JOB_STATUS_PREEMPTED}
+        )
+        if active >= self.config.tenant_queue_quota:
+            raise CoordinatorError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"tenant {caller.tenant_id} already has {active} queued or running jobs "
+                f"(quota {self.config.tenant_queue_quota})",
+            )
+        try:
+            job_id = self._insert_job(caller, req, resume=resume, parent=None)
+        except IdempotencyConflict as e:
+            return self._submit_replay(e.job_id)
+        self.schedule()
+        row = self.store.get_job(job_id)
+        assert row is not None
+        return coordinator_pb2.SubmitJobResponse(
+            job_id=job_id,
+            status=row["status"],
+            message=f"job {job_id} accepted into queue {row['queue_name']!r}",
+            estimated_wait_seconds=self._estimates.get(job_id, 0),
+        )
+
+    def _submit_replay(self, job_id: str) -> coordinator_pb2.SubmitJobResponse:
+        row = self.store.get_job(job_id)
+        assert row is not None
+        return coordinator_pb2.SubmitJobResponse(
+            job_id=job_id,
+            status=row["status"],
+            message=f"job {job_id} already submitted with this idempotency key",
+            estimated_wait_seconds=self._estimates.get(job_id, 0),
+        )
+
+    def _insert_job(
+        self,
+        caller: CallerContext,
+        req: coordinator_pb2.SubmitJobRequest,
+        *,
+        resume: str,
+        parent: sqlite3.Row | None,
+        note: str = "",
+    ) -> str:
+        job_id = "job_" + secrets.token_hex(8)
+        now = time.time()
+        tc, rc, sc = req.training_config, req.resource_config, req.scheduling_config
+        gpu_type = canonical_gpu_type(rc.gpu_type, self.nodes) or ""
+        start_after = sc.start_after.ToNanoseconds() / 1e9 if sc.HasField("start_after") else 0.0
+        fields: dict[str, Any] = {
+            "job_id": job_id,
+            "tenant_id": caller.tenant_id,
+            "user_id": caller.user_id,
+            "name": req.name,
+            "status": S.JOB_STATUS_QUEUED,
+            "status_message": note or "waiting for slots",
+            "request": req.SerializeToString(),
+            "labels": json.dumps(dict(req.labels), sort_keys=True),
+            "parent_job_id": parent["job_id"] if parent is not None else "",
+            "retry_count": int(parent["retry_count"]) + 1 if parent is not None else 0,
+            "max_retries": tc.max_retries,
+            "priority": priority_of(tc),
+            "queue_name": sc.queue_name or DEFAULT_QUEUE,
+            "preemptible": int(sc.preemptible),
+            "gpu_type": gpu_type,
+            "gpu_count": rc.gpu_count,
+            "num_nodes": max(rc.num_nodes, 1),
+            "resume_checkpoint": resume,
+            "start_after": start_after,
+            "max_queue_wait": float(sc.max_queue_wait_seconds),
+            "created_at": now,
+            "queued_at": now,
+            "updated_at": now,
+        }
+        origin = (
+            f" (retry {fields['retry_count']} of {parent['job_id']})" if parent is not None else ""
+        )
+        logs = [
+            _clog(f"job submitted{origin}: {status_name(S.JOB_STATUS_PENDING)}"),
+            _clog(
+                f"PENDING → QUEUED: queue {fields['queue_name']!r}, priority {fields['priority']}, "
+                f"needs {max(rc.gpu_count, 1) * fields['num_nodes']} slot(s) "
+                f"of {gpu_type or 'any type'}" + (f", resuming from {resume}" if resume else "")
+            ),
+        ]
+        self.store.insert_job(fields, logs, caller.idempotency_key or None)
+        return job_id
+
+    # ---- cancel / pause / resume / retry -----------------------------------------------------
+
+    def cancel(
+        self, caller: CallerContext, job_id: str, reason: str
+    ) -> coordinator_pb2.JobActionResponse:
+        """Any non-terminal job → CANCELLED; a running process is killed."""
+        row = self.caller_job(caller, job_id)
+        status = row["status"]
+        if status in TERMINAL:
+            raise precondition(
+                f"job {job_id} is {status_name(status)}; only non-terminal jobs can be cancelled"
+            )
+        message = "cancelled" + (f": {reason}" if reason else "")
+        if not self._transition(
+            job_id, NON_TERMINAL, S.JOB_STATUS_CANCELLED, {"error_code": ""}, message
+        ):
+            now = self.store.job_status(job_id) or 0
+            raise precondition(
+                f"job {job_id} is {status_name(now)}; only non-terminal jobs can be cancelled"
+            )
+        rt = self._runtimes.get(job_id)
+        if rt is not None:
+            self._request_stop(rt, CANCEL, graceful=False)
+        self.schedule()
+        return coordinator_pb2.JobActionResponse(
+            job_id=job_id, status=S.JOB_STATUS_CANCELLED, message=message
+        )
+
+    async def pause(
+        self, caller: CallerContext, job_id: str, save_checkpoint: bool
+    ) -> coordinator_pb2.JobActionResponse:
+        """Stop a running job (checkpointing first when asked) and free its slots → PAUSED."""
+        row = self.caller_job(caller, job_id)
+        status = row["status"]
+        if status not in RUNNING:
+            raise precondition(
+                f"job {job_id} is {status_name(status)}; only running jobs can be paused"
+            )
+        rt = self._runtimes.get(job_id)
+        if rt is None:
+            # Bookkeeping without a runtime cannot happen in one process lifetime; stay truthful.
+            self._transition(job_id, RUNNING, S.JOB_STATUS_PAUSED, {}, "paused")
+        else:
+            if rt.stop_reason is not None:
+                raise precondition(
+                    f"job {job_id} is {status_name(status)} and already stopping ({rt.stop_reason})"
+                )
+            self._request_stop(rt, PAUSE, graceful=save_checkpoint)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rt.done.wait(), timeout=self.config.stop_grace_seconds + 15)
+        final = self.store.job_status(job_id) or 0
+        ckpt = self.store.checkpoints(job_id)
+        where = f"; latest checkpoint at step {ckpt[-1].step}" if ckpt else ""
+        return coordinator_pb2.JobActionResponse(
+            job_id=job_id,
+            status=as_status(final),
+            message=f"job is {status_name(final)}{where}",
+        )
+
+    def resume(
+        self, caller: CallerContext, job_id: str, checkpoint_id: str
+    ) -> coordinator_pb2.JobActionResponse:
+        """PAUSED → QUEUED, continuing from the named or latest checkpoint."""
+        row = self.caller_job(caller, job_id)
+        if row["status"] != S.JOB_STATUS_PAUSED:
+            raise precondition(
+                f"job {job_id} is {status_name(row['status'])}; only paused jobs can be resumed"
+            )
+        if checkpoint_id:
+            ckpt = self.store.checkpoint(checkpoint_id)
+            if ckpt is None or self.store.get_job(ckpt.job_id, caller.tenant_id) is None:
+                raise not_found(f"checkpoint {checkpoint_id} not found")
+            resume = ckpt.path
+            where = f"checkpoint {checkpoint_id} (step {ckpt.step})"
+        else:
+            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+            where = f"checkpoint {resume}" if resume else "the beginning (no checkpoint)"
+        message = f"resumed; continues from {where}"
+        if not self._transition(
+            job_id,
+            [S.JOB_STATUS_PAUSED],
+            S.JOB_STATUS_QUEUED,
+            {"resume_checkpoint": resume, "queued_at": time.time()},
+            message,
+        ):
+            now = self.store.job_status(job_id) or 0
+            raise precondition(
+                f"job {job_id} is {status_name(now)}; only paused jobs can be resumed"
+            )
+        self.schedule()
+        return coordinator_pb2.JobActionResponse(
+            job_id=job_id, status=S.JOB_STATUS_QUEUED, message=message
+        )
+
+    def retry(
+        self, caller: CallerContext, req: coordinator_pb2.RetryJobRequest
+    ) -> coordinator_pb2.RetryJobResponse:
+        """A FAILED or PREEMPTED job → a new child job from its latest (or a named) checkpoint."""
+        if caller.idempotency_key:
+            existing = self.store.job_for_key(caller.tenant_id, caller.idempotency_key)
+            if existing is not None:
+                child = self.store.get_job(existing)
+                assert child is not None
+                return coordinator_pb2.RetryJobResponse(
+                    job_id=existing,
+                    parent_job_id=child["parent_job_id"],
+                    status=child["status"],
+                    message="already retried with this idempotency key",
+                )
+        parent = self.caller_job(caller, req.job_id)
+        if parent["status"] not in (S.JOB_STATUS_FAILED, S.JOB_STATUS_PREEMPTED):
+            raise precondition(
+                f"job {req.job_id} is {status_name(parent['status'])}; "
+                "only FAILED or PREEMPTED jobs can be retried"
+            )
+        submit = coordinator_pb2.SubmitJobRequest.FromString(parent["request"])
+        if req.modify_resources:
+            if not req.HasField("new_resource_config"):
+                raise invalid("new_resource_config: is required when modify_resources is true")
+            validate_resources(req.new_resource_config, self.nodes, "new_resource_config")
+            submit.resource_config.CopyFrom(req.new_resource_config)
+            if not eligible_nodes(submit.resource_config, submit.scheduling_config, self.nodes):
+                raise invalid(
+                    "new_resource_config: no node matches it together with the job's "
+                    "node_selector and node_affinity"
+                )
+        if req.checkpoint_id:
+            ckpt = self.store.checkpoint(req.checkpoint_id)
+            if ckpt is None or self.store.get_job(ckpt.job_id, caller.tenant_id) is None:
+                raise not_found(f"checkpoint {req.checkpoint_id} not found")
+            resume = ckpt.path
+        else:
+            resume = self._latest_resume_path(parent["job_id"], parent["resume_checkpoint"])
+        try:
+            child_id = self._insert_job(
+                CallerContext(
+                    caller.tenant_id, caller.user_id or parent["user_id"], caller.idempotency_key
+                ),
+                submit,
+                resume=resume,
+                parent=parent,
+                note=f"retry of {parent['job_id']}",
+            )
+        except IdempotencyConflict as e:
+            child_id = e.job_id
+        self._log(parent["job_id"], f"retried as job {child_id}")
+        self.schedule()
+        child = self.store.get_job(child_id)
+        assert child is not None
+        return coordinator_pb2.RetryJobResponse(
+            job_id=child_id,
+            parent_job_id=parent["job_id"],
+            status=child["status"],
+            message=f"job {child_id} retries {parent['job_id']}"
+            + (f" from {resume}" if resume else " from the beginning"),
+        )
+
+    def _auto_retry(self, job_id: str, why: str) -> None:
+        row = self.store.get_job(job_id)
+        if row is None or self._closing or row["retry_count"] >= row["max_retries"]:
+            return
+        submit = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+        child_id = self._insert_job(
+            CallerContext(row["tenant_id"], row["user_id"]),
+            submit,
+            resume=resume,
+            parent=row,
+            note=f"automatic retry of {job_id} ({why})",
+        )
+        self._log(
+            job_id,
+            f"automatically retried as job {child_id} ({why}; "
+            f"retry {row['retry_count'] + 1} of {row['max_retries']})",
+        )
+
+    # ---- scheduler --------------------------------------------------------------------------
+
+    def node_status(self, node_id: str) -> int:
+        """ONLINE, DRAINING (drained, still running work) or DRAINED."""
+        if node_id not in self._drained:
+            return cluster_pb2.NODE_STATUS_ONLINE
+        busy = any(j is not None for j in self._slots[node_id])
+        return cluster_pb2.NODE_STATUS_DRAINING if busy else cluster_pb2.NODE_STATUS_DRAINED
+
+    def slots_of(self, node_id: str) -> list[str | None]:
+        """Job id per slot of a node (None when free)."""
+        return list(self._slots[node_id])
+
+    def drain(self, node_id: str, force: bool, reason: str) -> None:
+        """Stop placing work on a node; `force` preempts what runs there."""
+        if node_id not in self._node_by_id:
+            raise not_found(f"node {node_id} not found")
+        if node_id in self._drained:
+            raise precondition(
+                f"node {node_id} is {node_status_name(self.node_status(node_id))}; "
+                "it is already drained"
+            )
+        self._drained[node_id] = reason
+        self.store.set_node_state(node_id, True, reason)
+        if force:
+            for job_id in {j for j in self._slots[node_id] if j is not None}:
+                rt = self._runtimes.get(job_id)
+                if rt is not None and rt.stop_reason is None:
+                    self._log(
+                        job_id,
+                        f"node {node_id} is being drained (force); preempting",
+                        L.LOG_LEVEL_WARNING,
+                    )
+                    self._request_stop(rt, PREEMPT, graceful=True)
+        self.schedule()
+
+    def enable(self, node_id: str) -> None:
+        """Re-open a drained node."""
+        if node_id not in self._node_by_id:
+            raise not_found(f"node {node_id} not found")
+        if node_id not in self._drained:
+            raise precondition(
+                f"node {node_id} is ONLINE; only drained or disabled nodes can be enabled"
+            )
+        del self._drained[node_id]
+        self.store.set_node_state(node_id, False, "")
+        self.schedule()
+
+    def drain_reason(self, node_id: str) -> str:
+        """Why a node is drained ('' when online)."""
+        return self._drained.get(node_id, "")
+
+    def schedule(self) -> None:
+        """One scheduler pass: expire, place, preempt, estimate. Synchronous and cheap."""
+        if self._closing or self._in_pass:
+            return
+        self._in_pass = True
+        try:
+            self._schedule_pass()
+        finally:
+            self._in_pass = False
+
+    def _free_slots(self) -> dict[str, list[int]]:
+        return {
+            nid: [i for i, j in enumerate(slots) if j is None]
+            for nid, slots in self._slots.items()
+            if nid not in self._drained
+        }
+
+    def _schedule_pass(self) -> None:
+        now = time.time()
+        free = self._free_slots()
+        blocked: set[tuple[str, str]] = set()
+        queued = self.store.jobs_in_status([S.JOB_STATUS_QUEUED])
+        waiting: list[sqlite3.Row] = []
+        for row in queued:
+            job_id = row["job_id"]
+            if row["max_queue_wait"] > 0 and now - row["queued_at"] > row["max_queue_wait"]:
+                why = f"not started within max_queue_wait_seconds={int(row['max_queue_wait'])}"
+                self._transition(
+                    job_id,
+                    [S.JOB_STATUS_QUEUED],
+                    S.JOB_STATUS_FAILED,
+                    {"error_code": "QUEUE_TIMEOUT", "error_message": why},
+                    why,
+                    L.LOG_LEVEL_ERROR,
+                )
+                continue
+            waiting.append(row)
+            if row["start_after"] > now:
+                continue
+            key = (row["queue_name"], row["gpu_type"])
+            if key in blocked:
+                continue
+            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
+            placement = self._place(row, candidates, free)
+            if placement is not None:
+                self._start(row, placement)
+                waiting.pop()
+                continue
+            online = [n for n in candidates if n.node_id not in self._drained]
+            if len(online) >= row["num_nodes"]:
+                # It could run here once slots free up: keep its place (no backfill behind it).
+                blocked.add(key)
+                self._maybe_preempt(row, online, free)
+        self._estimate(waiting)
+
+    def _place(
+        self, row: sqlite3.Row, candidates: list[NodeSpec], free: dict[str, list[int]]
+    ) -> list[tuple[str, int]] | None:
+        need = max(int(row["gpu_count"]), 1)
+        fits = [n for n in candidates if len(free.get(n.node_id, [])) >= need]
+        if len(fits) < row["num_nodes"]:
+            return None
+        # Best fit: the fullest nodes first keeps big holes for big jobs.
+        fits.sort(key=lambda n: (len(free[n.node_id]), n.node_id))
+        chosen: list[tuple[str, int]] = []
+        for node in fits[: row["num_nodes"]]:
+            take = free[node.node_id][:need]
+            del free[node.node_id][:need]
+            chosen.extend((node.node_id, i) for i in take)
+        return chosen
+
+    def _maybe_preempt(
+        self, row: sqlite3.Row, online: list[NodeSpec], free: dict[str, list[int]]
+    ) -> None:
+        need = max(int(row["gpu_count"]), 1)
+        ids = {n.node_id for n in online}
+        # Slots of jobs already stopping count as free: they are about to be released.
+        projected = {nid: len(free.get(nid, [])) for nid in ids}
+        victims: list[tuple[int, float, JobRuntime]] = []
+        for rt in self._runtimes.values():
+            on_nodes = [(nid, i) for nid, i in rt.slots if nid in ids]
+            if not on_nodes:
+                continue
+            if rt.stop_reason is not None:
+                for nid, _ in on_nodes:
+                    projected[nid] += 1
+                continue
+            vrow = self.store.get_job(rt.job_id)
+            if vrow is None or not vrow["preemptible"] or vrow["priority"] >= row["priority"]:
+                continue
+            victims.append((int(vrow["priority"]), -rt.started_mono, rt))
+
+        def fits() -> bool:
+            return sum(1 for nid in ids if projected[nid] >= need) >= int(row["num_nodes"])
+
+        if fits():
+            return
+        chosen: list[JobRuntime] = []
+        for _, _, rt in sorted(victims, key=lambda v: (v[0], v[1])):
+            chosen.append(rt)
+            for nid, _ in rt.slots:
+                if nid in ids:
+                    projected[nid] += 1
+            if fits():
+                break
+        else:
+            return
+        for rt in chosen:
+            self._log(
+                rt.job_id,
+                f"preempted by job {row['job_id']} (priority {row['priority']}); checkpointing",
+                L.LOG_LEVEL_WARNING,
+            )
+            self._request_stop(rt, PREEMPT, graceful=True)
+
+    def _estimate(self, waiting: list[sqlite3.Row]) -> None:
+        """Seconds until each waiting job likely starts, by simulating the queue on the slots."""
+        runtimes = self.store.recent_runtimes(S.JOB_STATUS_COMPLETED)
+        typical = statistics.median(runtimes) if runtimes else _DEFAULT_JOB_SECONDS
+        free_at: dict[str, list[float]] = {}
+        for nid, slots in self._slots.items():
+            if nid in self._drained:
+                continue
+            times = []
+            for job_id in slots:
+                rt = self._runtimes.get(job_id) if job_id else None
+                times.append(rt.remaining_seconds(typical) if rt else 0.0)
+            free_at[nid] = times
+        now = time.time()
+        estimates: dict[str, int] = {}
+        view: dict[str, list[str]] = {}
+        for row in waiting:
+            view.setdefault(row["queue_name"], []).append(row["job_id"])
+            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            need = max(int(row["gpu_count"]), 1)
+            nodes = [
+                n.node_id
+                for n in eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
+                if n.node_id in free_at
+            ]
+            options = []
+            for nid in nodes:
+                times = sorted(free_at[nid])
+                if len(times) >= need:
+                    options.append((times[need - 1], nid))
+            options.sort()
+            if len(options) < row["num_nodes"]:
+                estimates[row["job_id"]] = 0
+                continue
+            chosen = options[: row["num_nodes"]]
+            start = max(max(t for t, _ in chosen), row["start_after"] - now, 0.0)
+            for _, nid in chosen:
+                times = sorted(free_at[nid])
+                times[:need] = [start + typical] * need
+                free_at[nid] = times
+            estimates[row["job_id"]] = round(start)
+        self._estimates = estimates
+        self._queue_view = view
+
+    def queue_view(self) -> dict[str, list[str]]:
+        """Queue name → waiting job ids in order, from the last scheduler pass."""
+        return self._queue_view
+
+    def estimate(self, job_id: str) -> int:
+        """Estimated seconds until a queued job starts."""
+        return self._estimates.get(job_id, 0)
+
+    def running_in_queue(self) -> dict[str, int]:
+        """Queue name → number of placed jobs."""
+        out: dict[str, int] = {}
+        for rt in self._runtimes.values():
+            row = self.store.get_job(rt.job_id)
+            if row is not None:
+                out[row["queue_name"]] = out.get(row["queue_name"], 0) + 1
+        return out
+
+    def _start(self, row: sqlite3.Row, placement: list[tuple[str, int]]) -> None:
+        job_id = row["job_id"]
+        node_ids = sorted({nid for nid, _ in placement})
+        fields: dict[str, Any] = {
+            "assigned_nodes": json.dumps(node_ids),
+            "status_message": "placed",
+        }
+        if not row["started_at"]:
+            fields["started_at"] = time.time()
+        slots_text = ", ".join(f"{nid}#{i}" for nid, i in placement)
+        if not self._transition(
+            job_id,
+            [S.JOB_STATUS_QUEUED],
+            S.JOB_STATUS_SCHEDULING,
+            fields,
+            f"placed on {slots_text}",
+        ):
+            return
+        rt = JobRuntime(
+            job_id=job_id, tenant_id=row["tenant_id"], slots=placement, node_ids=node_ids
+        )
+        for nid, i in placement:
+            self._slots[nid][i] = job_id
+        self._runtimes[job_id] = rt
+        rt.task = asyncio.get_running_loop().create_task(self._run(rt))
+
+    # ---- stopping ---------------------------------------------------------------------------
+
+    def _request_stop(self, rt: JobRuntime, reason: str, graceful: bool) -> None:
+        """Decide why the process stops, then signal it (now, or as soon as it exists)."""
+        if rt.stop_reason == CANCEL:
+            return
+        rt.stop_reason = reason
+        rt.graceful = graceful
+        if graceful:
+            self._transition(
+                rt.job_id,
+                [S.JOB_STATUS_TRAINING],
+                S.JOB_STATUS_CHECKPOINTING,
+                {},
+                f"{reason}: writing a checkpoint before stopping",
+            )
+        self._signal(rt)
+
+    def _signal(self, rt: JobRuntime) -> None:
+        if rt.process is None or rt.stop_reason is None:
+            return
+        if not rt.graceful:
+            rt.process.signal(signal.SIGKILL)
+            return
+        rt.process.signal(signal.SIGTERM)
+        if rt.escalation is None:
+            proc = rt.process
+            rt.escalation = asyncio.get_running_loop().call_later(
+                self.config.stop_grace_seconds, proc.signal, signal.SIGKILL
+            )
+
+    # ---- the training workload ---------------------------------------------------------------
+
+    async def _run(self, rt: JobRuntime) -> None:
+        try:
+            await self._run_job(rt)
+        except Exception as e:
+            log.exception("job %s: executor failure", rt.job_id)
+            if rt.process is not None:
+                rt.process.signal(signal.SIGKILL)
+            self._transition(
+                rt.job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {
+                    "error_code": "INTERNAL",
+                    "error_message": f"coordinator error: {type(e).__name__}",
+                },
+                f"coordinator error: {type(e).__name__}",
+                L.LOG_LEVEL_ERROR,
+            )
+        finally:
+            if rt.escalation is not None:
+                rt.escalation.cancel()
+            for nid, i in rt.slots:
+                if self._slots[nid][i] == rt.job_id:
+                    self._slots[nid][i] = None
+            if rt.process is not None:
+                self.sampler.forget(rt.process.pid)
+                self.store.update_job(rt.job_id, {"pid": 0, "pid_start": ""}, bump=False)
+            self._runtimes.pop(rt.job_id, None)
+            rt.done.set()
+            self.notifier.notify(rt.job_id)
+            self.schedule()
+
+    async def _run_job(self, rt: JobRuntime) -> None:
+        job_id = rt.job_id
+        row = self.store.get_job(job_id)
+        assert row is not None
+        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        if not self._transition(
+            job_id, [S.JOB_STATUS_SCHEDULING], S.JOB_STATUS_PREPARING, {}, "resolving data sources"
+        ):
+            return
+        if rt.stop_reason is not None:
+            self._finish_stopped(rt, None, "stopped before the process started")
+            return
+        try:
+            sources = prepare_sources(
+                [
+                    resolve_source(s, f"data_config.sources[{i}]")
+                    for i, s in enumerate(req.data_config.sources)
+                ]
+            )
+        except (CoordinatorError, OSError) as e:
+            msg = e.message if isinstance(e, CoordinatorError) else str(e)
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "DATA_ERROR", "error_message": msg},
+                msg,
+                L.LOG_LEVEL_ERROR,
+            )
+            return
+        attempt = int(row["attempt"]) + 1
+        work = self.jobs_dir / job_id
+        ckpt_dir = work / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        output = req.output_config.output_path or str(work / "model")
+        spec_file = work / f"spec-{attempt}.json"
+        spec_file.write_text(json.dumps(self._spec(job_id, req, sources, output), indent=2))
+        pspec = ProcessSpec(
+            argv=self._argv(req),
+            env=self._env(
+                job_id,
+                req,
+                spec_file,
+                ckpt_dir,
+                row["resume_checkpoint"],
+                work / f"metrics-{attempt}.jsonl",
+            ),
+            cwd=work,
+            metrics_file=work / f"metrics-{attempt}.jsonl",
+        )
+        resume = row["resume_checkpoint"]
+        self._log(
+            job_id,
+            f"starting attempt {attempt}: {' '.join(pspec.argv)}"
+            + (f" (resume from {resume})" if resume else ""),
+        )
+        try:
+            running = await start_process(pspec)
+        except OSError as e:
+            msg = f"cannot start the process: {e.strerror or e}"
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "SPAWN_ERROR", "error_message": msg},
+                msg,
+                L.LOG_LEVEL_ERROR,
+            )
+            return
+        rt.process = running
+        rt.started_mono = time.monotonic()
+        self.store.update_job(
+            job_id,
+            {
+                "attempt": attempt,
+                "pid": running.pid,
+                "pid_start": process_start_marker(running.pid),
+            },
+            bump=False,
+        )
+        if rt.stop_reason is not None:
+            self._signal(rt)
+        elif not self._transition(
+            job_id,
+            [S.JOB_STATUS_PREPARING],
+            S.JOB_STATUS_TRAINING,
+            {},
+            f"process {running.pid} started",
+        ):
+            running.signal(signal.SIGKILL)
+        timer = None
+        limit = req.resource_config.max_runtime_seconds
+        if limit > 0:
+            timer = asyncio.get_running_loop().call_later(limit, self._timeout, rt, limit)
+        sink = _JobSink(self, rt, req)
+        try:
+            code = await follow_process(running, pspec, sink)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self._on_exit(rt, row, code, running)
+
+    def _timeout(self, rt: JobRuntime, limit: int) -> None:
+        if rt.stop_reason is None and rt.process is not None:
+            self._log(
+                rt.job_id, f"max_runtime_seconds={limit} exceeded; stopping", L.LOG_LEVEL_ERROR
+            )
+            self._request_stop(rt, TIMEOUT, graceful=True)
+
+    def _on_exit(
+        self, rt: JobRuntime, row: sqlite3.Row, code: int, running: RunningProcess
+    ) -> None:
+        job_id = rt.job_id
+        reason = rt.stop_reason
+        how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        self._log(
+            job_id,
+            f"process {running.pid} ended ({how})",
+            L.LOG_LEVEL_INFO if code in (0, EXIT_CHECKPOINTED) or reason else L.LOG_LEVEL_ERROR,
+        )
+        if reason == CANCEL:
+            return
+        if code == 0:
+            uri = ""
+            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            final = (
+                rt.final_model
+                or req.output_config.output_path
+                or str(self.jobs_dir / job_id / "model")
+            )
+            if Path(final).exists():
+                uri = Path(final).resolve().as_uri()
+            fields: dict[str, Any] = {"final_model_uri": uri, "error_code": "", "error_message": ""}
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_COMPLETED,
+                fields,
+                "finished" + (f"; final model at {uri}" if uri else ""),
+            )
+            return
+        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+        at = f" (checkpoint {resume})" if resume else " (no checkpoint)"
+        if reason == PAUSE:
+            self._transition(
+                job_id, RUNNING, S.JOB_STATUS_PAUSED, {"resume_checkpoint": resume}, "paused" + at
+            )
+        elif reason == SHUTDOWN:
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_QUEUED,
+                {"resume_checkpoint": resume, "assigned_nodes": "[]"},
+                "coordinator stopped; will resume" + at,
+            )
+        elif reason == PREEMPT or (reason is None and code == EXIT_CHECKPOINTED):
+            why = (
+                "preempted"
+                if reason == PREEMPT
+                else "the process checkpointed and stopped on its own"
+            )
+            if self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_PREEMPTED,
+                {"resume_checkpoint": resume},
+                why + at,
+                L.LOG_LEVEL_WARNING,
+            ):
+                self._auto_retry(job_id, why)
+        elif reason == TIMEOUT:
+            limit = coordinator_pb2.SubmitJobRequest.FromString(
+                row["request"]
+            ).resource_config.max_runtime_seconds
+            msg = f"exceeded max_runtime_seconds={limit}"
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "TIMEOUT", "error_message": msg, "resume_checkpoint": resume},
+                msg,
+                L.LOG_LEVEL_ERROR,
+            )
+        else:
+            tail = "\n".join(running.output_tail)
+            msg = f"process exited with {how}" + (f"; last output:\n{tail}" if tail else "")
+            if self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "EXIT_CODE", "error_message": msg, "resume_checkpoint": resume},
+                f"process exited with {how}",
+                L.LOG_LEVEL_ERROR,
+            ):
+                self._auto_retry(job_id, f"failed with {how}")
+
+    def _finish_stopped(self, rt: JobRuntime, code: int | None, note: str) -> None:
+        row = self.store.get_job(rt.job_id)
+        if row is None:
+            return
+        resume = self._latest_resume_path(rt.job_id, row["resume_checkpoint"])
+        if rt.stop_reason == PAUSE:
+            self._transition(
+                rt.job_id,
+                RUNNING,
+                S.JOB_STATUS_PAUSED,
+                {"resume_checkpoint": resume},
+                f"paused ({note})",
+            )
+        elif rt.stop_reason == SHUTDOWN:
+            self._transition(
+                rt.job_id,
+                RUNNING,
+                S.JOB_STATUS_QUEUED,
+                {"resume_checkpoint": resume, "assigned_nodes": "[]"},
+                f"coordinator stopped ({note})",
+            )
+        elif rt.stop_reason in (PREEMPT,):
+            if self._transition(
+                rt.job_id,
+                RUNNING,
+                S.JOB_STATUS_PREEMPTED,
+                {"resume_checkpoint": resume},
+                f"preempted ({note})",
+            ):
+                self._auto_retry(rt.job_id, "preempted")
+        elif rt.stop_reason == TIMEOUT:
+            self._transition(
+                rt.job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "TIMEOUT", "error_message": "max_runtime_seconds exceeded"},
+                "max_runtime_seconds exceeded",
+            )
+
+    def _argv(self, req: coordinator_pb2.SubmitJobRequest) -> list[str]:
+        fw = req.training_config.framework
+        if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
+            return script_argv(Path(fw.custom_script_path))
+        return [sys.executable, "-m", "scaimind.coordinator.trainer"]
+
+    def _env(
+        self,
+        job_id: str,
+        req: coordinator_pb2.SubmitJobRequest,
+        spec_file: Path,
+        ckpt_dir: Path,
+        resume: str,
+        metrics: Path,
+    ) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(req.training_config.environment)
+        env.update(
+            {
+                "SCAIMIND_JOB_ID": job_id,
+                "SCAIMIND_SPEC_FILE": str(spec_file),
+                "SCAIMIND_CHECKPOINT_DIR": str(ckpt_dir),
+                "SCAIMIND_RESUME_CHECKPOINT": resume,
+                "SCAIMIND_METRICS_FILE": str(metrics),
+                # Line-buffered output so stdout becomes log entries as it happens.
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        # The coordinator's secret is never handed to user code.
+        env.pop("SCAIMIND_API_SECRET", None)
+        return env
+
+    def _spec(
+        self, job_id: str, req: coordinator_pb2.SubmitJobRequest, sources: list[Any], output: str
+    ) -> dict[str, Any]:
+        tc, dc, oc = req.training_config, req.data_config, req.output_config
+        return {
+            "job_id": job_id,
+            "training_type": common_pb2.TrainingType.Name(tc.training_type).removeprefix(
+                "TRAINING_TYPE_"
+            ),
+            "framework": common_pb2.FrameworkType.Name(
+                tc.framework.type or common_pb2.FRAMEWORK_TYPE_HF_TRAINER
+            ).removeprefix("FRAMEWORK_TYPE_"),
+            "model_id": tc.base_model.model_id,
+            "hyperparameters": dict(tc.hyperparameters),
+            "data_files": [s.as_spec() for s in sources],
+            "validation_split": dc.validation_split,
+            "seed": dc.seed,
+            "batch_size": dc.batch_size,
+            "max_seq_length": dc.max_seq_length,
+            "checkpoint_interval_steps": oc.checkpoint_interval_steps
+            or self.config.default_checkpoint_interval_steps,
+            "keep_last_checkpoints": oc.keep_last_checkpoints,
+            "output_path": output,
+            "save_final_model": oc.save_final_model if oc.HasField("save_final_model") else True,
+        }
+
+    # ---- events from the process -------------------------------------------------------------
+
+    def record_checkpoint(
+        self, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest, event: dict[str, Any]
+    ) -> None:
+        """A complete checkpoint reported by the process."""
+        step = _int(event.get("step"))
+        path = str(event.get("path") or "")
+        if not path:
+            self._log(
+                rt.job_id, f"checkpoint event without a path ignored: {event}", L.LOG_LEVEL_WARNING
+            )
+            return
+        record = CheckpointRecord(
+            checkpoint_id=f"{rt.job_id}-step-{step:06d}",
+            job_id=rt.job_id,
+            step=step,
+            path=path,
+            size_bytes=_int(event.get("size_bytes")) or _dir_size(Path(path)),
+            metrics=_numbers(event.get("metrics") or {}),
+            created_at=time.time(),
+        )
+        dropped = self.store.add_checkpoint(record, req.output_config.keep_last_checkpoints)
+        ckpt_root = (self.jobs_dir / rt.job_id / "checkpoints").resolve()
+        for old in dropped:
+            p = Path(old).resolve()
+            # Only directories this job owns are removed; a path elsewhere is the user's.
+            if p.is_relative_to(ckpt_root) and p != ckpt_root and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+        self._log(rt.job_id, f"checkpoint {record.checkpoint_id} saved at step {step} ({path})")
+
+    def phase(self, rt: JobRuntime, phase: str) -> None:
+        """EVALUATING / EXPORTING announced by the process."""
+        target = {"EVALUATING": S.JOB_STATUS_EVALUATING, "EXPORTING": S.JOB_STATUS_EXPORTING}.get(
+            phase
+        )
+        if target is None:
+            self._log(rt.job_id, f"unknown phase {phase!r} ignored", L.LOG_LEVEL_WARNING)
+            return
+        if rt.stop_reason is None:
+            self._transition(
+                rt.job_id,
+                [S.JOB_STATUS_TRAINING, S.JOB_STATUS_EVALUATING, S.JOB_STATUS_EXPORTING],
+                target,
+                {},
+                "scoring the validation split"
+                if phase == "EVALUATING"
+                else "writing the final model",
+            )
+
+
+class _JobSink:
+    """Turns process output into log entries, metric points, checkpoints and states."""
+
+    def __init__(
+        self, manager: JobManager, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest
+    ) -> None:
+        self.m = manager
+        self.rt = rt
+        self.req = req
+        self.latest: dict[str, float] = {}
+        row = manager.store.get_job(rt.job_id)
+        if row is not None:
+            self.latest = json.loads(row["latest_metrics"])
+
+    def on_output(self, source: str, lines: Sequence[str]) -> None:
+        level = L.LOG_LEVEL_INFO if source == "stdout" else L.LOG_LEVEL_WARNING
+        self.m.store.append_logs(
+            self.rt.job_id, [PendingLog(level, line, source, self.rt.node_id) for line in lines]
+        )
+        self.m.notifier.notify(self.rt.job_id)
+
+    def on_bad_event(self, line: str, error: str) -> None:
+        self.m._log(
+            self.rt.job_id,
+            f"ignored malformed metrics line ({error}): {line[:200]}",
+            L.LOG_LEVEL_WARNING,
+        )
+
+    def on_events(self, events: Sequence[dict[str, Any]]) -> None:
+        job_id = self.rt.job_id
+        points: list[tuple[int, int, str, float, float]] = []
+        logs: list[PendingLog] = []
+        progress: dict[str, Any] = {}
+        now = time.time()
+        for ev in events:
+            kind = ev.get("type")
+            if kind in (None, "metrics"):
+                step = _int(ev.get("step"))
+                epoch = _int(ev.get("epoch"))
+                values = _numbers(
+                    ev.get("metrics")
+                    if kind == "metrics"
+                    else {k: v for k, v in ev.items() if k not in _PROGRESS_KEYS}
+                )
+                points.extend((step, epoch, name, value, now) for name, value in values.items())
+                self.latest.update(values)
+                progress["current_step"] = step
+                progress["current_epoch"] = epoch
+                if _int(ev.get("total_steps")):
+                    progress["total_steps"] = _int(ev.get("total_steps"))
+                if _int(ev.get("total_epochs")):
+                    progress["total_epochs"] = _int(ev.get("total_epochs"))
+                self.rt.current_step = step
+                self.rt.total_steps = progress.get("total_steps", self.rt.total_steps)
+                self.rt.steps.append((time.monotonic(), step))
+            elif kind == "checkpoint":
+                self._flush(points, logs, progress)
+                points, logs, progress = [], [], {}
+                self.m.record_checkpoint(self.rt, self.req, ev)
+            elif kind == "phase":
+                self._flush(points, logs, progress)
+                points, logs, progress = [], [], {}
+                self.m.phase(self.rt, str(ev.get("phase", "")))
+            elif kind == "final_model":
+                self.rt.final_model = str(ev.get("path") or "")
+                logs.append(
+                    PendingLog(
+                        L.LOG_LEVEL_INFO,
+                        f"final model written to {self.rt.final_model}",
+                        "coordinator",
+                        self.rt.node_id,
+                    )
+                )
+            elif kind == "log":
+                level = _LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
+                logs.append(
+                    PendingLog(level, str(ev.get("message", "")), "trainer", self.rt.node_id)
+                )
+            else:
+                logs.append(
+                    PendingLog(
+                        L.LOG_LEVEL_DEBUG,
+                        f"unknown event type {kind!r} ignored",
+                        "coordinator",
+                        self.rt.node_id,
+                    )
+                )
+        self._flush(points, logs, progress)
+        self.m.notifier.notify(job_id)
+
+    def _flush(
+        self,
+        points: list[tuple[int, int, str, float, float]],
+        logs: list[PendingLog],
+        progress: dict[str, Any],
+    ) -> None:
+        job_id = self.rt.job_id
+        if points:
+            self.m.store.add_metric_points(job_id, points)
+        if progress or points:
+            self.m.store.update_job(job_id, {**progress, "latest_metrics": json.dumps(self.latest)})
+        if logs:
+            self.m.store.append_logs(job_id, logs)
+
+
+def _clog(message: str, level: int = L.LOG_LEVEL_INFO, node_id: str = "") -> PendingLog:
+    return PendingLog(level, message, "coordinator", node_id)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value == value:
+        return int(value)
+    return 0
+
+
+def _numbers(raw: Any) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and v == v
+        and abs(v) != float("inf")
+    }
+
+
+def _dir_size(path: Path) -> int:
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return 0

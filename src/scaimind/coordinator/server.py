@@ -1,0 +1,167 @@
+"""Start and stop the reference coordinator's gRPC server.
+
+Shutdown (`RunningCoordinator.stop`, SIGINT/SIGTERM of `serve_forever`): no new work is placed,
+every running job gets SIGTERM so it writes a checkpoint and exits, and is put back to QUEUED
+with that checkpoint as its resume point (keeping its place in the queue, using no retry); a
+job that does not exit within the grace period is SIGKILLed and re-queued from its latest
+periodic checkpoint. The next start on the same data directory continues them. After a crash
+(SIGKILL of the coordinator) the next start finds those jobs still marked running: they become
+PREEMPTED ("coordinator restarted") and are retried automatically when max_retries allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import IO
+
+import grpc
+
+from scaimind.coordinator.config import CoordinatorConfig
+from scaimind.coordinator.inventory import load_inventory
+from scaimind.coordinator.manager import JobManager
+from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
+from scaimind.coordinator.store import Store
+from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
+
+
+class CoordinatorStartError(RuntimeError):
+    """The coordinator cannot start (data dir in use, port taken, bad inventory)."""
+
+
+@dataclass(eq=False)
+class RunningCoordinator:
+    """A started coordinator."""
+
+    port: int
+    address: str
+    _server: grpc.aio.Server
+    _manager: JobManager
+    _store: Store
+    _lock: IO[bytes]
+    _stopped: bool = False
+
+    @property
+    def manager(self) -> JobManager:
+        """The job manager (for embedding and tests)."""
+        return self._manager
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Clean shutdown: running jobs checkpoint and go back to QUEUED (see module docstring)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._manager.begin_shutdown()
+        # Followers end with UNAVAILABLE instead of holding the server open for the grace period.
+        self._manager.notifier.close()
+        await self._server.stop(grace)
+        await self._manager.wait_stopped(max(grace, self._manager.config.stop_grace_seconds))
+        self._store.close()
+        self._lock.close()
+
+
+async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
+    """Recover state, start the scheduler and listen; returns once the port is bound."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (config.data_dir / "coordinator.lock").open("ab")
+    try:
+        # Two coordinators on one data dir would both run the same jobs. The kernel drops the
+        # lock when the holder dies, so a crashed coordinator never blocks its successor.
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        lock.close()
+        raise CoordinatorStartError(
+            f"data dir {config.data_dir} is used by another coordinator"
+        ) from e
+    try:
+        nodes = load_inventory(config.inventory_path)
+    except ValueError as e:
+        lock.close()
+        raise CoordinatorStartError(str(e)) from e
+    store = Store(config.data_dir / "coordinator.db")
+    manager = JobManager(config, nodes, store)
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
+        CoordinatorServicer(manager, config), server
+    )
+    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(manager, config), server)
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.port}")
+    except RuntimeError as e:
+        store.close()
+        lock.close()
+        raise CoordinatorStartError(f"cannot listen on {config.host}:{config.port}: {e}") from e
+    manager.start()
+    await server.start()
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return RunningCoordinator(
+        port=port,
+        address=f"{host}:{port}",
+        _server=server,
+        _manager=manager,
+        _store=store,
+        _lock=lock,
+    )
+
+
+def serve_forever(config: CoordinatorConfig) -> int:
+    """Run until SIGINT/SIGTERM, then shut down cleanly; prints the listening address."""
+
+    async def main() -> int:
+        try:
+            running = await start_coordinator(config)
+        except CoordinatorStartError as e:
+            print(f"scaimind coordinator: {e}", file=sys.stderr)
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(
+            f"scaimind coordinator listening on {running.address} (data dir {config.data_dir})",
+            flush=True,
+        )
+        await stop.wait()
+        print(
+            "scaimind coordinator: stopping; running jobs checkpoint and are re-queued", flush=True
+        )
+        await running.stop()
+        return 0
+
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(main())
+    return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(
+        prog="python -m scaimind.coordinator",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--inventory", type=Path, default=None)
+    parser.add_argument("--allow-unauthenticated", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        config = CoordinatorConfig(
+            data_dir=args.data_dir,
+            host=args.host,
+            port=args.port,
+            api_secret=os.environ.get("SCAIMIND_API_SECRET") or None,
+            allow_unauthenticated=args.allow_unauthenticated,
+            inventory_path=args.inventory,
+        )
+    except ValueError as e:
+        print(f"scaimind coordinator: {e}", file=sys.stderr)
+        return 2
+    return serve_forever(config)
