@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 StrMap = dict[str, str]
+# The protocol's integer widths: a bigger number would make the proto converter raise (a 500
+# instead of a 422), so the schema rejects it.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class Strict(BaseModel):
@@ -94,7 +97,7 @@ class BaseModelSpec(Strict):
 class DistributedConfig(Strict):
     """Multi-process settings."""
 
-    world_size: Annotated[int, Field(ge=1)] | None = None
+    world_size: Annotated[Int32, Field(ge=1)] | None = None
     backend: str = "nccl"
     strategy: str | None = None
     config: StrMap = Field(default_factory=dict)
@@ -169,24 +172,24 @@ class DataConfig(Strict):
 
     sources: Annotated[list[DataSource], Field(min_length=1)]
     preprocess: PreprocessConfig | None = None
-    max_seq_length: Annotated[int, Field(ge=1)] | None = None
-    batch_size: Annotated[int, Field(ge=1)] | None = None
-    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 1
-    num_workers: Annotated[int, Field(ge=0)] | None = None
+    max_seq_length: Annotated[Int32, Field(ge=1)] | None = None
+    batch_size: Annotated[Int32, Field(ge=1)] | None = None
+    gradient_accumulation_steps: Annotated[Int32, Field(ge=1)] = 1
+    num_workers: Annotated[Int32, Field(ge=0)] | None = None
     pin_memory: bool = False
     validation_split: Annotated[float, Field(ge=0, le=1)] = 0.0
-    seed: int | None = None
+    seed: Int64 | None = None
 
 
 class ResourceConfig(Strict):
     """Hardware a job asks for."""
 
-    gpu_count: Annotated[int, Field(ge=0)]
+    gpu_count: Annotated[Int32, Field(ge=0)]
     gpu_type: str | None = None
-    num_nodes: Annotated[int, Field(ge=1)] = 1
-    cpu_cores: Annotated[int, Field(ge=0)] | None = None
+    num_nodes: Annotated[Int32, Field(ge=1)] = 1
+    cpu_cores: Annotated[Int32, Field(ge=0)] | None = None
     memory_gb: Annotated[float, Field(ge=0)] | None = None
-    max_runtime_seconds: Annotated[int, Field(ge=0)] | None = None
+    max_runtime_seconds: Annotated[Int64, Field(ge=0)] | None = None
     node_selector: StrMap = Field(default_factory=dict)
 
 
@@ -194,8 +197,8 @@ class OutputConfig(Strict):
     """Where results go."""
 
     output_path: str | None = None
-    checkpoint_interval_steps: Annotated[int, Field(ge=0)] | None = None
-    keep_last_checkpoints: Annotated[int, Field(ge=0)] | None = None
+    checkpoint_interval_steps: Annotated[Int32, Field(ge=0)] | None = None
+    keep_last_checkpoints: Annotated[Int32, Field(ge=0)] | None = None
     save_final_model: bool = True
     export_format: ExportFormat | None = None
     merge_adapter: bool = False
@@ -208,8 +211,9 @@ class SchedulingConfig(Strict):
 
     queue_name: Annotated[str, Field(max_length=128)] | None = None
     preemptible: bool = False
-    max_queue_wait_seconds: Annotated[int, Field(ge=0)] = 0
-    start_after: datetime | None = None
+    max_queue_wait_seconds: Annotated[Int64, Field(ge=0)] = 0
+    # RFC 3339 requires an offset; a naive time would be ambiguous (and crashed the converter).
+    start_after: AwareDatetime | None = None
     node_affinity: list[str] = Field(default_factory=list)
 
 
