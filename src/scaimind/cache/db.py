@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # Plain URLs (as operators tend to write them) are mapped onto the async drivers we ship.
@@ -17,6 +18,10 @@ _ASYNC_DRIVERS = {
     "mysql": "mysql+aiomysql",
     "mariadb": "mariadb+aiomysql",
 }
+
+# PostgreSQL deadlock / serialization failure, MySQL deadlock / lock wait timeout.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+_TRANSIENT_MYSQL_CODES = frozenset({1213, 1205})
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_S = 5
@@ -31,6 +36,16 @@ def async_url(url: str | URL) -> URL:
 
 def _is_memory_sqlite(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or bool(url.query.get("mode") == "memory")
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """True for deadlocks and serialization failures, which succeed when simply retried."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _TRANSIENT_MYSQL_CODES
 
 
 def ensure_sqlite_directory(url: str | URL) -> None:

@@ -11,15 +11,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scaimind.cache.db import is_transient
 from scaimind.cache.models import Base, IdempotencyRecord
 
 DEFAULT_TTL = timedelta(hours=24)
 # A claim whose owner died (crash, kill -9) must not block the key for the whole TTL.
 DEFAULT_CLAIM_TIMEOUT = timedelta(minutes=5)
-_CLAIM_ATTEMPTS = 5
+_CLAIM_ATTEMPTS = 10
 
 _TABLE = Base.metadata.tables[IdempotencyRecord.__tablename__]
 _C = _TABLE.c
@@ -170,6 +171,12 @@ class IdempotencyStore:
                 await conn.execute(query)
         except IntegrityError:
             return False
+        except DBAPIError as exc:
+            # InnoDB may pick a racing INSERT as a deadlock victim (gap locks around a DELETE);
+            # the caller re-reads the key and tries again.
+            if is_transient(exc):
+                return False
+            raise
         return True
 
     async def _load(self, tenant_id: str, route: str, key: str) -> _Record | None:
@@ -193,8 +200,12 @@ class IdempotencyStore:
             _C.expires_at <= now,
             and_(_C.state == "in_progress", _C.created_at <= now - self._claim_timeout),
         )
-        async with self._engine.begin() as conn:
-            await conn.execute(delete(_TABLE).where(*self._where(tenant_id, route, key), stale))
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(delete(_TABLE).where(*self._where(tenant_id, route, key), stale))
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
 
     def _is_stale(self, record: _Record) -> bool:
         now = self._clock()

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
+from scaimind.cache.db import is_transient
 from scaimind.cache.models import Base, CachedJobRow
 
 logger = logging.getLogger("scaimind.cache")
@@ -34,9 +35,6 @@ _UPDATED_COLUMNS = (
 # Bound parameters per statement stay far below asyncpg's 32767 and SQLite's 32766 limits.
 _ROWS_PER_STATEMENT = 500
 _DEADLOCK_RETRIES = 3
-# PostgreSQL deadlock / serialization failure, MySQL deadlock / lock wait timeout.
-_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
-_RETRYABLE_MYSQL_CODES = frozenset({1213, 1205})
 
 _counters: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
 
@@ -157,15 +155,6 @@ def upsert_statement(dialect_name: str, rows: list[dict[str, Any]]) -> Insert:
     raise NotImplementedError(f"job cache upserts are not implemented for {dialect_name}")
 
 
-def _is_retryable(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    if sqlstate in _RETRYABLE_SQLSTATES:
-        return True
-    args: tuple[Any, ...] = getattr(orig, "args", ())
-    return bool(args) and args[0] in _RETRYABLE_MYSQL_CODES
-
-
 class JobCache:
     """Writes coordinator job snapshots into `mod_scaimind_jobs`."""
 
@@ -219,7 +208,7 @@ class JobCache:
                         await conn.execute(upsert_statement(dialect, chunk))
                 return
             except DBAPIError as exc:
-                if attempt + 1 == _DEADLOCK_RETRIES or not _is_retryable(exc):
+                if attempt + 1 == _DEADLOCK_RETRIES or not is_transient(exc):
                     raise
 
     async def sync(self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]) -> bool:
