@@ -59,6 +59,7 @@ start = 0
 resume = env.get("SCAIMIND_RESUME_CHECKPOINT", "")
 if resume:
     start = json.loads((Path(resume) / "state.json").read_text())["step"]
+Path("script.pid").write_text(str(os.getpid()))
 print(f"custom script starting at step {start + 1} of {total}", flush=True)
 print("a warning on stderr", file=sys.stderr, flush=True)
 emit({"type": "log", "level": "DEBUG", "message": "debug detail"})
