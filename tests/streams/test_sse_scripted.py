@@ -1,0 +1,455 @@
+"""SSE endpoints through a real uvicorn against a scripted streaming coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from scaimind.app import create_app
+from scaimind.v1 import common_pb2, coordinator_pb2
+from tests.conftest import auth, settings_for, wait_for
+from tests.gateway.conftest import Failure
+from tests.streams.conftest import (
+    EventReader,
+    ScriptedGrpc,
+    Served,
+    StreamingCoordinator,
+    data_events,
+    serve,
+)
+
+StartGateway = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def start_gateway(
+    streaming_coordinator: ScriptedGrpc, tmp_path: Path
+) -> AsyncIterator[StartGateway]:
+    """Start the gateway (real uvicorn) in front of the scripted coordinator."""
+    running: list[Served] = []
+
+    async def start(**overrides: Any) -> Served:
+        settings = settings_for(
+            tmp_path,
+            grpc_host="127.0.0.1",
+            grpc_port=streaming_coordinator.port,
+            **overrides,
+        )
+        s = await serve(create_app(settings))
+        running.append(s)
+        return s
+
+    yield start
+    for s in running:
+        await s.stop()
+
+
+@pytest.fixture
+def coordinator(streaming_coordinator: ScriptedGrpc) -> StreamingCoordinator:
+    """The scripted servicer."""
+    return streaming_coordinator.servicer
+
+
+async def test_log_stream_framing_headers_and_end(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_a")
+    for i in range(3):
+        job.log(f"line {i + 1}")
+    job.finish(common_pb2.JOB_STATUS_COMPLETED)
+    gw = await start_gateway()
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_a/logs", headers=auth()) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["cache-control"] == "no-cache"
+        assert r.headers["x-accel-buffering"] == "no"
+        assert "content-encoding" not in r.headers
+        raw = (await r.aread()).decode()
+    blocks = raw.split("\n\n")
+    assert blocks[-1] == ""
+    entry = json.loads(blocks[0].split("\n")[2].removeprefix("data: "))
+    assert blocks[0].split("\n")[:2] == ["id: 1", "event: log"]
+    assert entry["seq"] == 1
+    assert entry["level"] == "INFO"
+    assert entry["message"] == "line 1"
+    assert entry["source"] == "trainer"
+    assert entry["node_id"] == "node-1"
+    assert entry["timestamp"].endswith("Z")
+    assert [b.split("\n")[0] for b in blocks[:3]] == ["id: 1", "id: 2", "id: 3"]
+    assert blocks[3] == 'event: end\ndata: {"job_id":"job_a","status":"COMPLETED"}'
+    assert blocks[4] == "data: [DONE]"
+    assert len(blocks) == 6
+    req = coordinator.last("StreamJobLogs").request
+    assert isinstance(req, coordinator_pb2.StreamJobLogsRequest)
+    assert (req.follow, req.min_level, req.tail, req.HasField("after_seq")) == (
+        True,
+        common_pb2.LOG_LEVEL_INFO,
+        100,
+        False,
+    )
+    assert coordinator.last("StreamJobLogs").metadata["x-tenant-id"] == "tenant-a"
+    # The pre-flight GetJob came first.
+    rpcs = [c.rpc for c in coordinator.calls]
+    assert rpcs.index("GetJob") < rpcs.index("StreamJobLogs")
+
+
+async def test_query_parameters_reach_the_coordinator(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_q")
+    job.log("debug detail", common_pb2.LOG_LEVEL_DEBUG)
+    job.log("careful", common_pb2.LOG_LEVEL_WARNING)
+    job.log("broken", common_pb2.LOG_LEVEL_ERROR)
+    gw = await start_gateway()
+    async with httpx.AsyncClient() as http:
+        r = await http.get(
+            f"{gw.url}/jobs/job_q/logs",
+            params={"follow": "false", "level": "WARNING", "tail": 7},
+            headers={**auth(), "Last-Event-ID": "1"},
+        )
+    assert r.status_code == 200
+    req = coordinator.last("StreamJobLogs").request
+    assert isinstance(req, coordinator_pb2.StreamJobLogsRequest)
+    assert (req.follow, req.min_level, req.tail, req.after_seq) == (
+        False,
+        common_pb2.LOG_LEVEL_WARNING,
+        7,
+        1,
+    )
+    assert "event: end" in r.text
+    assert [json.loads(line[6:])["message"] for line in r.text.split("\n") if '"seq"' in line] == [
+        "careful",
+        "broken",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "field"),
+    [
+        ({"level": "TRACE"}, {}, "level"),
+        ({"tail": "10001"}, {}, "tail"),
+        ({"tail": "-1"}, {}, "tail"),
+        ({"follow": "maybe"}, {}, "follow"),
+        ({}, {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+    ],
+)
+async def test_invalid_stream_parameters_are_422(
+    start_gateway: StartGateway,
+    coordinator: StreamingCoordinator,
+    query: dict[str, str],
+    headers: dict[str, str],
+    field: str,
+) -> None:
+    coordinator.job("job_v")
+    gw = await start_gateway()
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{gw.url}/jobs/job_v/logs", params=query, headers={**auth(), **headers})
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["error"]["code"] == "VALIDATION_ERROR"
+    assert body["error"]["details"][0]["field"].lower() == field.lower()
+    assert not any(c.rpc == "StreamJobLogs" for c in coordinator.calls)
+
+
+async def test_preflight_errors_are_enveloped_not_streams(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    coordinator.job("job_p")
+    gw = await start_gateway(grpc_timeout_s=0.5)
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{gw.url}/jobs/job_missing/logs", headers=auth())
+        assert r.status_code == 404
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["error"]["code"] == "NOT_FOUND"
+        r = await http.get(f"{gw.url}/jobs/job_p/metrics/stream", headers=auth(role="tenant_user"))
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == "AUTHZ_PERMISSION_DENIED"
+        r = await http.get(f"{gw.url}/jobs/job_p/logs")
+        assert r.status_code == 401
+        coordinator.responses["GetJob"] = Failure(grpc.StatusCode.UNAVAILABLE, "down")
+        r = await http.get(f"{gw.url}/jobs/job_p/logs", headers=auth())
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "BACKEND_UNAVAILABLE"
+        assert r.headers["retry-after"] == "5"
+    assert not any(c.rpc == "StreamJobLogs" for c in coordinator.calls)
+    # Failed pre-flights gave their stream slots back.
+    assert gw.server.config.app.state.scaimind.extras["stream_limiter"].open_streams() == 0
+
+
+@pytest.mark.parametrize(
+    ("failure", "code", "retryable"),
+    [
+        (
+            Failure(
+                grpc.StatusCode.INTERNAL,
+                'Traceback (most recent call last):\n  File "/srv/x.py", line 3',
+            ),
+            "INTERNAL_ERROR",
+            False,
+        ),
+        (Failure(grpc.StatusCode.UNAVAILABLE, "node gone"), "BACKEND_UNAVAILABLE", True),
+        (Failure(grpc.StatusCode.NOT_FOUND, "job vanished"), "NOT_FOUND", False),
+    ],
+)
+async def test_upstream_failure_after_200_is_an_error_event(
+    start_gateway: StartGateway,
+    coordinator: StreamingCoordinator,
+    failure: Failure,
+    code: str,
+    retryable: bool,
+) -> None:
+    job = coordinator.job("job_f")
+    job.log("first")
+    gw = await start_gateway()
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_f/logs", headers=auth()) as r,
+    ):
+        assert r.status_code == 200
+        reader = EventReader(r)
+        first = await reader.next()
+        assert (first.event, first.id) == ("log", "1")
+        job.fail_streams(failure)
+        rest = data_events(await reader.rest())
+    assert [e.event for e in rest] == ["error", "message"]
+    assert rest[0].json() == {"error": "stream ended", "code": code, "retryable": retryable}
+    assert rest[0].id is None
+    assert rest[1].data == "[DONE]"
+    assert "Traceback" not in rest[0].data
+
+
+async def test_coordinator_stopped_mid_stream(
+    start_gateway: StartGateway, streaming_coordinator: ScriptedGrpc
+) -> None:
+    job = streaming_coordinator.servicer.job("job_k")
+    job.log("before the crash")
+    gw = await start_gateway()
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_k/logs", headers=auth()) as r,
+    ):
+        reader = EventReader(r)
+        assert (await reader.next()).event == "log"
+        await streaming_coordinator.server.stop(None)
+        rest = data_events(await reader.rest())
+    assert [e.event for e in rest] == ["error", "message"]
+    assert rest[0].json()["retryable"] is True
+    assert rest[0].json()["code"] in ("BACKEND_UNAVAILABLE", "CANCELLED")
+    assert rest[1].data == "[DONE]"
+
+
+async def test_client_disconnect_cancels_the_upstream_call(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_d")
+    job.log("hello")
+    gw = await start_gateway()
+    limiter_state = gw.server.config.app.state.scaimind
+    async with httpx.AsyncClient() as http:
+        async with http.stream("GET", f"{gw.url}/jobs/job_d/logs", headers=auth()) as r:
+            reader = EventReader(r)
+            assert (await reader.next()).data.startswith('{"seq":1')
+
+            async def upstream_open() -> bool:
+                return coordinator.open_streams == 1
+
+            await wait_for(upstream_open, within=5)
+        # Leaving the block closed the connection mid-stream.
+
+        async def upstream_cancelled() -> bool:
+            return coordinator.cancelled_streams == 1 and coordinator.open_streams == 0
+
+        await wait_for(upstream_cancelled, within=5)
+
+        async def slot_freed() -> bool:
+            return limiter_state.extras["stream_limiter"].open_streams() == 0
+
+        await wait_for(slot_freed, within=5)
+
+
+async def test_heartbeat_on_an_idle_stream(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    coordinator.job("job_h")
+    gw = await start_gateway(sse_heartbeat_s=0.2)
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_h/logs", headers=auth()) as r,
+    ):
+        reader = EventReader(r)
+        first = await reader.next(within=5)
+        second = await reader.next(within=5)
+    assert first.is_comment
+    assert first.comment == "ping"
+    assert second.is_comment
+    assert second.id is None
+
+
+async def test_stream_cap_per_tenant(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    coordinator.job("job_c")
+    gw = await start_gateway(stream_cap_per_tenant=2, sse_heartbeat_s=0.2)
+    limiter = gw.server.config.app.state.scaimind.extras
+    url = f"{gw.url}/jobs/job_c/logs"
+    async with httpx.AsyncClient() as http, http.stream("GET", url, headers=auth()) as r1:
+        assert r1.status_code == 200
+        async with http.stream("GET", url, headers=auth()) as r2:
+            assert r2.status_code == 200
+            r3 = await http.get(url, headers=auth())
+            assert r3.status_code == 429
+            assert r3.json()["error"]["code"] == "RATE_LIMITED"
+            assert r3.headers["retry-after"] == "5"
+            assert r3.json()["error"]["retry_after"] == 5
+            # The metrics stream counts against the same cap; other tenants do not.
+            r4 = await http.get(f"{gw.url}/jobs/job_c/metrics/stream", headers=auth())
+            assert r4.status_code == 429
+            async with http.stream("GET", url, headers=auth("tenant-b")) as r5:
+                assert r5.status_code == 200
+        # r2 closed: its slot comes back.
+
+        async def one_open() -> bool:
+            return bool(limiter["stream_limiter"].open_streams("tenant-a") == 1)
+
+        await wait_for(one_open, within=5)
+        async with http.stream("GET", url, headers=auth()) as r6:
+            assert r6.status_code == 200
+            assert (await EventReader(r6).next(within=5)).is_comment
+
+
+async def test_metrics_endpoint(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    coordinator.job("job_m")
+    resp = coordinator_pb2.GetJobMetricsResponse(
+        job_id="job_m",
+        step=20,
+        total_steps=100,
+        epoch=1,
+        latest={"loss": 1.5, "grad_norm": math.inf},
+        series=[
+            coordinator_pb2.MetricSeries(
+                name="loss",
+                points=[
+                    coordinator_pb2.MetricPoint(step=10, value=2.0),
+                    coordinator_pb2.MetricPoint(step=20, value=math.nan),
+                ],
+            )
+        ],
+        system={"cpu_percent": 50.0},
+    )
+    coordinator.responses["GetJobMetrics"] = resp
+    gw = await start_gateway()
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{gw.url}/jobs/job_m/metrics?max_points=50", headers=auth())
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        assert data["job_id"] == "job_m"
+        assert (data["step"], data["total_steps"], data["epoch"]) == (20, 100, 1)
+        # JSON cannot carry NaN/inf: they are null.
+        assert data["latest"] == {"loss": 1.5, "grad_norm": None}
+        assert data["series"][0]["name"] == "loss"
+        assert [(p["step"], p["value"]) for p in data["series"][0]["points"]] == [
+            (10, 2.0),
+            (20, None),
+        ]
+        assert set(data["series"][0]["points"][0]) == {"step", "value", "timestamp"}
+        assert data["system"] == {"cpu_percent": 50.0}
+        req = coordinator.last("GetJobMetrics").request
+        assert isinstance(req, coordinator_pb2.GetJobMetricsRequest)
+        assert req.max_points == 50
+        r = await http.get(f"{gw.url}/jobs/job_m/metrics?max_points=-1", headers=auth())
+        assert r.status_code == 422
+        coordinator.responses["GetJobMetrics"] = Failure(grpc.StatusCode.NOT_FOUND, "no job")
+        r = await http.get(f"{gw.url}/jobs/job_m/metrics", headers=auth())
+        assert r.status_code == 404
+
+
+async def test_metrics_stream_framing_and_resume(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_s")
+    job.snapshot(10, loss=2.0, learning_rate=0.001)
+    job.snapshot(20, loss=1.0, learning_rate=0.001)
+    gw = await start_gateway()
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_s/metrics/stream?interval=2", headers=auth()) as r,
+    ):
+        reader = EventReader(r)
+        first = data_events([await reader.next()])[0]
+        assert (first.event, first.id) == ("metrics", "10")
+        snap = first.json()
+        assert snap["metrics"] == {"loss": 2.0, "learning_rate": 0.001}
+        assert (snap["job_id"], snap["step"], snap["epoch"]) == ("job_s", 10, 0)
+        assert snap["system"] == {"cpu_percent": 12.5}
+        assert snap["timestamp"].endswith("Z")
+        assert (await reader.next()).id == "20"
+        job.snapshot(30, loss=math.nan)
+        third = await reader.next()
+        assert third.id == "30"
+        assert third.json()["metrics"] == {"loss": None}
+        job.finish(common_pb2.JOB_STATUS_CANCELLED)
+        rest = data_events(await reader.rest())
+    assert [e.event for e in rest] == ["end", "message"]
+    assert rest[0].json() == {"job_id": "job_s", "status": "CANCELLED"}
+    req = coordinator.last("StreamJobMetrics").request
+    assert isinstance(req, coordinator_pb2.StreamJobMetricsRequest)
+    assert (req.interval_seconds, req.HasField("after_step")) == (2, False)
+    async with httpx.AsyncClient() as http:
+        r = await http.get(
+            f"{gw.url}/jobs/job_s/metrics/stream", headers={**auth(), "Last-Event-ID": "20"}
+        )
+    assert [line for line in r.text.split("\n") if line.startswith("id:")] == ["id: 30"]
+    req = coordinator.last("StreamJobMetrics").request
+    assert isinstance(req, coordinator_pb2.StreamJobMetricsRequest)
+    assert (req.interval_seconds, req.after_step) == (5, 20)
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{gw.url}/jobs/job_s/metrics/stream?interval=61", headers=auth())
+    assert r.status_code == 422
+
+
+async def test_many_streams_do_not_block_ordinary_requests(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_many")
+    gw = await start_gateway()
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as http:
+        opened: list[Any] = []
+
+        async def open_one() -> None:
+            ctx = http.stream("GET", f"{gw.url}/jobs/job_many/logs?tail=0", headers=auth())
+            r = await ctx.__aenter__()
+            assert r.status_code == 200
+            opened.append((ctx, EventReader(r)))
+
+        await asyncio.gather(*(open_one() for _ in range(50)))
+
+        async def all_upstream() -> bool:
+            return coordinator.open_streams == 50
+
+        await wait_for(all_upstream, within=10)
+        r = await http.get(f"{gw.url}/jobs/job_many", headers=auth())
+        assert r.status_code == 200
+        job.log("to everyone")
+        got = await asyncio.gather(*(reader.next() for _, reader in opened))
+        assert {e.id for e in got} == {"1"}
+        for ctx, _ in opened:
+            await ctx.__aexit__(None, None, None)
+
+        async def all_closed() -> bool:
+            return coordinator.open_streams == 0
+
+        await wait_for(all_closed, within=10)
