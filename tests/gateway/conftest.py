@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,7 +74,9 @@ class ScriptedCoordinator(
         )
         answer = self.responses.get(rpc, default)
         if callable(answer) and not isinstance(answer, Message):
-            answer = await answer(request) if _is_coro_fn(answer) else answer(request)
+            answer = answer(request)
+            if inspect.isawaitable(answer):
+                answer = await answer
         if isinstance(answer, Failure):
             if answer.trailing:
                 context.set_trailing_metadata(answer.trailing)
@@ -154,12 +157,6 @@ class ScriptedCoordinator(
         return await self._answer(
             "GetClusterStatus", request, context, cluster_pb2.ClusterStatus(cluster_name="test")
         )
-
-
-def _is_coro_fn(fn: Any) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
 
 
 @pytest.fixture
