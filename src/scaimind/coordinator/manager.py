@@ -170,6 +170,7 @@ class JobManager:
         self._closing = False
         self._ticker: asyncio.Task[None] | None = None
         self._in_pass = False
+        self._parsed: dict[str, coordinator_pb2.SubmitJobRequest] = {}
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -671,6 +672,16 @@ class JobManager:
         finally:
             self._in_pass = False
 
+    def _request(self, row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
+        """The job's (immutable) definition, parsed once: every scheduler pass reads it."""
+        job_id = row["job_id"]
+        req = self._parsed.get(job_id)
+        if req is None:
+            if len(self._parsed) > 50_000:
+                self._parsed.clear()
+            req = self._parsed[job_id] = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        return req
+
     def _free_slots(self) -> dict[str, list[int]]:
         return {
             nid: [i for i, j in enumerate(slots) if j is None]
@@ -703,7 +714,7 @@ class JobManager:
             key = (row["queue_name"], row["gpu_type"])
             if key in blocked:
                 continue
-            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            req = self._request(row)
             candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
             placement = self._place(row, candidates, free)
             if placement is not None:
@@ -795,7 +806,7 @@ class JobManager:
         view: dict[str, list[str]] = {}
         for row in waiting:
             view.setdefault(row["queue_name"], []).append(row["job_id"])
-            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            req = self._request(row)
             need = max(int(row["gpu_count"]), 1)
             nodes = [
                 n.node_id
