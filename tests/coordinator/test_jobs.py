@@ -17,16 +17,13 @@ from .conftest import Client, Env, S
 async def test_builtin_trainer_completes_with_falling_loss(env: Env, client: Client) -> None:
     req = env.builtin("sft", hyperparameters={"max_steps": "30", "learning_rate": "0.01"})
     req.output_config.checkpoint_interval_steps = 10
+    req.data_config.validation_split = 0.2
     job_id = await client.submit(req)
     job = await client.wait(job_id, S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED, within=60)
     assert job.status == S.JOB_STATUS_COMPLETED, job.error
     assert job.progress.current_step == 30
     assert job.progress.percent == 100.0
-    assert [c.step for c in job.checkpoints][-1] == 30 or [c.step for c in job.checkpoints][:3] == [
-        10,
-        20,
-        30,
-    ]
+    assert [c.step for c in job.checkpoints] == [10, 20, 30]
     assert job.final_model_uri.startswith("file://")
     assert Path(job.final_model_uri.removeprefix("file://")).is_dir()  # noqa: ASYNC240
     assert job.started_at.seconds > 0
@@ -58,9 +55,9 @@ async def test_builtin_trainer_completes_with_falling_loss(env: Env, client: Cli
     ]
     for expected in order:
         assert any(t.startswith(expected) for t in states), (expected, states)
-    assert states[-1].startswith(
-        ("TRAINING → COMPLETED", "EXPORTING → COMPLETED", "EVALUATING → COMPLETED")
-    )
+    assert any(t.startswith("TRAINING → EVALUATING") for t in states), states
+    assert any(t.startswith("EVALUATING → EXPORTING") for t in states), states
+    assert states[-1].startswith("EXPORTING → COMPLETED")
 
 
 async def test_custom_script_completes_with_flat_metrics_and_downsampling(
@@ -310,3 +307,33 @@ async def test_max_queue_wait_fails_queued_job(env: Env, client: Client) -> None
     job_id = await client.submit(req)
     job = await client.wait(job_id, S.JOB_STATUS_FAILED, within=10)
     assert job.error.code == "QUEUE_TIMEOUT"
+
+
+async def test_builtin_pause_resume_matches_uninterrupted_run(env: Env, client: Client) -> None:
+    hp = {"max_steps": "150", "seed": "7"}
+    straight = await client.submit(env.builtin("straight", hyperparameters=hp))
+    await client.wait(straight, S.JOB_STATUS_COMPLETED, within=60)
+    paused = await client.submit(env.builtin("paused", hyperparameters=hp))
+    await client.wait(paused, S.JOB_STATUS_TRAINING, check=lambda j: j.progress.current_step >= 5)
+    resp = await client.jobs.PauseJob(
+        coordinator_pb2.PauseJobRequest(job_id=paused), metadata=client.md()
+    )
+    assert resp.status == S.JOB_STATUS_PAUSED
+    job = await client.get(paused)
+    at = job.checkpoints[-1].step
+    assert 5 <= at < 150
+    await client.jobs.ResumeJob(
+        coordinator_pb2.ResumeJobRequest(job_id=paused), metadata=client.md()
+    )
+    await client.wait(paused, S.JOB_STATUS_COMPLETED, within=60)
+
+    async def losses(job_id: str) -> list[tuple[int, float]]:
+        resp = await client.jobs.GetJobMetrics(
+            coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=1000),
+            metadata=client.md(),
+        )
+        return [(p.step, p.value) for p in next(s for s in resp.series if s.name == "loss").points]
+
+    assert await losses(paused) == await losses(straight)
+    log = [e.message for e in await client.entries(paused, tail=10000)]
+    assert any(f"resume from {job.checkpoints[-1].path}" in t for t in log)

@@ -152,6 +152,8 @@ async def test_drain_enable_and_placement(env: Env) -> None:
     )
     job = await client.wait(second, S.JOB_STATUS_PREEMPTED)
     assert [c.step for c in job.checkpoints] == [1]
+    resp = await client.jobs.CancelJob(coordinator_pb2.CancelJobRequest(job_id=second), metadata=md)
+    assert resp.status == S.JOB_STATUS_CANCELLED
 
     (env.tmp / "go").write_text("")
     await client.wait(first, S.JOB_STATUS_COMPLETED)
