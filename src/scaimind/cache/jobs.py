@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -70,6 +71,18 @@ def _text(value: Any, limit: int) -> str | None:
     return str(value)[:limit]
 
 
+def _json_safe(value: Any) -> Any:
+    # NaN/Infinity (a diverged loss in latest_metrics) are not JSON: PostgreSQL's jsonb and
+    # MariaDB's JSON_VALID reject them, which would fail the whole batch.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -106,7 +119,7 @@ def job_row(tenant_id: str, job: Mapping[str, Any], synced_at: datetime) -> dict
         "started_at": parse_timestamp(job.get("started_at")),
         "completed_at": parse_timestamp(job.get("completed_at")),
         "updated_at": updated_at,
-        "raw": dict(job),
+        "raw": _json_safe(dict(job)),
         "synced_at": synced_at,
     }
 

@@ -69,6 +69,7 @@ async def current(url: str | URL | AsyncEngine) -> str | None:
 
 def _engine(url: str | URL | AsyncEngine) -> tuple[AsyncEngine, bool]:
     if isinstance(url, AsyncEngine):
+        ensure_sqlite_directory(url.url)
         return url, False
     ensure_sqlite_directory(url)
     return create_engine(url, poolclass=pool.NullPool), True

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Path, Query
 
 from scaimind.auth import EVALUATE, VIEW
+from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, IdempotencyKeyHeader, caller
+from scaimind.deps import Caller, ClientDep, caller
 from scaimind.schemas.evaluations import SubmitEvaluationBody
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
@@ -29,6 +30,7 @@ EVALUATION_LABELS: Final = {"type": "evaluation"}
 async def list_evaluations(
     who: Reader,
     client: ClientDep,
+    cache: JobCacheDep,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=1024)] = "",
 ) -> dict[str, Any]:
@@ -37,7 +39,9 @@ async def list_evaluations(
         {"label_filter": EVALUATION_LABELS, "page_size": page_size, "page_token": page_token},
         coordinator_pb2.ListJobsRequest,
     )
-    return {"data": message_to_dict(await client.list_jobs(req, who.ctx))}
+    data = message_to_dict(await client.list_jobs(req, who.ctx))
+    cache.schedule_sync(who.ctx.tenant_id, data["jobs"])
+    return {"data": data}
 
 
 @router.post("", status_code=201)
@@ -46,12 +50,17 @@ async def submit_evaluation(
     client: ClientDep,
     tokens: TokenExchangeDep,
     body: SubmitEvaluationBody,
-    idempotency_key: IdempotencyKeyHeader = None,
+    idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
     """Evaluate a trained model (or one of its checkpoints) on benchmarks."""
-    req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.SubmitEvaluationRequest)
-    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
-    return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
+    payload = body.model_dump(mode="json")
+
+    async def submit() -> dict[str, Any]:
+        req = dict_to_message(payload, coordinator_pb2.SubmitEvaluationRequest)
+        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
+        return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
+
+    return await idempotency.run(who.ctx.tenant_id, "POST /evaluations", payload, submit)
 
 
 @router.get("/{evaluation_id}")

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 from pydantic import StringConstraints
 
 from scaimind.auth import MANAGE, VIEW
+from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, IdempotencyKeyHeader, caller
+from scaimind.deps import Caller, ClientDep, caller
 from scaimind.schemas.jobs import (
     LABEL_RE,
     CancelBody,
@@ -41,6 +42,7 @@ def labels_to_filter(labels: list[str]) -> dict[str, str]:
 async def list_jobs(
     who: Viewer,
     client: ClientDep,
+    cache: JobCacheDep,
     status: Annotated[list[JobStatus], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=1024)] = "",
@@ -58,8 +60,9 @@ async def list_jobs(
         },
         coordinator_pb2.ListJobsRequest,
     )
-    resp = await client.list_jobs(req, who.ctx)
-    return {"data": message_to_dict(resp)}
+    data = message_to_dict(await client.list_jobs(req, who.ctx))
+    cache.schedule_sync(who.ctx.tenant_id, data["jobs"])
+    return {"data": data}
 
 
 @router.post("", status_code=201)
@@ -68,20 +71,27 @@ async def submit_job(
     client: ClientDep,
     tokens: TokenExchangeDep,
     body: SubmitJobBody,
-    idempotency_key: IdempotencyKeyHeader = None,
+    idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
     """Submit a training job."""
-    req = dict_to_message(body.model_dump(mode="json"), coordinator_pb2.SubmitJobRequest)
-    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
-    resp = await client.submit_job(req, ctx)
-    return {"data": message_to_dict(resp)}
+    payload = body.model_dump(mode="json")
+
+    async def submit() -> dict[str, Any]:
+        req = dict_to_message(payload, coordinator_pb2.SubmitJobRequest)
+        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
+        return {"data": message_to_dict(await client.submit_job(req, ctx))}
+
+    return await idempotency.run(who.ctx.tenant_id, "POST /jobs", payload, submit)
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: JobId, who: Viewer, client: ClientDep) -> dict[str, Any]:
+async def get_job(
+    job_id: JobId, who: Viewer, client: ClientDep, cache: JobCacheDep
+) -> dict[str, Any]:
     """One job, fresh from the coordinator."""
-    job = await client.get_job(job_id, who.ctx)
-    return {"data": message_to_dict(job)}
+    job = message_to_dict(await client.get_job(job_id, who.ctx))
+    cache.schedule_sync(who.ctx.tenant_id, [job])
+    return {"data": job}
 
 
 @router.post("/{job_id}/cancel")
@@ -130,13 +140,15 @@ async def retry_job(
     who: Manager,
     client: ClientDep,
     tokens: TokenExchangeDep,
+    idempotency: IdempotencyDep,
     body: Annotated[RetryBody | None, Body()] = None,
-    idempotency_key: IdempotencyKeyHeader = None,
 ) -> dict[str, Any]:
     """Retry a failed or preempted job as a child job."""
-    body = body or RetryBody()
-    req = dict_to_message(
-        {"job_id": job_id, **body.model_dump(mode="json")}, coordinator_pb2.RetryJobRequest
-    )
-    ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency_key))
-    return {"data": message_to_dict(await client.retry_job(req, ctx))}
+    payload = {"job_id": job_id, **(body or RetryBody()).model_dump(mode="json")}
+
+    async def retry() -> dict[str, Any]:
+        req = dict_to_message(payload, coordinator_pb2.RetryJobRequest)
+        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
+        return {"data": message_to_dict(await client.retry_job(req, ctx))}
+
+    return await idempotency.run(who.ctx.tenant_id, "POST /jobs/{job_id}/retry", payload, retry)
