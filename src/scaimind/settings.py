@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SCAIMIND_"
@@ -58,7 +58,13 @@ class Settings(BaseSettings):
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
 
-    log_level: str = "INFO"
+    # uvicorn's names (it fails with a bare KeyError on anything else).
+    log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _check_tls_and_keys(self) -> Self:
@@ -77,6 +83,10 @@ class Settings(BaseSettings):
             problems.append(
                 f"{ENV_PREFIX}JWT_PUBLIC_KEY: neither a PEM key nor an existing file: {key}"
             )
+        jwks = self.jwt_jwks_url
+        if jwks and not jwks.startswith(("http://", "https://")):
+            # Otherwise every request would fail with 401 and nothing would say why.
+            problems.append(f"{ENV_PREFIX}JWT_JWKS_URL: not an http(s) URL: {jwks!r}")
         if self.grpc_host:
             try:
                 ipaddress.ip_address(self.grpc_host)
