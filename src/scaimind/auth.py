@@ -7,8 +7,10 @@ JWTs; a host app (ScaiGrid) replaces it via `dependency_overrides` with its own 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -66,12 +68,17 @@ def embedded_secret(data_dir: Path) -> str:
     """The HS256 secret of a data dir, generated once with mode 0600."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / _SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(48))
+    if not path.exists():
+        # Write a private temp file, then link it into place. The link is atomic, so concurrent
+        # first runs agree on one secret and none reads a created-but-still-empty file.
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{_SECRET_FILE}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
     return path.read_text().strip()
 
 
