@@ -61,6 +61,12 @@ class DownstreamTokenRejected(Exception):
     """
 
 
+def downstream_signing_key(settings: Settings) -> str:
+    """The HS256 key of the embedded mode: `token_signing_key`, else the data dir's secret."""
+    key = settings.token_signing_key
+    return key.get_secret_value() if key else embedded_secret(settings.data_dir)
+
+
 def sign_downstream_token(
     key: str,
     *,
@@ -162,10 +168,7 @@ class TokenExchange:
                     quote_plus(secret.get_secret_value() if secret else ""),
                 )
         else:
-            key = settings.token_signing_key
-            self._signing_key = (
-                key.get_secret_value() if key else embedded_secret(settings.data_dir)
-            )
+            self._signing_key = downstream_signing_key(settings)
         self._cache: dict[_Key, _Issued] = {}
         self._inflight: dict[_Key, asyncio.Task[_Issued]] = {}
 

@@ -23,6 +23,7 @@ from scaimind.tokens import (
     MAX_TTL_S,
     DownstreamTokenRejected,
     TokenExchange,
+    downstream_signing_key,
     sign_downstream_token,
     verify_downstream_token,
 )
@@ -82,6 +83,7 @@ class FakeClock:
 async def test_embedded_tokens_on_exactly_the_artefact_calls(make_gateway: GatewayFactory) -> None:
     gw = await make_gateway()
     key = embedded_secret(gw.settings.data_dir)
+    assert downstream_signing_key(gw.settings) == key
     for method, path, body, rpc in TOKEN_ROUTES:
         before = time.time()
         r = await gw.http.request(method, f"{PREFIX}{path}", json=body, headers=auth())
@@ -111,6 +113,7 @@ async def test_configured_signing_key_is_used(make_gateway: GatewayFactory) -> N
     r = await gw.http.post(f"{PREFIX}/data/validate", json=DATA_BODY, headers=auth("tenant-z"))
     assert r.status_code == 200
     token = gw.coordinator.last("ValidateData").metadata[DRIVE]
+    assert downstream_signing_key(gw.settings) == signing_key
     claims = verify_downstream_token(
         token, key=signing_key, audience="scaidrive", tenant_id="tenant-z"
     )
