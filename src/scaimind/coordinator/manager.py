@@ -31,13 +31,12 @@ import shutil
 import signal
 import sqlite3
 import statistics
-import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -52,13 +51,12 @@ from scaimind.coordinator.convert import (
     node_status_name,
     status_name,
 )
-from scaimind.coordinator.data import prepare_sources, resolve_source
 from scaimind.coordinator.errors import CoordinatorError, invalid, not_found, precondition
 from scaimind.coordinator.executor import (
+    OutputSink,
     ProcessSpec,
     RunningProcess,
     follow_process,
-    script_argv,
     start_process,
 )
 from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
@@ -81,15 +79,6 @@ from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 log = logging.getLogger(__name__)
 
 L = common_pb2.LogLevel
-_LEVELS = {
-    "DEBUG": L.LOG_LEVEL_DEBUG,
-    "INFO": L.LOG_LEVEL_INFO,
-    "WARNING": L.LOG_LEVEL_WARNING,
-    "WARN": L.LOG_LEVEL_WARNING,
-    "ERROR": L.LOG_LEVEL_ERROR,
-    "CRITICAL": L.LOG_LEVEL_ERROR,
-}
-_PROGRESS_KEYS = {"type", "step", "epoch", "total_steps", "total_epochs"}
 EXIT_CHECKPOINTED = 75
 DEFAULT_QUEUE = "default"
 # Assumed duration of a job when nothing has completed yet (for wait estimates only).
@@ -98,6 +87,35 @@ _TICK_SECONDS = 0.5
 
 # Stop reasons: what the coordinator asked the process to do, decided before its exit.
 CANCEL, PAUSE, PREEMPT, SHUTDOWN, TIMEOUT = "cancel", "pause", "preempt", "shutdown", "timeout"
+TRAINING = "training"
+
+
+class Workload(Protocol):
+    """What a job type runs: its process, how its output is read, what success records.
+
+    The manager owns everything generic (states, slots, signals, stop reasons, logs of the
+    coordinator); a workload only describes its process. Jobs carry their type in `job_type`.
+    """
+
+    preparing: str  # status message of PREPARING
+
+    def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
+        """PREPARING: resolve inputs and write files; CoordinatorError/OSError = DATA_ERROR."""
+        ...
+
+    def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+        """Receiver of the process's output and events."""
+        ...
+
+    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+        """Runtime limit of one attempt (0 = none)."""
+        ...
+
+    def completed(
+        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
+    ) -> tuple[dict[str, Any], str]:
+        """Columns to write and the status message when the process exited 0."""
+        ...
 
 
 @dataclass(slots=True)
@@ -154,8 +172,21 @@ class JobRuntime:
 class JobManager:
     """Owns jobs, slots and processes."""
 
-    def __init__(self, config: CoordinatorConfig, nodes: list[NodeSpec], store: Store) -> None:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        nodes: list[NodeSpec],
+        store: Store,
+        workloads: Mapping[str, Workload] | None = None,
+    ) -> None:
         self.config = config
+        if workloads is None:
+            # Imported here: the training workload builds on this module.
+            from scaimind.coordinator.workloads import TrainingWorkload
+
+            workloads = {TRAINING: TrainingWorkload()}
+        # job_type -> what its process is; an evaluation workload registers "evaluation".
+        self.workloads = dict(workloads)
         self.nodes = nodes
         self._node_by_id = {n.node_id: n for n in nodes}
         self.store = store
@@ -283,7 +314,8 @@ class JobManager:
         cpu, rss = self.sampler.sample(rt.process.pid)
         return {"cpu_percent": round(cpu, 2), "memory_used_bytes": float(rss)}
 
-    def _log(self, job_id: str, message: str, level: int = L.LOG_LEVEL_INFO) -> None:
+    def log(self, job_id: str, message: str, level: int = L.LOG_LEVEL_INFO) -> None:
+        """Persist a coordinator log entry for a job and wake its followers."""
         rt = self._runtimes.get(job_id)
         self.store.append_logs(job_id, [_clog(message, level, rt.node_id if rt else "")])
         self.notifier.notify(job_id)
@@ -579,7 +611,7 @@ class JobManager:
             )
         except IdempotencyConflict as e:
             child_id = e.job_id
-        self._log(parent["job_id"], f"retried as job {child_id}")
+        self.log(parent["job_id"], f"retried as job {child_id}")
         self.schedule()
         child = self.store.get_job(child_id)
         assert child is not None
@@ -604,7 +636,7 @@ class JobManager:
             parent=row,
             note=f"automatic retry of {job_id} ({why})",
         )
-        self._log(
+        self.log(
             job_id,
             f"automatically retried as job {child_id} ({why}; "
             f"retry {row['retry_count'] + 1} of {row['max_retries']})",
@@ -638,7 +670,7 @@ class JobManager:
             for job_id in {j for j in self._slots[node_id] if j is not None}:
                 rt = self._runtimes.get(job_id)
                 if rt is not None and rt.stop_reason is None:
-                    self._log(
+                    self.log(
                         job_id,
                         f"node {node_id} is being drained (force); preempting",
                         L.LOG_LEVEL_WARNING,
@@ -781,7 +813,7 @@ class JobManager:
         else:
             return
         for rt in chosen:
-            self._log(
+            self.log(
                 rt.job_id,
                 f"preempted by job {row['job_id']} (priority {row['priority']}); checkpointing",
                 L.LOG_LEVEL_WARNING,
@@ -944,21 +976,17 @@ class JobManager:
         job_id = rt.job_id
         row = self.store.get_job(job_id)
         assert row is not None
-        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        workload = self.workloads[row["job_type"]]
         if not self._transition(
-            job_id, [S.JOB_STATUS_SCHEDULING], S.JOB_STATUS_PREPARING, {}, "resolving data sources"
+            job_id, [S.JOB_STATUS_SCHEDULING], S.JOB_STATUS_PREPARING, {}, workload.preparing
         ):
             return
         if rt.stop_reason is not None:
             self._finish_stopped(rt, None, "stopped before the process started")
             return
+        attempt = int(row["attempt"]) + 1
         try:
-            sources = prepare_sources(
-                [
-                    resolve_source(s, f"data_config.sources[{i}]")
-                    for i, s in enumerate(req.data_config.sources)
-                ]
-            )
+            pspec = workload.prepare(self, rt, row, attempt)
         except (CoordinatorError, OSError) as e:
             msg = e.message if isinstance(e, CoordinatorError) else str(e)
             self._transition(
@@ -970,28 +998,8 @@ class JobManager:
                 L.LOG_LEVEL_ERROR,
             )
             return
-        attempt = int(row["attempt"]) + 1
-        work = self.jobs_dir / job_id
-        ckpt_dir = work / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        output = req.output_config.output_path or str(work / "model")
-        spec_file = work / f"spec-{attempt}.json"
-        spec_file.write_text(json.dumps(self._spec(job_id, req, sources, output), indent=2))
-        pspec = ProcessSpec(
-            argv=self._argv(req),
-            env=self._env(
-                job_id,
-                req,
-                spec_file,
-                ckpt_dir,
-                row["resume_checkpoint"],
-                work / f"metrics-{attempt}.jsonl",
-            ),
-            cwd=work,
-            metrics_file=work / f"metrics-{attempt}.jsonl",
-        )
         resume = row["resume_checkpoint"]
-        self._log(
+        self.log(
             job_id,
             f"starting attempt {attempt}: {' '.join(pspec.argv)}"
             + (f" (resume from {resume})" if resume else ""),
@@ -1031,31 +1039,35 @@ class JobManager:
         ):
             running.signal(signal.SIGKILL)
         timer = None
-        limit = req.resource_config.max_runtime_seconds
+        limit = workload.max_runtime_seconds(row)
         if limit > 0:
             timer = asyncio.get_running_loop().call_later(limit, self._timeout, rt, limit)
-        sink = _JobSink(self, rt, req)
         try:
-            code = await follow_process(running, pspec, sink)
+            code = await follow_process(running, pspec, workload.sink(self, rt, row))
         finally:
             if timer is not None:
                 timer.cancel()
-        self._on_exit(rt, row, code, running)
+        self._on_exit(rt, row, code, running, workload)
 
     def _timeout(self, rt: JobRuntime, limit: int) -> None:
         if rt.stop_reason is None and rt.process is not None:
-            self._log(
+            self.log(
                 rt.job_id, f"max_runtime_seconds={limit} exceeded; stopping", L.LOG_LEVEL_ERROR
             )
             self._request_stop(rt, TIMEOUT, graceful=True)
 
     def _on_exit(
-        self, rt: JobRuntime, row: sqlite3.Row, code: int, running: RunningProcess
+        self,
+        rt: JobRuntime,
+        row: sqlite3.Row,
+        code: int,
+        running: RunningProcess,
+        workload: Workload,
     ) -> None:
         job_id = rt.job_id
         reason = rt.stop_reason
         how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        self._log(
+        self.log(
             job_id,
             f"process {running.pid} ended ({how})",
             L.LOG_LEVEL_INFO if code in (0, EXIT_CHECKPOINTED) or reason else L.LOG_LEVEL_ERROR,
@@ -1063,23 +1075,9 @@ class JobManager:
         if reason == CANCEL:
             return
         if code == 0:
-            uri = ""
-            req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
-            final = (
-                rt.final_model
-                or req.output_config.output_path
-                or str(self.jobs_dir / job_id / "model")
-            )
-            if Path(final).exists():
-                uri = Path(final).resolve().as_uri()
-            fields: dict[str, Any] = {"final_model_uri": uri, "error_code": "", "error_message": ""}
-            self._transition(
-                job_id,
-                RUNNING,
-                S.JOB_STATUS_COMPLETED,
-                fields,
-                "finished" + (f"; final model at {uri}" if uri else ""),
-            )
+            fields, message = workload.completed(self, rt, row)
+            fields.update({"error_code": "", "error_message": ""})
+            self._transition(job_id, RUNNING, S.JOB_STATUS_COMPLETED, fields, message)
             return
         resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
         at = f" (checkpoint {resume})" if resume else " (no checkpoint)"
@@ -1111,10 +1109,7 @@ class JobManager:
             ):
                 self._auto_retry(job_id, why)
         elif reason == TIMEOUT:
-            limit = coordinator_pb2.SubmitJobRequest.FromString(
-                row["request"]
-            ).resource_config.max_runtime_seconds
-            msg = f"exceeded max_runtime_seconds={limit}"
+            msg = f"exceeded max_runtime_seconds={workload.max_runtime_seconds(row)}"
             self._transition(
                 job_id,
                 RUNNING,
@@ -1175,74 +1170,16 @@ class JobManager:
                 "max_runtime_seconds exceeded",
             )
 
-    def _argv(self, req: coordinator_pb2.SubmitJobRequest) -> list[str]:
-        fw = req.training_config.framework
-        if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
-            return script_argv(Path(fw.custom_script_path))
-        return [sys.executable, "-m", "scaimind.coordinator.trainer"]
-
-    def _env(
-        self,
-        job_id: str,
-        req: coordinator_pb2.SubmitJobRequest,
-        spec_file: Path,
-        ckpt_dir: Path,
-        resume: str,
-        metrics: Path,
-    ) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(req.training_config.environment)
-        env.update(
-            {
-                "SCAIMIND_JOB_ID": job_id,
-                "SCAIMIND_SPEC_FILE": str(spec_file),
-                "SCAIMIND_CHECKPOINT_DIR": str(ckpt_dir),
-                "SCAIMIND_RESUME_CHECKPOINT": resume,
-                "SCAIMIND_METRICS_FILE": str(metrics),
-                # Line-buffered output so stdout becomes log entries as it happens.
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        # The coordinator's secret is never handed to user code.
-        env.pop("SCAIMIND_API_SECRET", None)
-        return env
-
-    def _spec(
-        self, job_id: str, req: coordinator_pb2.SubmitJobRequest, sources: list[Any], output: str
-    ) -> dict[str, Any]:
-        tc, dc, oc = req.training_config, req.data_config, req.output_config
-        return {
-            "job_id": job_id,
-            "training_type": common_pb2.TrainingType.Name(tc.training_type).removeprefix(
-                "TRAINING_TYPE_"
-            ),
-            "framework": common_pb2.FrameworkType.Name(
-                tc.framework.type or common_pb2.FRAMEWORK_TYPE_HF_TRAINER
-            ).removeprefix("FRAMEWORK_TYPE_"),
-            "model_id": tc.base_model.model_id,
-            "hyperparameters": dict(tc.hyperparameters),
-            "data_files": [s.as_spec() for s in sources],
-            "validation_split": dc.validation_split,
-            "seed": dc.seed,
-            "batch_size": dc.batch_size,
-            "max_seq_length": dc.max_seq_length,
-            "checkpoint_interval_steps": oc.checkpoint_interval_steps
-            or self.config.default_checkpoint_interval_steps,
-            "keep_last_checkpoints": oc.keep_last_checkpoints,
-            "output_path": output,
-            "save_final_model": oc.save_final_model if oc.HasField("save_final_model") else True,
-        }
-
     # ---- events from the process -------------------------------------------------------------
 
     def record_checkpoint(
         self, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest, event: dict[str, Any]
     ) -> None:
         """A complete checkpoint reported by the process."""
-        step = _int(event.get("step"))
+        step = to_int(event.get("step"))
         path = str(event.get("path") or "")
         if not path:
-            self._log(
+            self.log(
                 rt.job_id, f"checkpoint event without a path ignored: {event}", L.LOG_LEVEL_WARNING
             )
             return
@@ -1251,8 +1188,8 @@ class JobManager:
             job_id=rt.job_id,
             step=step,
             path=path,
-            size_bytes=_int(event.get("size_bytes")) or _dir_size(Path(path)),
-            metrics=_numbers(event.get("metrics") or {}),
+            size_bytes=to_int(event.get("size_bytes")) or _dir_size(Path(path)),
+            metrics=to_numbers(event.get("metrics") or {}),
             created_at=time.time(),
         )
         dropped = self.store.add_checkpoint(record, req.output_config.keep_last_checkpoints)
@@ -1262,7 +1199,7 @@ class JobManager:
             # Only directories this job owns are removed; a path elsewhere is the user's.
             if p.is_relative_to(ckpt_root) and p != ckpt_root and p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
-        self._log(rt.job_id, f"checkpoint {record.checkpoint_id} saved at step {step} ({path})")
+        self.log(rt.job_id, f"checkpoint {record.checkpoint_id} saved at step {step} ({path})")
 
     def phase(self, rt: JobRuntime, phase: str) -> None:
         """EVALUATING / EXPORTING announced by the process."""
@@ -1270,7 +1207,7 @@ class JobManager:
             phase
         )
         if target is None:
-            self._log(rt.job_id, f"unknown phase {phase!r} ignored", L.LOG_LEVEL_WARNING)
+            self.log(rt.job_id, f"unknown phase {phase!r} ignored", L.LOG_LEVEL_WARNING)
             return
         if rt.stop_reason is None:
             self._transition(
@@ -1284,116 +1221,12 @@ class JobManager:
             )
 
 
-class _JobSink:
-    """Turns process output into log entries, metric points, checkpoints and states."""
-
-    def __init__(
-        self, manager: JobManager, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest
-    ) -> None:
-        self.m = manager
-        self.rt = rt
-        self.req = req
-        self.latest: dict[str, float] = {}
-        row = manager.store.get_job(rt.job_id)
-        if row is not None:
-            self.latest = json.loads(row["latest_metrics"])
-
-    def on_output(self, source: str, lines: Sequence[str]) -> None:
-        level = L.LOG_LEVEL_INFO if source == "stdout" else L.LOG_LEVEL_WARNING
-        self.m.store.append_logs(
-            self.rt.job_id, [PendingLog(level, line, source, self.rt.node_id) for line in lines]
-        )
-        self.m.notifier.notify(self.rt.job_id)
-
-    def on_bad_event(self, line: str, error: str) -> None:
-        self.m._log(
-            self.rt.job_id,
-            f"ignored malformed metrics line ({error}): {line[:200]}",
-            L.LOG_LEVEL_WARNING,
-        )
-
-    def on_events(self, events: Sequence[dict[str, Any]]) -> None:
-        job_id = self.rt.job_id
-        points: list[tuple[int, int, str, float, float]] = []
-        logs: list[PendingLog] = []
-        progress: dict[str, Any] = {}
-        now = time.time()
-        for ev in events:
-            kind = ev.get("type")
-            if kind in (None, "metrics"):
-                step = _int(ev.get("step"))
-                epoch = _int(ev.get("epoch"))
-                values = _numbers(
-                    ev.get("metrics")
-                    if kind == "metrics"
-                    else {k: v for k, v in ev.items() if k not in _PROGRESS_KEYS}
-                )
-                points.extend((step, epoch, name, value, now) for name, value in values.items())
-                self.latest.update(values)
-                progress["current_step"] = step
-                progress["current_epoch"] = epoch
-                if _int(ev.get("total_steps")):
-                    progress["total_steps"] = _int(ev.get("total_steps"))
-                if _int(ev.get("total_epochs")):
-                    progress["total_epochs"] = _int(ev.get("total_epochs"))
-                self.rt.current_step = step
-                self.rt.total_steps = progress.get("total_steps", self.rt.total_steps)
-                self.rt.steps.append((time.monotonic(), step))
-            elif kind == "checkpoint":
-                self._flush(points, logs, progress)
-                points, logs, progress = [], [], {}
-                self.m.record_checkpoint(self.rt, self.req, ev)
-            elif kind == "phase":
-                self._flush(points, logs, progress)
-                points, logs, progress = [], [], {}
-                self.m.phase(self.rt, str(ev.get("phase", "")))
-            elif kind == "final_model":
-                self.rt.final_model = str(ev.get("path") or "")
-                logs.append(
-                    PendingLog(
-                        L.LOG_LEVEL_INFO,
-                        f"final model written to {self.rt.final_model}",
-                        "coordinator",
-                        self.rt.node_id,
-                    )
-                )
-            elif kind == "log":
-                level = _LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
-                logs.append(
-                    PendingLog(level, str(ev.get("message", "")), "trainer", self.rt.node_id)
-                )
-            else:
-                logs.append(
-                    PendingLog(
-                        L.LOG_LEVEL_DEBUG,
-                        f"unknown event type {kind!r} ignored",
-                        "coordinator",
-                        self.rt.node_id,
-                    )
-                )
-        self._flush(points, logs, progress)
-        self.m.notifier.notify(job_id)
-
-    def _flush(
-        self,
-        points: list[tuple[int, int, str, float, float]],
-        logs: list[PendingLog],
-        progress: dict[str, Any],
-    ) -> None:
-        job_id = self.rt.job_id
-        if points:
-            self.m.store.add_metric_points(job_id, points)
-        if progress or points:
-            self.m.store.update_job(job_id, {**progress, "latest_metrics": json.dumps(self.latest)})
-        if logs:
-            self.m.store.append_logs(job_id, logs)
-
-
 def _clog(message: str, level: int = L.LOG_LEVEL_INFO, node_id: str = "") -> PendingLog:
     return PendingLog(level, message, "coordinator", node_id)
 
 
-def _int(value: Any) -> int:
+def to_int(value: Any) -> int:
+    """An event's integer field (0 when absent or not a number)."""
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
@@ -1403,7 +1236,8 @@ def _int(value: Any) -> int:
     return 0
 
 
-def _numbers(raw: Any) -> dict[str, float]:
+def to_numbers(raw: Any) -> dict[str, float]:
+    """The finite numeric values of a mapping."""
     if not isinstance(raw, dict):
         return {}
     return {
