@@ -10,6 +10,7 @@ No `from __future__ import annotations` here: FastAPI must resolve the dependenc
 import asyncio
 import hashlib
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -173,9 +174,9 @@ class TokenExchange:
         self._inflight: dict[_Key, asyncio.Task[_Issued]] = {}
 
     @property
-    def exchanges(self) -> bool:
-        """True when tokens come from an identity provider, False when signed locally."""
-        return self._url is not None
+    def http(self) -> httpx.AsyncClient | None:
+        """The shared HTTP client of the exchange (None in the embedded mode)."""
+        return self._http
 
     async def tokens_for(self, user: CurrentUser) -> dict[str, str]:
         """The downstream metadata for a caller; TokenExchangeFailed when it cannot be had."""
@@ -241,19 +242,16 @@ class TokenExchange:
                     headers={"Accept": "application/json"},
                 )
         except (httpx.HTTPError, TimeoutError) as exc:
-            reason = (
-                "timed out"
-                if isinstance(exc, TimeoutError | httpx.TimeoutException)
-                else (f"unreachable ({type(exc).__name__})")
-            )
+            timed_out = isinstance(exc, TimeoutError | httpx.TimeoutException)
+            reason = "timed out" if timed_out else f"unreachable ({type(exc).__name__})"
             self._log_failure(audience, reason)
             raise TokenExchangeFailed(
                 f"token exchange for {audience} failed: the identity provider {reason}"
             ) from None
-        issued = self._parse(response, audience)
-        ttl = issued[1]
+        token, ttl = self._parse(response, audience)
+        # Without a lifetime the token is used once and not cached.
         refresh_at = started + ttl - self._refresh_margin_s if ttl is not None else started
-        result = _Issued(token=issued[0], refresh_at=refresh_at)
+        result = _Issued(token=token, refresh_at=refresh_at)
         if refresh_at > started:
             self._remember(key, result)
         logger.debug(
@@ -285,13 +283,7 @@ class TokenExchange:
             raise TokenExchangeFailed(
                 f"token exchange for {audience} failed: the identity provider sent {problem}"
             )
-        raw_ttl = body.get("expires_in")
-        ttl: float | None
-        try:
-            ttl = float(raw_ttl) if raw_ttl is not None and not isinstance(raw_ttl, bool) else None
-        except (TypeError, ValueError):
-            ttl = None
-        return token, ttl
+        return token, _lifetime(body.get("expires_in"))
 
     def _remember(self, key: _Key, issued: _Issued) -> None:
         cache = self._cache
@@ -311,6 +303,17 @@ class TokenExchange:
             reason,
             extra={"event": "scaimind_token_exchange_failed", "audience": audience},
         )
+
+
+def _lifetime(raw: Any) -> float | None:
+    """`expires_in` as seconds; None when absent or not a sane positive number."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 class DownstreamTokens:

@@ -16,7 +16,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from scaimind.app import lifespan, mount_module
+from scaimind.app import create_app, lifespan, mount_module
 from scaimind.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
 from scaimind.tokens import (
     EXTRAS_KEY,
@@ -278,6 +278,29 @@ async def test_exchange_success_and_cache(make_gateway: GatewayFactory, idp: IdP
     assert len(idp.requests) == 6
 
 
+async def test_one_http_client_per_lifespan_closed_on_shutdown(
+    coordinator: tuple[OpsCoordinator, int], tmp_path: Path, idp: IdP
+) -> None:
+    settings = settings_for(
+        tmp_path, grpc_host="127.0.0.1", grpc_port=coordinator[1], **exchange_settings(idp)
+    )
+    app = create_app(settings)
+    async with lifespan(app):
+        exchange = app.state.scaimind.extras[EXTRAS_KEY]
+        assert isinstance(exchange, TokenExchange)
+        async with lifespan(app):  # a nested entry shares the first one's resources
+            assert app.state.scaimind.extras[EXTRAS_KEY] is exchange
+        http = exchange.http
+        assert http is not None
+        assert not http.is_closed
+        user = CurrentUser(user_id="u", tenant_id="t", token="opaque")
+        assert set(await exchange.tokens_for(user)) == {DRIVE, ATLAS}
+    assert http.is_closed
+    embedded = create_app(settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=1))
+    async with lifespan(embedded):
+        assert embedded.state.scaimind.extras[EXTRAS_KEY].http is None
+
+
 async def test_exchange_refreshes_before_expiry(make_gateway: GatewayFactory, idp: IdP) -> None:
     gw = await make_gateway(**exchange_settings(idp))
     clock = FakeClock()
@@ -312,7 +335,7 @@ async def test_exchange_refreshes_before_expiry(make_gateway: GatewayFactory, id
         assert len(idp.requests) == 6
 
 
-@pytest.mark.parametrize("expires_in", [60, 30, None, "soon"])
+@pytest.mark.parametrize("expires_in", [60, 30, None, "soon", "inf", -5, True, [600]])
 async def test_tokens_that_expire_too_soon_are_not_cached(
     make_gateway: GatewayFactory, idp: IdP, expires_in: Any
 ) -> None:
