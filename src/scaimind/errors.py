@@ -319,14 +319,14 @@ def error_body(
 
 def error_response(request: Request, exc: ScaiMindError) -> JSONResponse:
     """Render a ScaiMindError as the envelope."""
+    request_id = request_id_of(request)
     body = error_body(
-        request_id_of(request),
-        exc.code,
-        exc.message,
-        details=exc.details,
-        retry_after=exc.retry_after,
+        request_id, exc.code, exc.message, details=exc.details, retry_after=exc.retry_after
     )
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.response_headers())
+    # Set here as well as by the middleware: Starlette sends the response of the catch-all
+    # Exception handler from ServerErrorMiddleware, which sits outside every user middleware.
+    headers = {**exc.response_headers(), "X-Request-ID": request_id}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
