@@ -46,6 +46,10 @@ def make_host(settings: Settings, prefix: str = PREFIX) -> FastAPI:
     async def ping() -> dict[str, str]:
         return {"host": "ok"}
 
+    @host.get("/host/boom")
+    async def boom() -> dict[str, str]:
+        raise RuntimeError("host bug in /srv/host/views.py")
+
     scaimind_app.mount_module(host, settings, current_user=host_user, prefix=prefix)
     return host
 
@@ -189,6 +193,22 @@ async def test_unknown_module_path_and_custom_prefix(
         }
         assert (await client.get(f"{PREFIX}/jobs", headers=viewer)).status_code == 404
     assert len(servicer.calls) == 1
+
+
+async def test_unexpected_errors_are_enveloped_with_the_request_id(
+    host_settings: Settings,
+) -> None:
+    host = make_host(host_settings)
+    async with host.router.lifespan_context(host), client_for(host) as client:
+        r = await client.get("/host/boom", headers={"X-Request-ID": "trace-500"})
+    assert r.status_code == 500
+    assert r.headers["x-request-id"] == "trace-500"
+    assert r.json() == {
+        "status": "error",
+        "error": {"code": "INTERNAL_ERROR", "message": r.json()["error"]["message"]},
+        "meta": {"request_id": "trace-500"},
+    }
+    assert "/srv" not in r.text
 
 
 def test_manifest() -> None:
