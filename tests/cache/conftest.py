@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from cache_support import DIALECTS, DatabaseFactory, job_dict, run_sync
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scaimind.cache import migrate
 from scaimind.cache.db import create_engine
 from scaimind.cache.models import Base
+from tests.cache.cache_support import DIALECTS, DatabaseFactory, job_dict, run_sync
 
 
 @pytest.fixture(scope="session")

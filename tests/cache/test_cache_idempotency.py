@@ -185,7 +185,7 @@ async def test_wait_for_result_gives_up_at_the_deadline(engine: AsyncEngine) -> 
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await store.wait_for_result("tenant-a", ROUTE, "k1", fp, timeout=0.3) == InProgress()
-    assert 0.3 <= loop.time() - started < 2
+    assert 0.3 <= loop.time() - started < 5
 
 
 @pytest.mark.parametrize("body", [None, [1, 2], {"nested": {"deep": ["x"]}}, "text"])

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from cache_support import DIALECTS, DatabaseFactory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from scaimind.cache import migrate
 from scaimind.cache.db import create_engine
 from scaimind.cache.models import VERSION_TABLE, Base
+from tests.cache.cache_support import DIALECTS, DatabaseFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_TABLES = {"mod_scaimind_jobs", "mod_scaimind_idempotency"}
