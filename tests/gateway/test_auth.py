@@ -405,6 +405,31 @@ async def test_permission_matrix(
         assert servicer.calls == []
 
 
+@pytest.mark.parametrize(
+    ("headers", "status", "may_view"),
+    [
+        ({}, 401, False),
+        (auth(role="tenant_user"), 403, False),
+        (auth(role="tenant_viewer"), 403, True),
+    ],
+    ids=["anonymous", "no-permission", "viewer"],
+)
+async def test_authentication_and_permission_come_before_validation(
+    gateway: Gateway, headers: dict[str, str], status: int, may_view: bool
+) -> None:
+    # Callers who may not submit learn nothing about the schema.
+    client, servicer = gateway
+    r = await client.post(f"{PREFIX}/jobs", json={"bogus": 1}, headers=headers)
+    assert r.status_code == status, r.text
+    r = await client.post(
+        f"{PREFIX}/jobs/job_1/retry", json={"modify_resources": True}, headers=headers
+    )
+    assert r.status_code == status, r.text
+    r = await client.get(f"{PREFIX}/jobs", params={"page_size": 0}, headers=headers)
+    assert r.status_code == (422 if may_view else status), r.text
+    assert servicer.calls == []
+
+
 # --- tenancy ------------------------------------------------------------------------------------
 
 

@@ -276,6 +276,7 @@ BENIGN = [
     "priority must be between 0 and 10",
     "data source file:///data/train.jsonl: no such file",
     "queue 'batch' is full: 100 jobs waiting",
+    "model 'Modèle-α/ß' not found in scaiatlas",
 ]
 
 
