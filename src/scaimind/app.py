@@ -74,9 +74,8 @@ def embedded_api_secret(data_dir: Path) -> str:
 async def _start_embedded_coordinator(
     settings: Settings, api_secret: str, stack: AsyncExitStack
 ) -> str:
-    from scaimind.coordinator.server import start_coordinator
-
     from scaimind.coordinator.config import CoordinatorConfig
+    from scaimind.coordinator.server import start_coordinator
 
     running = await start_coordinator(
         CoordinatorConfig(
