@@ -158,9 +158,9 @@ class Idempotency:
         body: Any,
         call: Callable[[], Awaitable[dict[str, Any]]],
         *,
-        status_code: int = 201,
+        status_code: int,
     ) -> dict[str, Any]:
-        """``call()`` once per key; a replay returns the stored body with the stored status."""
+        """``call()`` once per key; a replay returns the stored body and ``status_code``."""
         key = self.key
         if key is None:
             return await call()

@@ -60,7 +60,9 @@ async def submit_evaluation(
         ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
         return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
 
-    return await idempotency.run(who.ctx.tenant_id, "POST /evaluations", payload, submit)
+    return await idempotency.run(
+        who.ctx.tenant_id, "POST /evaluations", payload, submit, status_code=201
+    )
 
 
 @router.get("/{evaluation_id}")

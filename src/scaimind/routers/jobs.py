@@ -81,7 +81,7 @@ async def submit_job(
         ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
         return {"data": message_to_dict(await client.submit_job(req, ctx))}
 
-    return await idempotency.run(who.ctx.tenant_id, "POST /jobs", payload, submit)
+    return await idempotency.run(who.ctx.tenant_id, "POST /jobs", payload, submit, status_code=201)
 
 
 @router.get("/{job_id}")
@@ -151,4 +151,6 @@ async def retry_job(
         ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
         return {"data": message_to_dict(await client.retry_job(req, ctx))}
 
-    return await idempotency.run(who.ctx.tenant_id, "POST /jobs/{job_id}/retry", payload, retry)
+    return await idempotency.run(
+        who.ctx.tenant_id, "POST /jobs/{job_id}/retry", payload, retry, status_code=200
+    )
