@@ -1,0 +1,425 @@
+"""Benchmark of the SSE log streams: one gateway worker + the reference coordinator, N streams.
+
+Starts the reference coordinator (`scaimind coordinator`) and one gateway worker
+(`scaimind serve`, one uvicorn process) as subprocesses, submits a few long-running CUSTOM jobs
+that log a line every ~100 ms, then for each N opens N concurrent `follow=true` log streams
+(spread over the jobs) and reports, per N:
+
+- memory per open stream: (gateway RSS with N streams - RSS before) / N;
+- delivery lag p50/p99: client receive time - the coordinator's log timestamp of each event,
+  over every event every stream received in the measurement window;
+- `GET /jobs/{id}` latency p50/p99 measured in the same window, next to the idle figure.
+
+The client side uses raw asyncio sockets (no HTTP library per stream) so that the bench process
+costs as little CPU as possible on the shared 2-core machine; its CPU time is reported too.
+
+Usage: .venv/bin/python bench/streams.py [--streams 100,1000,2000] [--jobs 4] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+from scaimind.auth import mint_token
+
+PREFIX = "/v1/modules/scaimind"
+API_SECRET = "bench-api-secret"
+JWT_SECRET = "bench-jwt-secret-0123456789abcdef-0123456789abcdef"
+
+TICKER = r"""
+import os, time
+i = 0
+while True:
+    i += 1
+    print(f"tick {i}", flush=True)
+    time.sleep(float(os.environ.get("PERIOD", "0.1")))
+"""
+
+_TS = re.compile(rb'"timestamp":"([^"]+)"')
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+_ts_cache: dict[bytes, float] = {}
+
+
+def parse_ts(raw: bytes) -> float:
+    """Epoch seconds of an RFC 3339 timestamp (cached: every stream of a job sees the same)."""
+    value = _ts_cache.get(raw)
+    if value is None:
+        value = datetime.fromisoformat(raw.decode().replace("Z", "+00:00")).timestamp()
+        if len(_ts_cache) > 100_000:
+            _ts_cache.clear()
+        _ts_cache[raw] = value
+    return value
+
+
+class Stream:
+    """One follow=true log stream over a raw socket."""
+
+    def __init__(self, port: int, path: str, token: str) -> None:
+        self.port, self.path, self.token = port, path, token
+        self.lags: list[float] | None = None
+        self.events = 0
+        self.task: asyncio.Task[None] | None = None
+        self.opened = asyncio.Event()
+        self.error: str | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def run(self) -> None:
+        """Connect, check the 200 and read until closed."""
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self._writer = writer
+            writer.write(
+                (
+                    f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n"
+                ).encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                self.error = head.split(b"\r\n", 1)[0].decode()
+                self.opened.set()
+                return
+            self.opened.set()
+            buf = b""
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                buf += chunk
+                cut = buf.rfind(b"\n\n")
+                if cut < 0:
+                    continue
+                complete, buf = buf[: cut + 2], buf[cut + 2 :]
+                now = time.time()
+                stamps = _TS.findall(complete)
+                self.events += len(stamps)
+                if self.lags is not None:
+                    self.lags.extend(now - parse_ts(s) for s in stamps)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.error = self.error or repr(exc)
+            self.opened.set()
+
+    def close(self) -> None:
+        """Drop the connection."""
+        if self._writer is not None:
+            self._writer.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+async def unary_latencies(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], n: int
+) -> list[float]:
+    """Sequential GET /jobs/{id} latencies in seconds."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = await http.get(url, headers=headers)
+        out.append(time.perf_counter() - t0)
+        assert r.status_code == 200, r.text
+    return out
+
+
+async def wait_http(url: str, within: float = 60.0) -> None:
+    """Wait until the gateway answers /health."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@dataclass
+class Setup:
+    """The processes and files of one bench run."""
+
+    tmp: Path
+    script: Path
+    corpus: Path
+    http_port: int
+    gateway: subprocess.Popen[bytes]
+    coordinator: subprocess.Popen[bytes]
+    nofile: tuple[int, int]
+
+
+def start(args: argparse.Namespace) -> Setup:
+    """Raise the fd limit (inherited by the children) and start coordinator and gateway."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = Path(tempfile.mkdtemp(prefix="scaimind-bench-streams-"))
+    script = tmp / "ticker.py"
+    script.write_text(TICKER)
+    corpus = tmp / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"s {i}"}) + "\n" for i in range(10)))
+    inventory = tmp / "inventory.json"
+    inventory.write_text(
+        json.dumps(
+            [
+                {
+                    "node_id": "bench-node",
+                    "hostname": "localhost",
+                    "gpu_type": "CPU",
+                    "gpu_count": args.jobs,
+                }
+            ]
+        )
+    )
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "SCAIMIND_API_SECRET": API_SECRET,
+        "SCAIMIND_JWT_SECRET": JWT_SECRET,
+        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
+        "SCAIMIND_GRPC_HOST": "127.0.0.1",
+        "SCAIMIND_GRPC_PORT": str(grpc_port),
+        "SCAIMIND_STREAM_CAP_PER_TENANT": "100000",
+        "SCAIMIND_LOG_LEVEL": "warning",
+    }
+    cli = [sys.executable, "-m", "scaimind.cli"]
+    coordinator = subprocess.Popen(
+        [
+            *cli,
+            "coordinator",
+            "--port",
+            str(grpc_port),
+            "--data-dir",
+            str(tmp / "coordinator"),
+            "--inventory",
+            str(inventory),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    gateway_cmd = [*cli, "serve", "--port", str(http_port)]
+    if args.profile_gateway:
+        gateway_cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile_gateway)]
+    gateway = subprocess.Popen(gateway_cmd, env=env, stderr=subprocess.DEVNULL)
+    return Setup(tmp, script, corpus, http_port, gateway, coordinator, (soft, hard))
+
+
+async def bench(args: argparse.Namespace, setup: Setup) -> None:
+    """Submit the jobs and measure every stream count."""
+    script, corpus, http_port = setup.script, setup.corpus, setup.http_port
+    gateway, coordinator = setup.gateway, setup.coordinator
+    soft, hard = setup.nofile
+    base = f"http://127.0.0.1:{http_port}"
+    token = mint_token(JWT_SECRET, tenant_id="bench", user_id="bench")
+    headers = {"Authorization": f"Bearer {token}"}
+    print(
+        f"# gateway pid {gateway.pid}, coordinator pid {coordinator.pid}, {os.cpu_count()} cores, "
+        f"RLIMIT_NOFILE {hard} (was {soft}); {args.jobs} CUSTOM jobs logging every 0.1 s",
+        flush=True,
+    )
+    await wait_http(f"{base}/health")
+    async with httpx.AsyncClient(base_url=base + PREFIX, timeout=30) as http:
+        jobs = []
+        for i in range(args.jobs):
+            body = {
+                "name": f"ticker-{i}",
+                "training_config": {
+                    "training_type": "SFT",
+                    "base_model": {"model_id": "tiny"},
+                    "framework": {"type": "CUSTOM", "custom_script_path": str(script)},
+                    "environment": {"PERIOD": "0.1"},
+                },
+                "data_config": {"sources": [{"path": str(corpus), "format": "jsonl"}]},
+                "resource_config": {"gpu_count": 1},
+            }
+            r = await http.post("/jobs", json=body, headers=headers)
+            r.raise_for_status()
+            jobs.append(r.json()["data"]["job_id"])
+        for job_id in jobs:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                job = (await http.get(f"/jobs/{job_id}", headers=headers)).json()["data"]
+                if job["status"] == "TRAINING":
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError(f"job {job_id} did not start")
+        # Warm the path (JIT-free Python, but caches, connections and the job cache).
+        await unary_latencies(http, f"/jobs/{jobs[0]}", headers, 50)
+        idle = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+        idle_p50, idle_p99 = pct(idle, 50) * 1e3, pct(idle, 99) * 1e3
+        rss0 = rss_bytes(gateway.pid)
+        print(
+            f"idle: GET /jobs/{{id}} p50 {idle_p50:.2f} ms  p99 {idle_p99:.2f} ms; "
+            f"gateway RSS {rss0 / 2**20:.1f} MiB",
+            flush=True,
+        )
+        print(
+            "N      open_s  MiB_rss  KiB/stream  events/s  lag_p50_ms  lag_p99_ms  "
+            "unary_p50_ms  unary_p99_ms  (x idle p99)  gw_cpu%  coord_cpu%  bench_cpu%  "
+            "errors",
+            flush=True,
+        )
+        for n in args.streams:
+            level = await run_level(
+                n, jobs, http_port, token, http, headers, args, gateway, coordinator
+            )
+            level.print_row(rss0, idle_p99)
+        for job_id in jobs:
+            await http.post(f"/jobs/{job_id}/cancel", json={}, headers=headers)
+
+
+@dataclass
+class Level:
+    """What one stream count measured."""
+
+    n: int
+    open_s: float
+    rss: int
+    events_per_s: float
+    lags: list[float]
+    unary: list[float]
+    busy: list[float]
+    errors: list[str]
+
+    def print_row(self, rss0: int, idle_p99: float) -> None:
+        """One line of the results table."""
+        u50, u99 = pct(self.unary, 50) * 1e3, pct(self.unary, 99) * 1e3
+        lag50, lag99 = pct(self.lags, 50) * 1e3, pct(self.lags, 99) * 1e3
+        per_stream = (self.rss - rss0) / self.n / 1024
+        errors = f"{len(self.errors)}{' ' + str(self.errors[:3]) if self.errors else ''}"
+        print(
+            f"{self.n:<6} {self.open_s:6.1f}  {self.rss / 2**20:7.1f}  {per_stream:10.1f}  "
+            f"{self.events_per_s:8.0f}  {lag50:10.1f}  {lag99:10.1f}  "
+            f"{u50:12.2f}  {u99:12.2f}  {u99 / idle_p99:12.2f}  {self.busy[0]:7.0f}  "
+            f"{self.busy[1]:10.0f}  {self.busy[2]:10.0f}  {errors}",
+            flush=True,
+        )
+
+
+async def run_level(
+    n: int,
+    jobs: list[str],
+    port: int,
+    token: str,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    gateway: subprocess.Popen[bytes],
+    coordinator: subprocess.Popen[bytes],
+) -> Level:
+    streams = [
+        Stream(port, f"{PREFIX}/jobs/{jobs[i % len(jobs)]}/logs?tail=0", token) for i in range(n)
+    ]
+    t0 = time.perf_counter()
+    # Open in waves so the accept queue and the pre-flight GetJob calls are not a thundering herd.
+    for start in range(0, n, 100):
+        wave = streams[start : start + 100]
+        for s in wave:
+            s.task = asyncio.create_task(s.run())
+        await asyncio.gather(*(s.opened.wait() for s in wave))
+    open_s = time.perf_counter() - t0
+    errors = [s.error for s in streams if s.error]
+    await asyncio.sleep(args.warmup)
+    rss = rss_bytes(gateway.pid)
+    for s in streams:
+        s.lags = []
+        s.events = 0
+    cpu0 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    w0 = time.perf_counter()
+    unary = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+    remaining = args.window - (time.perf_counter() - w0)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    elapsed = time.perf_counter() - w0
+    cpu1 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    lags = [lag for s in streams for lag in (s.lags or [])]
+    events = sum(s.events for s in streams)
+    errors += [s.error for s in streams if s.error and s.error not in errors]
+    for s in streams:
+        s.lags = None
+        s.close()
+    await asyncio.gather(*(s.task for s in streams if s.task), return_exceptions=True)
+    # Let the gateway notice the disconnects before the next level.
+    await asyncio.sleep(2)
+    busy = [(b - a) / elapsed * 100 for a, b in zip(cpu0, cpu1, strict=True)]
+    return Level(n, open_s, rss, events / elapsed, lags, unary, busy, [e for e in errors if e])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--streams",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[100, 1000, 2000],
+        help="comma-separated stream counts",
+    )
+    parser.add_argument("--jobs", type=int, default=4, help="running CUSTOM jobs")
+    parser.add_argument("--window", type=float, default=10.0, help="measurement seconds")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--requests", type=int, default=200, help="GET /jobs/{id} samples")
+    parser.add_argument(
+        "--profile-gateway", type=Path, default=None, help="write a cProfile of the gateway here"
+    )
+    args = parser.parse_args()
+    setup = start(args)
+    try:
+        asyncio.run(bench(args, setup))
+    finally:
+        # SIGINT: uvicorn re-raises the signal after its shutdown, and only SIGINT (as
+        # KeyboardInterrupt) lets a profiled gateway write its profile on the way out.
+        for proc in (setup.gateway, setup.coordinator):
+            proc.send_signal(signal.SIGINT)
+        for proc in (setup.gateway, setup.coordinator):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
