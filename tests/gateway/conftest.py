@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import pytest
 from google.protobuf.message import Message
 
 from scaimind.app import create_app, lifespan
+from scaimind.cache.migrate import upgrade
 from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,
@@ -157,6 +159,27 @@ class ScriptedCoordinator(
         return await self._answer(
             "GetClusterStatus", request, context, cluster_pb2.ClusterStatus(cluster_name="test")
         )
+
+
+@pytest.fixture(scope="session")
+def migrated_cache_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache database migrated once per session, to be copied by each test."""
+    path = tmp_path_factory.mktemp("cache-template") / "cache.db"
+    asyncio.run(upgrade(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def cache_db(migrated_cache_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's gateway gets its own copy of a migrated cache database.
+
+    Migrating a fresh SQLite file costs ~60 ms of CPU per gateway; a copy keeps the isolation
+    for a fraction of that. Tests that want the default URL remove the variable.
+    """
+    path = tmp_path / "cache.db"
+    shutil.copyfile(migrated_cache_db, path)
+    monkeypatch.setenv("SCAIMIND_DATABASE_URL", f"sqlite+aiosqlite:///{path}")
+    return path
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from scaimind.auth import embedded_secret
+from scaimind.cli import main
 from scaimind.settings import Settings
 from tests.conftest import API_SECRET
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
@@ -92,11 +93,17 @@ async def test_token_is_accepted_by_a_gateway_on_the_same_data_dir(
     assert [c.rpc for c in servicer.calls] == ["ListJobs", "SubmitJob"]
 
 
+def token_in_process(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> str:
+    """The same command through `scaimind.cli.main`, without a process start."""
+    assert main(["token", "--data-dir", str(data_dir), *args]) == 0
+    return capsys.readouterr().out.strip()
+
+
 async def test_token_from_another_data_dir_is_rejected(
-    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
+    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     servicer, port = scripted
-    foreign = scaimind_token(tmp_path / "other", "--tenant", "acme", "--user", "ada")
+    foreign = token_in_process(capsys, tmp_path / "other", "--tenant", "acme", "--user", "ada")
     settings = Settings(
         data_dir=tmp_path / "data", grpc_host="127.0.0.1", grpc_port=port, api_secret=API_SECRET
     )
@@ -108,11 +115,11 @@ async def test_token_from_another_data_dir_is_rejected(
 
 
 async def test_expired_cli_token_is_rejected(
-    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
+    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, port = scripted
     data_dir = tmp_path / "data"
-    token = scaimind_token(data_dir, "--tenant", "a", "--user", "u", "--ttl", "-3600")
+    token = token_in_process(capsys, data_dir, "--tenant", "a", "--user", "u", "--ttl", "-3600")
     settings = Settings(
         data_dir=data_dir, grpc_host="127.0.0.1", grpc_port=port, api_secret=API_SECRET
     )
