@@ -139,6 +139,15 @@ async def test_every_call_carries_metadata_and_a_deadline(
     assert call.metadata["x-user-id"] == "alice"
     assert call.metadata["x-request-id"] == r.headers["x-request-id"]
     assert "x-idempotency-key" not in call.metadata
+    # Downstream tokens only where data or model artefacts are touched (§4), and never the
+    # caller's own bearer token.
+    tokens = {"x-scaidrive-token", "x-scaiatlas-token"}
+    expected = {"x-api-secret", "x-tenant-id", "x-user-id", "x-request-id"}
+    if rpc in ("SubmitJob", "ResumeJob", "RetryJob"):
+        expected |= tokens
+    assert {k for k in call.metadata if k.startswith("x-") or k == "authorization"} == expected
+    caller_token = r.request.headers["authorization"].removeprefix("Bearer ")
+    assert caller_token not in call.metadata.values()
     assert call.time_remaining is not None
     # The deadline travels as a rounded grpc-timeout header, so allow a hair of slack.
     assert 0 < call.time_remaining <= TIMEOUT_S + 0.1
