@@ -3,6 +3,7 @@
 No `from __future__ import annotations` here: FastAPI must resolve the closures' annotations.
 """
 
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from fastapi import Depends, Header, Request
 
 from scaimind.auth import CurrentUser, TokenVerifier, require
 from scaimind.client import CallContext, CoordinatorClient
-from scaimind.errors import ScaiMindError, request_id_of
+from scaimind.errors import AuthTokenInvalid, ScaiMindError, request_id_of
 from scaimind.settings import Settings
 
 
@@ -61,6 +62,9 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+_METADATA_SAFE = re.compile(r"[\x20-\x7e]+")
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """An authorised caller and the gRPC call context made for it."""
@@ -74,6 +78,10 @@ def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     check = require(*permissions)
 
     async def build(request: Request, user: Annotated[CurrentUser, Depends(check)]) -> Caller:
+        # Both travel as gRPC metadata, which only carries printable ASCII: anything else made
+        # the channel raise inside the call (a 500).
+        if not all(_METADATA_SAFE.fullmatch(v) for v in (user.tenant_id, user.user_id) if v):
+            raise AuthTokenInvalid("the caller's tenant_id and user id must be printable ASCII")
         ctx = CallContext(
             tenant_id=user.tenant_id,
             user_id=user.user_id or None,
