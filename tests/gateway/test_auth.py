@@ -84,6 +84,20 @@ async def test_invalid_tokens(gateway: Gateway, header: str) -> None:
     assert servicer.calls == []
 
 
+@pytest.mark.parametrize(
+    ("tenant", "user"),
+    [("tenant-a", "josé@example.com"), ("tenänt", "u"), ("tenant-a", "a\nb"), ("t\x7f", "u")],
+    ids=["non-ascii-sub", "non-ascii-tenant", "newline", "control"],
+)
+async def test_identities_that_cannot_travel_as_metadata(
+    gateway: Gateway, tenant: str, user: str
+) -> None:
+    client, servicer = gateway
+    r = await client.get(f"{PREFIX}/jobs", headers=auth(tenant, user=user))
+    assert_401(r, "AUTH_TOKEN_INVALID", BEARER_INVALID)
+    assert servicer.calls == []
+
+
 async def test_token_never_echoed_in_errors(gateway: Gateway) -> None:
     client, _ = gateway
     token = make_token(audience="elsewhere")
