@@ -256,3 +256,37 @@ async def test_backlog_cap_drops_and_counts(engine: AsyncEngine, make_job: MakeJ
     assert dropped is None
     await cache.close()
     assert registry.get_sample_value(SYNC_FAILURES_METRIC) == 1
+
+
+async def test_non_finite_metrics_are_stored_as_null(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    job = make_job("job_1", latest_metrics={"loss": float("nan"), "ppl": float("inf"), "acc": 0.5})
+    await _cache(engine).upsert("tenant-a", [job])
+    row = await JobRepository(engine).get("tenant-a", "job_1")
+    assert row is not None
+    assert row.raw["latest_metrics"] == {"loss": None, "ppl": None, "acc": 0.5}
+
+
+async def test_unchanged_snapshots_are_not_rewritten(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    cache = _cache(engine)
+    repo = JobRepository(engine)
+    job = make_job("job_1", updated_at=T0, progress={"current_step": 1})
+    await cache.upsert("tenant-a", [job])
+    first = await repo.get("tenant-a", "job_1")
+    assert first is not None
+
+    await cache.upsert("tenant-a", [dict(job)])
+    same = await repo.get("tenant-a", "job_1")
+    assert same is not None
+    assert same.synced_at == first.synced_at
+
+    # Progress moves without a state change (same updated_at): the row still follows.
+    moved = make_job("job_1", updated_at=T0, progress={"current_step": 2})
+    await cache.upsert("tenant-a", [moved])
+    after = await repo.get("tenant-a", "job_1")
+    assert after is not None
+    assert after.raw["progress"] == {"current_step": 2}
+    assert after.synced_at > first.synced_at
