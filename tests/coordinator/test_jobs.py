@@ -222,6 +222,13 @@ async def test_pause_without_checkpoint_kills_and_resumes_from_named_checkpoint(
     assert resp.status == S.JOB_STATUS_PAUSED
     job = await client.get(job_id)
     assert [c.step for c in job.checkpoints] == [5, 10]  # SIGKILL: no checkpoint at 12
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.ResumeJob(
+            coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id="nope"),
+            metadata=client.md(),
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert (await client.get(job_id)).status == S.JOB_STATUS_PAUSED
     gate.write_text("go")
     await client.jobs.ResumeJob(
         coordinator_pb2.ResumeJobRequest(

@@ -349,8 +349,21 @@ class JobManager:
         return ok
 
     def _latest_resume_path(self, job_id: str, fallback: str) -> str:
-        ckpts = self.store.checkpoints(job_id)
-        return ckpts[-1].path if ckpts else fallback
+        # A recorded checkpoint may be gone (pruned by keep_last_checkpoints in a process that
+        # outlived its coordinator); resuming from it would fail, so the newest existing wins.
+        for ckpt in reversed(self.store.checkpoints(job_id)):
+            if Path(ckpt.path).exists():
+                return ckpt.path
+        return fallback
+
+    def _named_checkpoint(self, caller: CallerContext, checkpoint_id: str) -> CheckpointRecord:
+        """A checkpoint of the tenant that still exists on disk."""
+        ckpt = self.store.checkpoint(checkpoint_id)
+        if ckpt is None or self.store.get_job(ckpt.job_id, caller.tenant_id) is None:
+            raise not_found(f"checkpoint {checkpoint_id} not found")
+        if not Path(ckpt.path).exists():
+            raise precondition(f"checkpoint {checkpoint_id} no longer exists on disk")
+        return ckpt
 
     def _resolve_checkpoint(self, caller: CallerContext, ref: str, field_name: str) -> str:
         """A checkpoint id of the tenant, or an existing directory, to a path."""
@@ -535,11 +548,8 @@ class JobManager:
                 f"job {job_id} is {status_name(row['status'])}; only paused jobs can be resumed"
             )
         if checkpoint_id:
-            ckpt = self.store.checkpoint(checkpoint_id)
-            if ckpt is None or self.store.get_job(ckpt.job_id, caller.tenant_id) is None:
-                raise not_found(f"checkpoint {checkpoint_id} not found")
-            resume = ckpt.path
-            where = f"checkpoint {checkpoint_id} (step {ckpt.step})"
+            resume = self._named_checkpoint(caller, checkpoint_id).path
+            where = f"checkpoint {checkpoint_id}"
         else:
             resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
             where = f"checkpoint {resume}" if resume else "the beginning (no checkpoint)"
@@ -593,10 +603,7 @@ class JobManager:
                     "node_selector and node_affinity"
                 )
         if req.checkpoint_id:
-            ckpt = self.store.checkpoint(req.checkpoint_id)
-            if ckpt is None or self.store.get_job(ckpt.job_id, caller.tenant_id) is None:
-                raise not_found(f"checkpoint {req.checkpoint_id} not found")
-            resume = ckpt.path
+            resume = self._named_checkpoint(caller, req.checkpoint_id).path
         else:
             resume = self._latest_resume_path(parent["job_id"], parent["resume_checkpoint"])
         try:
