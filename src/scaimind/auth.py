@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import tempfile
@@ -22,6 +23,8 @@ from fastapi import Depends, Request
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
 from scaimind.settings import Settings
+
+logger = logging.getLogger("scaimind.auth")
 
 VIEW: Final = "scaimind:view"
 MANAGE: Final = "scaimind:manage"
@@ -118,7 +121,14 @@ class TokenVerifier:
         self._key: Any = None
         self._algorithms: list[str]
         if settings.jwt_jwks_url:
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300)
+            # PyJWKClient's default timeout is 30 s; a hung identity provider must not hold
+            # every request (and a worker thread) that long.
+            self._jwks = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=settings.jwt_jwks_timeout_s,
+            )
             self._algorithms = ["RS256", "ES256"]
         elif settings.jwt_public_key:
             pem = settings.jwt_public_key
@@ -138,6 +148,12 @@ class TokenVerifier:
             try:
                 # PyJWKClient fetches over blocking urllib; keep it off the event loop.
                 signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientConnectionError as exc:
+                # The reason names internal hosts and errors: log it, tell the caller less.
+                logger.warning(
+                    "JWKS fetch failed: %s", exc, extra={"event": "scaimind_jwks_fetch_failed"}
+                )
+                raise AuthTokenInvalid("the token signing keys could not be fetched") from None
             except jwt.PyJWTError as exc:
                 raise AuthTokenInvalid(f"invalid bearer token: {exc}") from None
             key = signing_key.key

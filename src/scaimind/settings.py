@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_public_key: str | None = None
     jwt_jwks_url: str | None = None
+    jwt_jwks_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
     jwt_issuer: str | None = None
     jwt_audience: str | None = "scaimind"
     jwt_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
