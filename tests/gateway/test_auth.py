@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -254,14 +255,19 @@ async def test_public_key_algorithm_mismatch_is_rejected(
 class JwksServer:
     """A real HTTP server on loopback serving a JWKS document (the identity provider)."""
 
-    def __init__(self, keys: list[dict[str, Any]]) -> None:
+    def __init__(self, keys: list[dict[str, Any]], *, hang: bool = False) -> None:
         self.keys = keys
         self.hits = 0
+        # When hanging, requests wait for this (set on exit) and then answer nothing.
+        self.release = threading.Event() if hang else None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.hits += 1
+                if outer.release is not None:
+                    outer.release.wait(30)
+                    return
                 if self.path != "/.well-known/jwks.json":
                     self.send_error(404)
                     return
@@ -284,6 +290,8 @@ class JwksServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.release is not None:
+            self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
@@ -344,10 +352,17 @@ async def test_jwks_verification(
     assert len(servicer.calls) == 2
 
 
+def _jwks_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", "") == "scaimind_jwks_fetch_failed"]
+
+
 async def test_jwks_unreachable_is_401_not_500(
-    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path, rsa_key: KeyPair
+    scripted: tuple[ScriptedCoordinator, int],
+    tmp_path: Path,
+    rsa_key: KeyPair,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _, port = scripted
+    servicer, port = scripted
     with JwksServer([]) as server:
         url = server.url
     # The server is closed now: nothing listens on the URL.
@@ -358,7 +373,41 @@ async def test_jwks_unreachable_is_401_not_500(
         r = await client.get(
             f"{PREFIX}/jobs", headers={"Authorization": f"Bearer {rsa_key.sign()}"}
         )
-        assert_401(r, "AUTH_TOKEN_INVALID", BEARER_INVALID)
+    assert_401(r, "AUTH_TOKEN_INVALID", BEARER_INVALID)
+    # The internal failure is logged, not told to the caller.
+    assert "127.0.0.1" not in r.text
+    assert "refused" not in r.text.lower()
+    assert len(_jwks_failures(caplog)) == 1
+    assert servicer.calls == []
+
+
+async def test_hung_jwks_endpoint_times_out(
+    scripted: tuple[ScriptedCoordinator, int],
+    tmp_path: Path,
+    rsa_key: KeyPair,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servicer, port = scripted
+    with JwksServer([rsa_key.jwk()], hang=True) as server:
+        settings = settings_for(
+            tmp_path,
+            grpc_host="127.0.0.1",
+            grpc_port=port,
+            jwt_secret=None,
+            jwt_jwks_url=server.url,
+            jwt_jwks_timeout_s=0.5,
+        )
+        async with running_gateway(settings) as client:
+            started = time.monotonic()
+            r = await client.get(
+                f"{PREFIX}/jobs", headers={"Authorization": f"Bearer {rsa_key.sign()}"}
+            )
+            elapsed = time.monotonic() - started
+    assert_401(r, "AUTH_TOKEN_INVALID", BEARER_INVALID)
+    assert 0.4 <= elapsed <= 1.5, elapsed
+    assert server.hits == 1
+    assert len(_jwks_failures(caplog)) == 1
+    assert servicer.calls == []
 
 
 # --- permissions: role defaults ∪ scope, on every jobs route -----------------------------------
