@@ -345,3 +345,16 @@ async def test_builtin_pause_resume_matches_uninterrupted_run(env: Env, client: 
     assert await losses(paused) == await losses(straight)
     log = [e.message for e in await client.entries(paused, tail=10000)]
     assert any(f"resume from {job.checkpoints[-1].path}" in t for t in log)
+
+
+async def test_start_after_delays_the_start(env: Env, client: Client) -> None:
+    start_after = time.time() + 2.0
+    job_id = await client.submit(
+        env.custom("later", env={"TOTAL_STEPS": "2", "STEP_SECONDS": "0"}, start_after=start_after)
+    )
+    queued = await client.get(job_id)
+    assert queued.status == S.JOB_STATUS_QUEUED
+    assert queued.queue_position == 1
+    assert queued.estimated_wait_seconds >= 1
+    job = await client.wait(job_id, S.JOB_STATUS_COMPLETED)
+    assert job.started_at.ToNanoseconds() / 1e9 >= start_after

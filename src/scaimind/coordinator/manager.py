@@ -17,6 +17,8 @@ Choices where the spec leaves room (documented for operators):
   restarted") and are retried when max_retries allows.
 - Within a queue a job that does not fit blocks later jobs of the same gpu_type (no backfill),
   so a big high-priority job is never starved by a stream of small ones.
+- FIFO among equal priorities is by the time a job (re-)entered the queue: submission, resume
+  or automatic retry; a job re-queued by a coordinator shutdown keeps its original place.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -867,7 +870,7 @@ class JobManager:
                 times = sorted(free_at[nid])
                 times[:need] = [start + typical] * need
                 free_at[nid] = times
-            estimates[row["job_id"]] = round(start)
+            estimates[row["job_id"]] = math.ceil(start)
         self._estimates = estimates
         self._queue_view = view
 
