@@ -256,3 +256,22 @@ def test_round_trip() -> None:
     assert back["scheduling_config"]["node_affinity"] == ["n"]
     assert back["labels"] == {"k": "v"}
     assert back["output_config"] is None
+
+
+async def test_non_finite_doubles_are_null_not_invalid_json(gateway: Gateway) -> None:
+    # A diverged run reports loss=NaN; JSON has no NaN, so the body must still parse strictly.
+    client, servicer = gateway
+    servicer.responses["GetJob"] = common_pb2.Job(
+        job_id="job_nan",
+        latest_metrics={"loss": float("nan"), "grad_norm": float("inf"), "lr": 0.1},
+        progress=common_pb2.JobProgress(percent=float("-inf")),
+    )
+    r = await client.get(f"{PREFIX}/jobs/job_nan", headers=auth())
+    assert r.status_code == 200, r.text
+
+    def reject(token: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {token}")
+
+    data = json.loads(r.text, parse_constant=reject)["data"]
+    assert data["latest_metrics"] == {"loss": None, "grad_norm": None, "lr": 0.1}
+    assert data["progress"]["percent"] is None
