@@ -90,14 +90,18 @@ async def test_log_stream_framing_headers_and_end(
     assert blocks[3] == 'event: end\ndata: {"job_id":"job_a","status":"COMPLETED"}'
     assert blocks[4] == "data: [DONE]"
     assert len(blocks) == 6
-    req = coordinator.last("StreamJobLogs").request
-    assert isinstance(req, coordinator_pb2.StreamJobLogsRequest)
-    assert (req.follow, req.min_level, req.tail, req.HasField("after_seq")) == (
-        True,
-        common_pb2.LOG_LEVEL_INFO,
-        100,
-        False,
-    )
+    # A following stream: the shared feed is positioned after the newest entry (a tail=1
+    # probe), follows from there, and this client's own catch-up fetched its tail.
+    calls = [
+        (r.follow, r.min_level, r.tail, r.after_seq if r.HasField("after_seq") else None)
+        for r in (c.request for c in coordinator.calls if c.rpc == "StreamJobLogs")
+        if isinstance(r, coordinator_pb2.StreamJobLogsRequest)
+    ]
+    assert calls[0] == (False, common_pb2.LOG_LEVEL_DEBUG, 1, None)
+    assert sorted(calls[1:]) == [
+        (False, common_pb2.LOG_LEVEL_INFO, 100, None),
+        (True, common_pb2.LOG_LEVEL_INFO, 0, 3),
+    ]
     assert coordinator.last("StreamJobLogs").metadata["x-tenant-id"] == "tenant-a"
     # The pre-flight GetJob came first.
     rpcs = [c.rpc for c in coordinator.calls]
@@ -420,11 +424,21 @@ async def test_metrics_stream_framing_and_resume(
     assert r.status_code == 422
 
 
-async def test_many_streams_do_not_block_ordinary_requests(
+def follow_calls(coordinator: StreamingCoordinator) -> int:
+    """How many following StreamJobLogs calls the coordinator received."""
+    return sum(
+        1
+        for c in coordinator.calls
+        if c.rpc == "StreamJobLogs" and getattr(c.request, "follow", False)
+    )
+
+
+async def test_followers_share_one_upstream_and_ordinary_requests_flow(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:
     job = coordinator.job("job_many")
     gw = await start_gateway()
+    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(limits=limits, timeout=10) as http:
         opened: list[Any] = []
@@ -437,19 +451,73 @@ async def test_many_streams_do_not_block_ordinary_requests(
 
         await asyncio.gather(*(open_one() for _ in range(50)))
 
-        async def all_upstream() -> bool:
-            return coordinator.open_streams == 50
+        async def all_caught_up() -> bool:
+            # Each follower made its own finite catch-up call; the feed is the one open call.
+            catch_ups = sum(
+                1
+                for c in coordinator.calls
+                if c.rpc == "StreamJobLogs"
+                and not getattr(c.request, "follow", True)
+                and getattr(c.request, "tail", -1) == 0
+            )
+            return catch_ups == 50 and coordinator.open_streams == 1
 
-        await wait_for(all_upstream, within=10)
+        await wait_for(all_caught_up, within=10)
+        assert follow_calls(coordinator) == 1
+        assert hub.feeds() == 1
         r = await http.get(f"{gw.url}/jobs/job_many", headers=auth())
         assert r.status_code == 200
         job.log("to everyone")
         got = await asyncio.gather(*(reader.next() for _, reader in opened))
-        assert {e.id for e in got} == {"1"}
-        for ctx, _ in opened:
+        assert {(e.id, e.json()["message"]) for e in got} == {("1", "to everyone")}
+        for ctx, _ in opened[:-1]:
             await ctx.__aexit__(None, None, None)
+        # The feed lives while anyone follows it, and goes with the last follower.
+        job.log("to the last one")
+        assert (await opened[-1][1].next()).json()["message"] == "to the last one"
+        assert coordinator.cancelled_streams == 0
+        await opened[-1][0].__aexit__(None, None, None)
 
-        async def all_closed() -> bool:
-            return coordinator.open_streams == 0
+        async def upstream_cancelled() -> bool:
+            return coordinator.open_streams == 0 and coordinator.cancelled_streams == 1
 
-        await wait_for(all_closed, within=10)
+        await wait_for(upstream_cancelled, within=10)
+        assert hub.feeds() == 0
+
+
+async def test_late_followers_get_their_own_tail_or_resume_then_the_shared_feed(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_late")
+    for i in range(1, 4):
+        job.log(f"line {i}")
+    gw = await start_gateway()
+    url = f"{gw.url}/jobs/job_late/logs"
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", url, headers=auth()) as ra,
+    ):
+        a = EventReader(ra)
+        assert [(await a.next()).id for _ in range(3)] == ["1", "2", "3"]
+        job.log("line 4")
+        job.log("line 5")
+        assert [(await a.next()).id for _ in range(2)] == ["4", "5"]
+        async with (
+            http.stream("GET", url, params={"tail": 2}, headers=auth()) as rb,
+            http.stream("GET", url, headers={**auth(), "Last-Event-ID": "1"}) as rc,
+            http.stream("GET", url, params={"level": "WARNING"}, headers=auth()) as rd,
+        ):
+            b, c, d = EventReader(rb), EventReader(rc), EventReader(rd)
+            assert [(await b.next()).id for _ in range(2)] == ["4", "5"]
+            assert [(await c.next()).id for _ in range(4)] == ["2", "3", "4", "5"]
+            job.log("line 6")
+            job.log("careful", common_pb2.LOG_LEVEL_WARNING)
+            for reader in (a, b, c):
+                assert [(await reader.next()).id for _ in range(2)] == ["6", "7"]
+            assert (await d.next()).json()["message"] == "careful"
+            job.finish()
+            for reader in (a, b, c, d):
+                rest = data_events(await reader.rest())
+                assert [e.event for e in rest] == ["end", "message"]
+    # INFO followers shared one feed, the WARNING follower had its own.
+    assert follow_calls(coordinator) == 2

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
+from scaimind.app import register_startup_hook
 from scaimind.auth import VIEW
 from scaimind.convert import message_to_dict
-from scaimind.deps import Caller, ClientDep, StateDep, caller
-from scaimind.streams import EventStream, StreamLimiter, finite, relay
+from scaimind.deps import Caller, ClientDep, ModuleNotStarted, State, StateDep, caller
+from scaimind.streams import (
+    EventStream,
+    FeedHub,
+    StreamLimiter,
+    finite,
+    follow_logs,
+    relay,
+    render_log,
+    render_snapshot,
+)
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 router = APIRouter(prefix="/jobs", tags=["monitoring"])
@@ -45,16 +56,35 @@ _LEVELS: Final = {
 }
 
 
+async def open_stream_resources(state: State, stack: AsyncExitStack) -> None:
+    """Lifespan hook: the per-tenant stream limiter and the shared log feeds."""
+    state.extras["stream_limiter"] = StreamLimiter(state.settings.stream_cap_per_tenant)
+    hub = FeedHub()
+    state.extras["log_feeds"] = hub
+    stack.push_async_callback(hub.close)
+
+
+register_startup_hook(open_stream_resources)
+
+
 def stream_limiter(state: StateDep) -> StreamLimiter:
-    """The process-wide per-tenant stream limiter, created on first use."""
+    """The per-tenant stream limiter of this process."""
     limiter = state.extras.get("stream_limiter")
     if not isinstance(limiter, StreamLimiter):
-        limiter = StreamLimiter(state.settings.stream_cap_per_tenant)
-        state.extras["stream_limiter"] = limiter
+        raise ModuleNotStarted()
     return limiter
 
 
+def feed_hub(state: StateDep) -> FeedHub:
+    """The shared log feeds of this process."""
+    hub = state.extras.get("log_feeds")
+    if not isinstance(hub, FeedHub):
+        raise ModuleNotStarted()
+    return hub
+
+
 Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
+Hub = Annotated[FeedHub, Depends(feed_hub)]
 
 
 @router.get("/{job_id}/metrics")
@@ -70,17 +100,13 @@ async def get_job_metrics(
     return {"data": finite(message_to_dict(resp))}
 
 
-def _render_snapshot(snapshot: Any) -> dict[str, Any]:
-    data: dict[str, Any] = finite(message_to_dict(snapshot))
-    return data
-
-
 @router.get("/{job_id}/logs", response_class=Response, responses=_SSE_RESPONSES)
 async def stream_job_logs(
     job_id: JobId,
     who: Viewer,
     state: StateDep,
     limiter: Limiter,
+    hub: Hub,
     follow: bool = True,
     level: LogLevel = LogLevel.INFO,
     tail: Annotated[int, Query(ge=0, le=10_000)] = 100,
@@ -100,9 +126,10 @@ async def stream_job_logs(
     )
     if last_event_id is not None:
         req.after_seq = last_event_id
-    events = relay(
-        state.client.stream_job_logs(req, who.ctx), event="log", id_field="seq", job_id=job_id
-    )
+    if follow:
+        events = follow_logs(hub, state.client, who.ctx, req)
+    else:
+        events = relay(state.client.stream_job_logs(req, who.ctx), job_id=job_id, render=render_log)
     return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
 
 
@@ -126,10 +153,6 @@ async def stream_job_metrics(
     if last_event_id is not None:
         req.after_step = last_event_id
     events = relay(
-        state.client.stream_job_metrics(req, who.ctx),
-        event="metrics",
-        id_field="step",
-        job_id=job_id,
-        render=_render_snapshot,
+        state.client.stream_job_metrics(req, who.ctx), job_id=job_id, render=render_snapshot
     )
     return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
