@@ -15,19 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scaimind.cache.db import create_engine, ensure_sqlite_directory
 from scaimind.cache.models import VERSION_TABLE
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# Source checkout: <repo>/alembic; installed wheel: the same tree force-included next to us.
-_SCRIPT_LOCATIONS = (_PACKAGE_DIR.parents[2] / "alembic", _PACKAGE_DIR / "_alembic")
+# The scripts live at the repository root (alembic/), next to src/; installs are editable.
+_SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "alembic"
 
 
 def script_location() -> Path:
     """Directory holding env.py and versions/."""
-    for candidate in _SCRIPT_LOCATIONS:
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise FileNotFoundError(
-        "alembic scripts not found in " + ", ".join(map(str, _SCRIPT_LOCATIONS))
-    )
+    if not (_SCRIPT_LOCATION / "env.py").is_file():
+        raise FileNotFoundError(f"alembic scripts not found in {_SCRIPT_LOCATION}")
+    return _SCRIPT_LOCATION
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
