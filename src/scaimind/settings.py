@@ -110,8 +110,11 @@ class Settings(BaseSettings):
 
     @property
     def grpc_target(self) -> str:
-        """host:port of the coordinator."""
-        return f"{self.grpc_host or '127.0.0.1'}:{self.grpc_port}"
+        """host:port of the coordinator (an IPv6 address in brackets)."""
+        host = self.grpc_host or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.grpc_port}"
 
 
 def load_settings(**overrides: object) -> Settings:
