@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from scaimind.settings import Settings, SettingsError, load_settings
+from scaimind.v1 import coordinator_pb2_grpc
+from tests.conftest import auth, settings_for
+from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +154,25 @@ def test_serve_exits_nonzero_naming_the_variable(
     assert variable in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "d").exists()  # it failed before touching anything
+
+
+def test_ipv6_target_is_bracketed() -> None:
+    assert load_settings(grpc_host="::1", grpc_port=6000).grpc_target == "[::1]:6000"
+    assert load_settings(grpc_host="10.0.0.5", grpc_port=6000).grpc_target == "10.0.0.5:6000"
+    assert load_settings(grpc_port=6000).grpc_target == "127.0.0.1:6000"
+
+
+async def test_gateway_reaches_a_coordinator_on_ipv6_loopback(tmp_path: Path) -> None:
+    servicer = ScriptedCoordinator()
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("[::1]:0")
+    await server.start()
+    try:
+        settings = settings_for(tmp_path, grpc_host="::1", grpc_port=port, grpc_timeout_s=2.0)
+        async with running_gateway(settings) as client:
+            r = await client.get(f"{PREFIX}/jobs", headers=auth())
+        assert r.status_code == 200, r.text
+        assert [c.rpc for c in servicer.calls] == ["ListJobs"]
+    finally:
+        await server.stop(None)
