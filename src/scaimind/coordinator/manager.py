@@ -63,7 +63,7 @@ from scaimind.coordinator.executor import (
     start_process,
 )
 from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
-from scaimind.coordinator.notifier import JobNotifier
+from scaimind.coordinator.notifier import LOGS, JobNotifier
 from scaimind.coordinator.store import (
     CheckpointRecord,
     IdempotencyConflict,
@@ -321,7 +321,7 @@ class JobManager:
         """Persist a coordinator log entry for a job and wake its followers."""
         rt = self._runtimes.get(job_id)
         self.store.append_logs(job_id, [_clog(message, level, rt.node_id if rt else "")])
-        self.notifier.notify(job_id)
+        self.notifier.notify(job_id, LOGS)
 
     def _transition(
         self,

@@ -27,7 +27,7 @@ from scaimind.coordinator.convert import (
 from scaimind.coordinator.errors import CoordinatorError, invalid
 from scaimind.coordinator.inventory import slot_memory_bytes
 from scaimind.coordinator.manager import CallerContext, JobManager
-from scaimind.coordinator.notifier import wait_event
+from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
 from scaimind.coordinator.store import ORDER_COLUMNS
 from scaimind.v1 import (
     cluster_pb2,
@@ -302,7 +302,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             for entry in store.logs_tail(job_id, request.tail, min_level) if request.tail else []:
                 yield coordinator_pb2.StreamJobLogsResponse(entry=log_proto(entry))
         while True:
-            ev = notifier.event(job_id)
+            ev = notifier.event(job_id, LOGS)
             status = store.job_status(job_id) or 0
             finished = status in TERMINAL and not self.m.is_active(job_id)
             batch = store.logs_after(job_id, last, min_level, _LOG_BATCH)
@@ -333,7 +333,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         last_sent = float("-inf")
         store, notifier = self.m.store, self.m.notifier
         while True:
-            ev = notifier.event(job_id)
+            ev = notifier.event(job_id, METRICS)
             status = store.job_status(job_id) or 0
             finished = status in TERMINAL and not self.m.is_active(job_id)
             latest = store.latest_metric_step(job_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ CREATE TABLE IF NOT EXISTS nodes (
 );
 """
 
+# Log entries kept in memory per job, and for how many jobs.
+_RECENT_ENTRIES = 2000
+_RECENT_JOBS = 256
+
 # Columns ListJobs may order by; the page token remembers the last row's value of it.
 ORDER_COLUMNS = ("created_at", "updated_at", "priority", "name", "status")
 
@@ -167,6 +172,10 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._last_seq: dict[str, int] = {}
+        # The newest entries of recently active jobs, so log followers (possibly thousands per
+        # job) read new lines from memory instead of one query each per notification.
+        self._recent: OrderedDict[str, list[LogRecord]] = OrderedDict()
+        self._unpublished: list[LogRecord] = []
 
     def close(self) -> None:
         """Close the database connection."""
@@ -179,8 +188,28 @@ class Store:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
+            # Seq counters of the rolled-back entries are ahead of the database now.
+            for record in self._unpublished:
+                self._last_seq.pop(record.job_id, None)
+            self._unpublished.clear()
             raise
         self._db.execute("COMMIT")
+        if self._unpublished:
+            self._publish()
+
+    def _publish(self) -> None:
+        for record in self._unpublished:
+            buf = self._recent.get(record.job_id)
+            if buf is None:
+                buf = self._recent[record.job_id] = []
+                if len(self._recent) > _RECENT_JOBS:
+                    self._recent.popitem(last=False)
+            else:
+                self._recent.move_to_end(record.job_id)
+            buf.append(record)
+            if len(buf) > 2 * _RECENT_ENTRIES:
+                del buf[:_RECENT_ENTRIES]
+        self._unpublished.clear()
 
     # ---- jobs -------------------------------------------------------------------------------
 
@@ -361,11 +390,11 @@ class Store:
             row = db.execute("SELECT MAX(seq) FROM logs WHERE job_id = ?", (job_id,)).fetchone()
             seq = int(row[0] or 0)
         now = time.time()
-        rows = []
+        records = []
         for entry in logs:
             seq += 1
-            rows.append(
-                (
+            records.append(
+                LogRecord(
                     job_id,
                     seq,
                     entry.level,
@@ -378,26 +407,33 @@ class Store:
         db.executemany(
             "INSERT INTO logs (job_id, seq, level, message, ts, source, node_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
+            [(r.job_id, r.seq, r.level, r.message, r.ts, r.source, r.node_id) for r in records],
         )
         self._last_seq[job_id] = seq
+        self._unpublished.extend(records)
 
     def append_logs(self, job_id: str, logs: Sequence[PendingLog]) -> None:
         """Persist log entries with the next seq numbers of the job."""
         if not logs:
             return
-        try:
-            with self._tx() as db:
-                self._append_logs_in_tx(db, job_id, logs)
-        except BaseException:
-            # The cached counter may be ahead of what was committed.
-            self._last_seq.pop(job_id, None)
-            raise
+        with self._tx() as db:
+            self._append_logs_in_tx(db, job_id, logs)
 
     def logs_after(
         self, job_id: str, after_seq: int, min_level: int, limit: int
     ) -> list[LogRecord]:
         """Entries with seq > after_seq at or above min_level, oldest first."""
+        buf = self._recent.get(job_id)
+        # Seqs in a buffer are contiguous, so it answers when it starts at or before after_seq+1.
+        if buf and buf[0].seq <= after_seq + 1:
+            start = max(after_seq + 1 - buf[0].seq, 0)
+            out = []
+            for record in buf[start:]:
+                if record.level >= min_level:
+                    out.append(record)
+                    if len(out) >= limit:
+                        break
+            return out
         rows = self._db.execute(
             "SELECT * FROM logs WHERE job_id = ? AND seq > ? AND level >= ? ORDER BY seq LIMIT ?",
             (job_id, after_seq, min_level, limit),
@@ -414,6 +450,8 @@ class Store:
 
     def last_seq(self, job_id: str) -> int:
         """The highest seq of a job's log (0 when empty)."""
+        if job_id in self._last_seq:
+            return self._last_seq[job_id]
         row = self._db.execute("SELECT MAX(seq) FROM logs WHERE job_id = ?", (job_id,)).fetchone()
         return int(row[0] or 0)
 

@@ -14,6 +14,7 @@ from typing import Any
 from scaimind.coordinator.data import LocalSource, prepare_sources, resolve_source
 from scaimind.coordinator.executor import OutputSink, ProcessSpec, script_argv
 from scaimind.coordinator.manager import JobManager, JobRuntime, L, to_int, to_numbers
+from scaimind.coordinator.notifier import LOGS, METRICS
 from scaimind.coordinator.store import PendingLog
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -145,6 +146,7 @@ class TrainingSink:
         self.rt = rt
         self.req = req
         self.latest: dict[str, float] = {}
+        self.flushed_points = self.flushed_logs = False
         row = manager.store.get_job(rt.job_id)
         if row is not None:
             self.latest = json.loads(row["latest_metrics"])
@@ -154,7 +156,7 @@ class TrainingSink:
         self.m.store.append_logs(
             self.rt.job_id, [PendingLog(level, line, source, self.rt.node_id) for line in lines]
         )
-        self.m.notifier.notify(self.rt.job_id)
+        self.m.notifier.notify(self.rt.job_id, LOGS)
 
     def on_bad_event(self, line: str, error: str) -> None:
         self.m.log(
@@ -223,7 +225,11 @@ class TrainingSink:
                     )
                 )
         self._flush(points, logs, progress)
-        self.m.notifier.notify(job_id)
+        # Checkpoints and phases notified on their own (they log and transition).
+        topics = ([METRICS] if self.flushed_points else []) + ([LOGS] if self.flushed_logs else [])
+        if topics:
+            self.m.notifier.notify(job_id, *topics)
+        self.flushed_points = self.flushed_logs = False
 
     def _flush(
         self,
@@ -234,7 +240,9 @@ class TrainingSink:
         job_id = self.rt.job_id
         if points:
             self.m.store.add_metric_points(job_id, points)
+            self.flushed_points = True
         if progress or points:
             self.m.store.update_job(job_id, {**progress, "latest_metrics": json.dumps(self.latest)})
         if logs:
             self.m.store.append_logs(job_id, logs)
+            self.flushed_logs = True
