@@ -98,3 +98,22 @@ def test_inventory_file_errors(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(InventoryError, match="cannot read"):
         load_inventory(path)
+
+
+def test_recent_log_buffer_matches_the_database(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    for batch in range(50):
+        store.append_logs(
+            "job_1", [PendingLog(1 + (i % 4), f"line {batch}-{i}", "stdout") for i in range(100)]
+        )
+    fresh = Store(tmp_path / "db.sqlite")  # no buffer: every read goes to SQL
+    for after in (0, 1000, 2999, 3001, 4500, 4999, 5000):
+        for level in (1, 3):
+            got = store.logs_after("job_1", after, level, 10_000)
+            want = fresh.logs_after("job_1", after, level, 10_000)
+            assert got == want
+            assert all(r.seq > after and r.level >= level for r in got)
+    assert [r.seq for r in store.logs_after("job_1", 4000, 1, 5)] == [4001, 4002, 4003, 4004, 4005]
+    assert store.last_seq("job_1") == fresh.last_seq("job_1") == 5000
+    fresh.close()
+    store.close()
