@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
@@ -217,3 +219,20 @@ async def test_default_inventory_node(env: Env, client: Client) -> None:
     assert seen_by_other.gpus_available == node.gpu_count - 1
     gate.write_text("")
     await client.wait(job_id, S.JOB_STATUS_COMPLETED)
+
+
+async def test_multi_node_job_and_inventory_change(env: Env) -> None:
+    client = await env.start(nodes=TWO_NODES)
+    req = env.custom("wide", env={"TOTAL_STEPS": "2", "STEP_SECONDS": "0"})
+    req.resource_config.num_nodes = 2
+    wide = await client.submit(req)
+    job = await client.wait(wide, S.JOB_STATUS_COMPLETED)
+    assert sorted(job.assigned_nodes) == ["node-a", "node-b"]
+    req = env.custom("pinned", start_after=time.time() + 3600)
+    req.scheduling_config.node_affinity.append("node-b")
+    pinned = await client.submit(req)
+    await env.stop()
+    # node-b is gone from the inventory: the queued job can never start.
+    await env.start(nodes=TWO_NODES[:1])
+    job = await env.client.wait(pinned, S.JOB_STATUS_FAILED)
+    assert job.error.code == "UNSCHEDULABLE"

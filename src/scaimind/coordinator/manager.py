@@ -750,14 +750,27 @@ class JobManager:
                     L.LOG_LEVEL_ERROR,
                 )
                 continue
+            req = self._request(row)
+            candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
             waiting.append(row)
+            if len(candidates) < row["num_nodes"]:
+                # Only after an inventory change (submit validates this): it can never start.
+                why = "no longer fits the inventory (gpu_type, node_selector, node_affinity)"
+                self._transition(
+                    job_id,
+                    [S.JOB_STATUS_QUEUED],
+                    S.JOB_STATUS_FAILED,
+                    {"error_code": "UNSCHEDULABLE", "error_message": why},
+                    why,
+                    L.LOG_LEVEL_ERROR,
+                )
+                waiting.pop()
+                continue
             if row["start_after"] > now:
                 continue
             key = (row["queue_name"], row["gpu_type"])
             if key in blocked:
                 continue
-            req = self._request(row)
-            candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
             placement = self._place(row, candidates, free)
             if placement is not None:
                 self._start(row, placement)
