@@ -94,3 +94,17 @@ async def test_docs_page(gateway: Gateway) -> None:
     r = await client.get("/docs")
     assert r.status_code == 200
     assert "text/html" in r.headers["content-type"]
+
+
+async def test_prometheus_metrics_need_no_auth(gateway: Gateway) -> None:
+    client, servicer = gateway
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in r.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert any(n.startswith("scaimind_") for n in names), sorted(names)
+    assert servicer.calls == []
