@@ -27,7 +27,9 @@ S = common_pb2.JobStatus
 
 # A CUSTOM training script that honours the process contract. Controlled by the job's
 # environment: TOTAL_STEPS, STEP_SECONDS, CKPT_EVERY, FAIL_AT (exit 3 there unless resuming),
-# GATE (a file that must exist before training continues past step GATE_STEP).
+# GATE (a file that must exist before training continues past step GATE_STEP), STOP_GATE (a
+# file that must exist before the SIGTERM checkpoint is written), PHASE_GATE (announce
+# EVALUATING after training and wait for that file before EXPORTING).
 CUSTOM_SCRIPT = r"""
 import json, os, signal, sys, time
 from pathlib import Path
@@ -67,6 +69,8 @@ for step in range(start + 1, total + 1):
     while gate and step > gate_step and not os.path.exists(gate) and not stop:
         time.sleep(0.01)
     if stop:
+        while env.get("STOP_GATE") and not os.path.exists(env["STOP_GATE"]):
+            time.sleep(0.01)
         checkpoint(step - 1) if step > 1 else None
         print(f"stopping after step {step - 1}", flush=True)
         sys.exit(75)
@@ -77,6 +81,11 @@ for step in range(start + 1, total + 1):
     emit({"step": step, "loss": 10.0 / step, "accuracy": step / total, "total_steps": total})
     if step % every == 0:
         checkpoint(step)
+if env.get("PHASE_GATE"):
+    emit({"type": "phase", "phase": "EVALUATING"})
+    while not os.path.exists(env["PHASE_GATE"]):
+        time.sleep(0.01)
+    emit({"type": "phase", "phase": "EXPORTING"})
 out = Path(json.loads(Path(env["SCAIMIND_SPEC_FILE"]).read_text())["output_path"])
 out.mkdir(parents=True, exist_ok=True)
 (out / "model.txt").write_text("done")

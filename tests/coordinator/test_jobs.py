@@ -358,3 +358,49 @@ async def test_start_after_delays_the_start(env: Env, client: Client) -> None:
     assert queued.estimated_wait_seconds >= 1
     job = await client.wait(job_id, S.JOB_STATUS_COMPLETED)
     assert job.started_at.ToNanoseconds() / 1e9 >= start_after
+
+
+async def test_cancel_while_checkpointing_or_evaluating_wins(env: Env, client: Client) -> None:
+    gates = {name: env.tmp / name for name in ("go", "stop", "phase")}
+    slow_stop = await client.submit(
+        env.custom(
+            "slow-stop",
+            env={
+                "GATE": str(gates["go"]),
+                "GATE_STEP": "3",
+                "STOP_GATE": str(gates["stop"]),
+                "STEP_SECONDS": "0",
+            },
+        )
+    )
+    evaluating = await client.submit(
+        env.custom(
+            "evaluating",
+            env={"TOTAL_STEPS": "2", "PHASE_GATE": str(gates["phase"]), "STEP_SECONDS": "0"},
+        )
+    )
+    await client.wait(
+        slow_stop, S.JOB_STATUS_TRAINING, check=lambda j: j.progress.current_step == 3
+    )
+    pause = asyncio.ensure_future(
+        client.jobs.PauseJob(
+            coordinator_pb2.PauseJobRequest(job_id=slow_stop), metadata=client.md()
+        )
+    )
+    await client.wait(slow_stop, S.JOB_STATUS_CHECKPOINTING)
+    await client.wait(evaluating, S.JOB_STATUS_EVALUATING)
+    for job_id in (slow_stop, evaluating):
+        resp = await client.jobs.CancelJob(
+            coordinator_pb2.CancelJobRequest(job_id=job_id), metadata=client.md()
+        )
+        assert resp.status == S.JOB_STATUS_CANCELLED
+    # The pause that was waiting for the checkpoint reports the cancellation, not PAUSED.
+    assert (await pause).status == S.JOB_STATUS_CANCELLED
+    for gate in gates.values():
+        gate.write_text("")
+    await wait_free(client)
+    for job_id in (slow_stop, evaluating):
+        job = await client.get(job_id)
+        assert job.status == S.JOB_STATUS_CANCELLED
+        log = [e.message for e in await client.entries(job_id, tail=1000)]
+        assert any(t.startswith("process ") and "ended" in t for t in log)
