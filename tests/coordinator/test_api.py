@@ -270,3 +270,21 @@ async def test_updated_at_moves_on_every_state_change(env: Env, client: Client) 
     )
     after = (await client.get(job_id)).updated_at.ToNanoseconds()
     assert after > before
+
+
+async def test_tenant_quota_is_resource_exhausted_with_retry_after(env: Env) -> None:
+    client = await env.start(tenant_queue_quota=2)
+    later = time.time() + 3600
+    first = await client.submit(env.custom("a", start_after=later))
+    await client.submit(env.custom("b", start_after=later))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.SubmitJob(env.custom("c", start_after=later), metadata=client.md())
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "quota 2" in (err.value.details() or "")
+    assert ("retry-after", "30") in list(err.value.trailing_metadata() or ())
+    other = env.tenant("tenant-b")
+    assert await other.submit(env.custom("d", start_after=later))
+    await client.jobs.CancelJob(
+        coordinator_pb2.CancelJobRequest(job_id=first), metadata=client.md()
+    )
+    assert await client.submit(env.custom("c", start_after=later))

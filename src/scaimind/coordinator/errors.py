@@ -8,10 +8,12 @@ import grpc
 class CoordinatorError(Exception):
     """Answer the RPC with `code` and `message` (the message is shown to API users)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        # Sent as `retry-after` trailing metadata; the gateway turns it into Retry-After.
+        self.retry_after = retry_after
 
 
 def invalid(message: str) -> CoordinatorError:

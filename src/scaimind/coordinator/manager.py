@@ -87,6 +87,8 @@ DEFAULT_QUEUE = "default"
 # Assumed duration of a job when nothing has completed yet (for wait estimates only).
 _DEFAULT_JOB_SECONDS = 60.0
 _TICK_SECONDS = 0.5
+# Retry-After of a full tenant quota: long enough for some queued work to finish.
+_QUOTA_RETRY_AFTER_SECONDS = 30
 
 # Stop reasons: what the coordinator asked the process to do, decided before its exit.
 CANCEL, PAUSE, PREEMPT, SHUTDOWN, TIMEOUT = "cancel", "pause", "preempt", "shutdown", "timeout"
@@ -404,6 +406,7 @@ class JobManager:
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"tenant {caller.tenant_id} already has {active} queued or running jobs "
                 f"(quota {self.config.tenant_queue_quota})",
+                retry_after=_QUOTA_RETRY_AFTER_SECONDS,
             )
         try:
             job_id = self._insert_job(caller, req, resume=resume, parent=None)

@@ -97,6 +97,8 @@ def _unary(
         try:
             return await fn(self, request, context)
         except CoordinatorError as e:
+            if e.retry_after is not None:
+                context.set_trailing_metadata((("retry-after", str(e.retry_after)),))
             await context.abort(e.code, e.message)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
