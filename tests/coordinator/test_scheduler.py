@@ -236,3 +236,26 @@ async def test_multi_node_job_and_inventory_change(env: Env) -> None:
     await env.start(nodes=TWO_NODES[:1])
     job = await env.client.wait(pinned, S.JOB_STATUS_FAILED)
     assert job.error.code == "UNSCHEDULABLE"
+
+
+async def test_queues_are_separate(env: Env, client: Client) -> None:
+    later = time.time() + 3600
+    batch = await client.submit(env.custom("batch", start_after=later, queue_name="batch"))
+    default = await client.submit(env.custom("default", start_after=later))
+    assert (await client.get(batch)).queue_position == 1
+    assert (await client.get(default)).queue_position == 1
+    only = await client.cluster.GetQueueStatus(
+        cluster_pb2.GetQueueStatusRequest(queue_name="batch"), metadata=client.md()
+    )
+    assert [(q.queue_name, [j.job_id for j in q.jobs]) for q in only.queues] == [("batch", [batch])]
+    every = await client.cluster.GetQueueStatus(
+        cluster_pb2.GetQueueStatusRequest(), metadata=client.md()
+    )
+    assert {q.queue_name: q.depth for q in every.queues} == {"batch": 1, "default": 1}
+    assert every.total_depth == 2
+    other = env.tenant("tenant-b")
+    seen = await other.cluster.GetQueueStatus(
+        cluster_pb2.GetQueueStatusRequest(), metadata=other.md()
+    )
+    assert seen.total_depth == 2  # depth is cluster-wide, the job list only the caller's
+    assert all(not q.jobs for q in seen.queues)
