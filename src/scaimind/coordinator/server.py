@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import IO
 
 import grpc
+from pydantic import ValidationError
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.inventory import load_inventory
@@ -161,7 +162,11 @@ def _main(argv: list[str] | None = None) -> int:
             allow_unauthenticated=args.allow_unauthenticated,
             inventory_path=args.inventory,
         )
-    except ValueError as e:
-        print(f"scaimind coordinator: {e}", file=sys.stderr)
+    except ValidationError as e:
+        for error in e.errors():
+            print(
+                f"scaimind coordinator: {error['msg'].removeprefix('Value error, ')}",
+                file=sys.stderr,
+            )
         return 2
     return serve_forever(config)
