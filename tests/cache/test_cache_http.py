@@ -13,10 +13,14 @@ import grpc
 import httpx
 import pytest
 from google.protobuf.message import Message
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
+from starlette.responses import Response
 
+from scaimind.cache import migrate
 from scaimind.cache.db import create_engine
-from scaimind.cache.jobs import SYNC_FAILURES_METRIC
+from scaimind.cache.gateway import CacheResources, Idempotency, IdempotencyKeyInProgress
+from scaimind.cache.idempotency import Claimed, IdempotencyStore, fingerprint
+from scaimind.cache.jobs import SYNC_FAILURES_METRIC, JobCache
 from scaimind.cache.repository import CachedJob, JobRepository
 from scaimind.settings import Settings
 from scaimind.v1 import (
@@ -313,3 +317,72 @@ async def test_dead_cache_database_fails_nothing(tmp_path: Path, corpus: Path) -
         ready = await client.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["checks"]["cache"] == "unavailable"
+
+
+async def test_duplicate_waiting_on_a_failed_owner_takes_over(tmp_path: Path, corpus: Path) -> None:
+    servicer = OpsCoordinator()
+    calls = 0
+
+    async def first_hangs_then_ok(_req: Message) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(30)  # cancelled by the gateway's 1 s deadline
+        return coordinator_pb2.SubmitJobResponse(
+            job_id="job_7", status=common_pb2.JOB_STATUS_QUEUED, message="queued"
+        )
+
+    servicer.responses["SubmitJob"] = first_hangs_then_ok
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=1.0)
+    try:
+        async with running_gateway(settings) as client:
+            headers = {**auth(), "Idempotency-Key": "owner-dies"}
+            owner = asyncio.create_task(
+                client.post(f"{PREFIX}/jobs", json=submit_body(corpus), headers=headers)
+            )
+
+            async def owner_is_calling() -> bool:
+                return calls >= 1
+
+            await wait_for(owner_is_calling, within=10)
+            waiter = await client.post(f"{PREFIX}/jobs", json=submit_body(corpus), headers=headers)
+            timed_out = await owner
+    finally:
+        await server.stop(None)
+    assert timed_out.status_code == 504
+    # The owner's failure released the key; the waiting duplicate claimed it and ran.
+    assert waiter.status_code == 201, waiter.text
+    assert REPLAYED not in waiter.headers
+    assert waiter.json()["data"]["job_id"] == "job_7"
+    assert calls == 2
+
+
+async def test_duplicate_gives_up_with_409_when_the_owner_is_too_slow(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'ledger.db'}")
+    await migrate.upgrade(engine)
+    store = IdempotencyStore(engine)
+    resources = CacheResources(
+        engine=engine,
+        jobs=JobCache(engine, registry=CollectorRegistry()),
+        idempotency=store,
+        wait_timeout_s=0.3,
+        ledger_timeout_s=2.0,
+    )
+    body = {"name": "slow"}
+    try:
+        assert await store.begin("tenant-a", "POST /jobs", "k", fingerprint(body)) == Claimed()
+        handler = Idempotency(resources, "k", Response())
+
+        async def must_not_run() -> dict[str, Any]:
+            raise AssertionError("a duplicate ran while the owner held the key")
+
+        with pytest.raises(IdempotencyKeyInProgress) as caught:
+            await handler.run("tenant-a", "POST /jobs", body, must_not_run, status_code=201)
+        assert caught.value.status_code == 409
+        assert caught.value.response_headers() == {"x-should-retry": "true", "Retry-After": "1"}
+    finally:
+        await engine.dispose()
