@@ -1008,7 +1008,7 @@ class JobManager:
         ):
             return
         if rt.stop_reason is not None:
-            self._finish_stopped(rt, None, "stopped before the process started")
+            self._settle_stop(rt, row, "before the process started", workload)
             return
         attempt = int(row["attempt"]) + 1
         try:
@@ -1105,46 +1105,13 @@ class JobManager:
             fields.update({"error_code": "", "error_message": ""})
             self._transition(job_id, RUNNING, S.JOB_STATUS_COMPLETED, fields, message)
             return
-        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
-        at = f" (checkpoint {resume})" if resume else " (no checkpoint)"
-        if reason == PAUSE:
-            self._transition(
-                job_id, RUNNING, S.JOB_STATUS_PAUSED, {"resume_checkpoint": resume}, "paused" + at
-            )
-        elif reason == SHUTDOWN:
-            self._transition(
-                job_id,
-                RUNNING,
-                S.JOB_STATUS_QUEUED,
-                {"resume_checkpoint": resume, "assigned_nodes": "[]"},
-                "coordinator stopped; will resume" + at,
-            )
-        elif reason == PREEMPT or (reason is None and code == EXIT_CHECKPOINTED):
-            why = (
-                "preempted"
-                if reason == PREEMPT
-                else "the process checkpointed and stopped on its own"
-            )
-            if self._transition(
-                job_id,
-                RUNNING,
-                S.JOB_STATUS_PREEMPTED,
-                {"resume_checkpoint": resume},
-                why + at,
-                L.LOG_LEVEL_WARNING,
-            ):
-                self._auto_retry(job_id, why)
-        elif reason == TIMEOUT:
-            msg = f"exceeded max_runtime_seconds={workload.max_runtime_seconds(row)}"
-            self._transition(
-                job_id,
-                RUNNING,
-                S.JOB_STATUS_FAILED,
-                {"error_code": "TIMEOUT", "error_message": msg, "resume_checkpoint": resume},
-                msg,
-                L.LOG_LEVEL_ERROR,
-            )
+        if reason is not None:
+            self._settle_stop(rt, row, f"process ended with {how}", workload)
+        elif code == EXIT_CHECKPOINTED:
+            rt.stop_reason = PREEMPT
+            self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
         else:
+            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
             tail = "\n".join(running.output_tail)
             msg = f"process exited with {how}" + (f"; last output:\n{tail}" if tail else "")
             if self._transition(
@@ -1157,44 +1124,40 @@ class JobManager:
             ):
                 self._auto_retry(job_id, f"failed with {how}")
 
-    def _finish_stopped(self, rt: JobRuntime, code: int | None, note: str) -> None:
-        row = self.store.get_job(rt.job_id)
-        if row is None:
-            return
-        resume = self._latest_resume_path(rt.job_id, row["resume_checkpoint"])
+    def _settle_stop(
+        self, rt: JobRuntime, row: sqlite3.Row, note: str, workload: Workload | None = None
+    ) -> None:
+        """The state a stopped job lands in, by why the coordinator stopped it."""
+        job_id = rt.job_id
+        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+        at = f"{note}; checkpoint {resume}" if resume else f"{note}; no checkpoint"
+        fields: dict[str, Any] = {"resume_checkpoint": resume}
         if rt.stop_reason == PAUSE:
-            self._transition(
-                rt.job_id,
-                RUNNING,
-                S.JOB_STATUS_PAUSED,
-                {"resume_checkpoint": resume},
-                f"paused ({note})",
-            )
+            self._transition(job_id, RUNNING, S.JOB_STATUS_PAUSED, fields, f"paused ({at})")
         elif rt.stop_reason == SHUTDOWN:
+            fields["assigned_nodes"] = "[]"
             self._transition(
-                rt.job_id,
+                job_id,
                 RUNNING,
                 S.JOB_STATUS_QUEUED,
-                {"resume_checkpoint": resume, "assigned_nodes": "[]"},
-                f"coordinator stopped ({note})",
+                fields,
+                f"coordinator stopped; will resume ({at})",
             )
-        elif rt.stop_reason in (PREEMPT,):
+        elif rt.stop_reason == PREEMPT:
             if self._transition(
-                rt.job_id,
+                job_id,
                 RUNNING,
                 S.JOB_STATUS_PREEMPTED,
-                {"resume_checkpoint": resume},
-                f"preempted ({note})",
+                fields,
+                f"preempted ({at})",
+                L.LOG_LEVEL_WARNING,
             ):
-                self._auto_retry(rt.job_id, "preempted")
+                self._auto_retry(job_id, "preempted")
         elif rt.stop_reason == TIMEOUT:
-            self._transition(
-                rt.job_id,
-                RUNNING,
-                S.JOB_STATUS_FAILED,
-                {"error_code": "TIMEOUT", "error_message": "max_runtime_seconds exceeded"},
-                "max_runtime_seconds exceeded",
-            )
+            limit = workload.max_runtime_seconds(row) if workload is not None else 0
+            msg = f"exceeded max_runtime_seconds={limit}"
+            fields.update({"error_code": "TIMEOUT", "error_message": msg})
+            self._transition(job_id, RUNNING, S.JOB_STATUS_FAILED, fields, msg, L.LOG_LEVEL_ERROR)
 
     # ---- events from the process -------------------------------------------------------------
 
