@@ -22,7 +22,7 @@ import jwt
 from fastapi import Depends, Request
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
-from scaimind.settings import Settings
+from scaimind.settings import Settings, SettingsError
 
 logger = logging.getLogger("scaimind.auth")
 
@@ -43,6 +43,7 @@ ROLE_PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
 EMBEDDED_ISSUER: Final = "scaimind-embedded"
 EMBEDDED_AUDIENCE: Final = "scaimind"
 _SECRET_FILE: Final = "jwt-secret"
+_MIN_SECRET_CHARS: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,13 @@ def embedded_secret(data_dir: Path) -> str:
                 os.link(tmp, path)
         finally:
             os.unlink(tmp)
-    return path.read_text().strip()
+    secret = path.read_text().strip()
+    if len(secret) < _MIN_SECRET_CHARS:
+        # An empty key (left by an interrupted first run) would verify tokens anyone can forge.
+        raise SettingsError(
+            f"{path} holds no usable secret (empty or too short); delete it to generate one"
+        )
+    return secret
 
 
 def mint_token(
