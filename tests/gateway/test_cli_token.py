@@ -14,7 +14,7 @@ import pytest
 
 from scaimind.auth import embedded_secret
 from scaimind.cli import main
-from scaimind.settings import Settings
+from scaimind.settings import Settings, SettingsError
 from tests.conftest import API_SECRET
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 from tests.gateway.test_metadata import MINIMAL_SUBMIT
@@ -151,3 +151,27 @@ def test_embedded_secret_is_created_once_under_concurrency(tmp_path: Path) -> No
         assert seen[0]
         assert stat.S_IMODE((data_dir / "jwt-secret").stat().st_mode) == 0o600
         assert sorted(p.name for p in data_dir.iterdir()) == ["jwt-secret"]
+
+
+@pytest.mark.parametrize("content", ["", "\n", "short"], ids=["empty", "newline", "short"])
+async def test_unusable_secret_file_is_refused(
+    scripted: tuple[ScriptedCoordinator, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: str,
+) -> None:
+    # An empty HS256 key would accept tokens anyone can forge: refuse to start instead.
+    _, port = scripted
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "jwt-secret").write_text(content)
+    assert main(["token", "--data-dir", str(data_dir), "--tenant", "t", "--user", "u"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "jwt-secret" in captured.err
+    settings = Settings(
+        data_dir=data_dir, grpc_host="127.0.0.1", grpc_port=port, api_secret=API_SECRET
+    )
+    with pytest.raises(SettingsError, match="jwt-secret"):
+        async with running_gateway(settings):
+            pass
