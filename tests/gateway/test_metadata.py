@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -473,3 +474,26 @@ async def test_job_id_path_is_passed_verbatim(gateway: Gateway) -> None:
     r = await client.get(f"{PREFIX}/jobs/job_01J~abc.def", headers=auth())
     assert r.status_code == 200
     assert servicer.last("GetJob").request.job_id == "job_01J~abc.def"  # type: ignore[attr-defined]
+
+
+async def test_concurrent_callers_keep_their_own_metadata(gateway: Gateway) -> None:
+    # Per-caller data travels per call: concurrent requests of different tenants never mix.
+    client, servicer = gateway
+
+    async def one(i: int) -> str:
+        r = await client.get(
+            f"{PREFIX}/jobs/job_{i}",
+            headers={**auth(f"tenant-{i}", user=f"user-{i}"), "X-Request-ID": f"rid-{i}"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["job_id"] == f"job_{i}"
+        return str(r.headers["x-request-id"])
+
+    ids = await asyncio.gather(*(one(i) for i in range(30)))
+    assert ids == [f"rid-{i}" for i in range(30)]
+    assert len(servicer.calls) == 30
+    for call in servicer.calls:
+        i = call.metadata["x-request-id"].removeprefix("rid-")
+        assert call.metadata["x-tenant-id"] == f"tenant-{i}"
+        assert call.metadata["x-user-id"] == f"user-{i}"
+        assert call.request.job_id == f"job_{i}"  # type: ignore[attr-defined]
