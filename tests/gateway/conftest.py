@@ -37,6 +37,8 @@ class Received:
     request: Message
     metadata: dict[str, str]
     time_remaining: float | None
+    # The client's address ("ipv4:127.0.0.1:PORT"): one value means one connection.
+    peer: str = ""
 
 
 @dataclass
@@ -72,6 +74,7 @@ class ScriptedCoordinator(
                 request=request,
                 metadata=dict(context.invocation_metadata() or ()),  # type: ignore[arg-type]
                 time_remaining=context.time_remaining(),
+                peer=context.peer(),
             )
         )
         answer = self.responses.get(rpc, default)

@@ -497,3 +497,16 @@ async def test_concurrent_callers_keep_their_own_metadata(gateway: Gateway) -> N
         assert call.metadata["x-tenant-id"] == f"tenant-{i}"
         assert call.metadata["x-user-id"] == f"user-{i}"
         assert call.request.job_id == f"job_{i}"  # type: ignore[attr-defined]
+
+
+async def test_one_long_lived_connection_for_all_callers(gateway: Gateway) -> None:
+    client, servicer = gateway
+    for i in range(5):
+        r = await client.get(f"{PREFIX}/jobs/job_{i}", headers=auth(f"tenant-{i}"))
+        assert r.status_code == 200
+    r = await client.post(f"{PREFIX}/jobs", json=MINIMAL_SUBMIT, headers=auth("tenant-z"))
+    assert r.status_code == 201
+    peers = {c.peer for c in servicer.calls}
+    assert len(servicer.calls) == 6
+    assert len(peers) == 1, peers
+    assert next(iter(peers)).startswith("ipv4:127.0.0.1:")
