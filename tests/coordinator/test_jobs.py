@@ -404,3 +404,26 @@ async def test_cancel_while_checkpointing_or_evaluating_wins(env: Env, client: C
         assert job.status == S.JOB_STATUS_CANCELLED
         log = [e.message for e in await client.entries(job_id, tail=1000)]
         assert any(t.startswith("process ") and "ended" in t for t in log)
+
+
+async def test_pause_answers_before_the_callers_deadline(env: Env, client: Client) -> None:
+    gates = {"go": env.tmp / "go", "stop": env.tmp / "stop"}
+    job_id = await client.submit(
+        env.custom(
+            "slow-stop",
+            env={
+                "GATE": str(gates["go"]),
+                "GATE_STEP": "2",
+                "STOP_GATE": str(gates["stop"]),
+                "STEP_SECONDS": "0",
+            },
+        )
+    )
+    await client.wait(job_id, check=lambda j: j.progress.current_step == 2)
+    resp = await client.jobs.PauseJob(
+        coordinator_pb2.PauseJobRequest(job_id=job_id), metadata=client.md(), timeout=1.5
+    )
+    assert resp.status == S.JOB_STATUS_CHECKPOINTING
+    gates["stop"].write_text("")
+    job = await client.wait(job_id, S.JOB_STATUS_PAUSED)
+    assert job.checkpoints[-1].step == 2

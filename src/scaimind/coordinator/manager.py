@@ -63,7 +63,7 @@ from scaimind.coordinator.executor import (
     start_process,
 )
 from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
-from scaimind.coordinator.notifier import LOGS, JobNotifier
+from scaimind.coordinator.notifier import LOGS, JobNotifier, wait_event
 from scaimind.coordinator.store import (
     CheckpointRecord,
     IdempotencyConflict,
@@ -514,9 +514,18 @@ class JobManager:
         )
 
     async def pause(
-        self, caller: CallerContext, job_id: str, save_checkpoint: bool
+        self,
+        caller: CallerContext,
+        job_id: str,
+        save_checkpoint: bool,
+        wait_seconds: float | None = None,
     ) -> coordinator_pb2.JobActionResponse:
-        """Stop a running job (checkpointing first when asked) and free its slots → PAUSED."""
+        """Stop a running job (checkpointing first when asked) and free its slots → PAUSED.
+
+        Waits for the process to exit, at most `wait_seconds` (the caller's deadline); when the
+        checkpoint takes longer the answer is the current state (CHECKPOINTING) and the job
+        still becomes PAUSED once the process exits.
+        """
         row = self.caller_job(caller, job_id)
         status = row["status"]
         if status not in RUNNING:
@@ -533,8 +542,10 @@ class JobManager:
                     f"job {job_id} is {status_name(status)} and already stopping ({rt.stop_reason})"
                 )
             self._request_stop(rt, PAUSE, graceful=save_checkpoint)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(rt.done.wait(), timeout=self.config.stop_grace_seconds + 15)
+            limit = self.config.stop_grace_seconds + 15
+            if wait_seconds is not None:
+                limit = min(limit, max(wait_seconds, 0.0))
+            await wait_event(rt.done, limit)
         final = self.store.job_status(job_id) or 0
         ckpt = self.store.checkpoints(job_id)
         where = f"; latest checkpoint at step {ckpt[-1].step}" if ckpt else ""

@@ -247,7 +247,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.PauseJobRequest, context: Ctx
     ) -> coordinator_pb2.JobActionResponse:
         save = request.save_checkpoint if request.HasField("save_checkpoint") else True
-        return await self.m.pause(self.auth.caller(context), request.job_id, save)
+        remaining = context.time_remaining()
+        # Answer just before the caller's deadline rather than let its call fail.
+        wait = None if remaining is None else remaining - 0.5
+        return await self.m.pause(self.auth.caller(context), request.job_id, save, wait)
 
     @_unary
     async def ResumeJob(
