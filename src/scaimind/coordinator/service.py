@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -68,6 +69,7 @@ class _Auth:
         self._open = config.allow_unauthenticated and not config.api_secret
 
     def caller(self, context: Ctx) -> CallerContext:
+        """The authenticated caller, or UNAUTHENTICATED."""
         md = _metadata(context)
         if not self._open:
             given = md.get("x-api-secret", "")
@@ -111,15 +113,17 @@ def _unary(
 
 
 def _stream(
-    fn: Callable[[Any, Q, Ctx], AsyncIterator[R]],
-) -> Callable[[Any, Q, Ctx], AsyncIterator[R]]:
+    fn: Callable[[Any, Q, Ctx], AsyncGenerator[R, None]],
+) -> Callable[[Any, Q, Ctx], AsyncGenerator[R, None]]:
     """Like _unary, for server-streaming handlers."""
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Q, context: Ctx) -> AsyncIterator[R]:
+    async def wrapper(self: Any, request: Q, context: Ctx) -> AsyncGenerator[R, None]:
         try:
-            async for item in fn(self, request, context):
-                yield item
+            # aclosing: a client that goes away closes the inner generator right away.
+            async with contextlib.aclosing(fn(self, request, context)) as items:
+                async for item in items:
+                    yield item
         except CoordinatorError as e:
             await context.abort(e.code, e.message)
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
@@ -290,7 +294,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     @_stream
     async def StreamJobLogs(
         self, request: coordinator_pb2.StreamJobLogsRequest, context: Ctx
-    ) -> AsyncIterator[coordinator_pb2.StreamJobLogsResponse]:
+    ) -> AsyncGenerator[coordinator_pb2.StreamJobLogsResponse, None]:
         row = self.m.caller_job(self.auth.caller(context), request.job_id)
         job_id = row["job_id"]
         if not 0 <= request.tail <= MAX_TAIL:
@@ -328,7 +332,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     @_stream
     async def StreamJobMetrics(
         self, request: coordinator_pb2.StreamJobMetricsRequest, context: Ctx
-    ) -> AsyncIterator[coordinator_pb2.StreamJobMetricsResponse]:
+    ) -> AsyncGenerator[coordinator_pb2.StreamJobMetricsResponse, None]:
         row = self.m.caller_job(self.auth.caller(context), request.job_id)
         job_id = row["job_id"]
         interval = request.interval_seconds or 5
