@@ -427,3 +427,25 @@ async def test_pause_answers_before_the_callers_deadline(env: Env, client: Clien
     gates["stop"].write_text("")
     job = await client.wait(job_id, S.JOB_STATUS_PAUSED)
     assert job.checkpoints[-1].step == 2
+
+
+async def test_source_removed_before_start_fails_preparing(env: Env) -> None:
+    from .conftest import ONE_SLOT, write_corpus
+
+    client = await env.start(nodes=ONE_SLOT)
+    gate = env.tmp / "go"
+    blocker = await client.submit(
+        env.custom("blocker", env={"GATE": str(gate), "GATE_STEP": "1", "STEP_SECONDS": "0"})
+    )
+    await client.wait(blocker, S.JOB_STATUS_TRAINING)
+    doomed = env.tmp / "doomed.jsonl"
+    write_corpus(doomed)
+    req = env.custom("needs-data")
+    req.data_config.sources[0].path = "file://" + str(doomed)
+    job_id = await client.submit(req)
+    assert (await client.get(job_id)).status == S.JOB_STATUS_QUEUED
+    doomed.unlink()
+    gate.write_text("")
+    job = await client.wait(job_id, S.JOB_STATUS_FAILED)
+    assert job.error.code == "DATA_ERROR"
+    assert "doomed.jsonl" in job.error.message
