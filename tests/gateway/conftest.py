@@ -66,13 +66,17 @@ class ScriptedCoordinator(
     responses: dict[str, Any] = field(default_factory=dict)
 
     async def _answer(
-        self, rpc: str, request: Message, context: grpc.aio.ServicerContext, default: Message
+        self,
+        rpc: str,
+        request: Message,
+        context: grpc.aio.ServicerContext[Any, Any],
+        default: Message,
     ) -> Any:
         self.calls.append(
             Received(
                 rpc=rpc,
                 request=request,
-                metadata=dict(context.invocation_metadata() or ()),  # type: ignore[arg-type]
+                metadata=dict(context.invocation_metadata() or ()),
                 time_remaining=context.time_remaining(),
                 peer=context.peer(),
             )
@@ -188,7 +192,7 @@ def cache_db(migrated_cache_db: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedCoordinator, int]]:
     """A scripted coordinator listening on 127.0.0.1:<port>."""
-    servicer = ScriptedCoordinator()
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]  # unscripted RPCs: UNIMPLEMENTED
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
     cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)

@@ -177,8 +177,9 @@ async def test_well_formed_request_id_is_echoed_everywhere(gateway: Gateway, rid
 )
 async def test_malformed_request_id_is_replaced(gateway: Gateway, rid: str) -> None:
     client, servicer = gateway
+    headers = [(k.encode(), v.encode()) for k, v in auth().items()]
     r = await client.get(
-        f"{PREFIX}/jobs/job_1", headers={**auth(), "X-Request-ID": rid.encode("utf-8")}
+        f"{PREFIX}/jobs/job_1", headers=[*headers, (b"x-request-id", rid.encode())]
     )
     assert r.status_code == 200
     generated = r.headers["x-request-id"]
@@ -195,14 +196,15 @@ async def test_request_ids_differ_per_request(gateway: Gateway) -> None:
 
 async def test_gateway_side_errors_carry_the_request_id(gateway: Gateway) -> None:
     client, _ = gateway
-    for method, path, kwargs in [
-        ("GET", "/jobs", {}),  # 401
-        ("POST", "/jobs", {"headers": auth(role="tenant_viewer")}),  # 403
-        ("POST", "/jobs", {"headers": auth(), "json": {}}),  # 422
-        ("GET", "/nope", {"headers": auth()}),  # 404
-    ]:
-        headers = {**kwargs.pop("headers", {}), "X-Request-ID": "trace-1"}  # type: ignore[dict-item]
-        r = await client.request(method, f"{PREFIX}{path}", headers=headers, **kwargs)
+    cases: list[tuple[str, str, dict[str, str], object]] = [
+        ("GET", "/jobs", {}, None),  # 401
+        ("POST", "/jobs", auth(role="tenant_viewer"), None),  # 403
+        ("POST", "/jobs", auth(), {}),  # 422
+        ("GET", "/nope", auth(), None),  # 404
+    ]
+    for method, path, creds, body in cases:
+        headers = {**creds, "X-Request-ID": "trace-1"}
+        r = await client.request(method, f"{PREFIX}{path}", headers=headers, json=body)
         assert r.status_code >= 400
         assert r.headers["x-request-id"] == "trace-1"
         assert r.json()["meta"]["request_id"] == "trace-1"

@@ -122,7 +122,7 @@ async def test_host_user_lacking_permissions(
         assert r.status_code == 403
         assert "scaimind:view" in r.json()["error"]["message"]
         # A host identity that cannot travel as gRPC metadata is refused, not a 500.
-        zoe = {"X-Host-User": "tenant-h:zoë:scaimind:view".encode()}
+        zoe = {b"X-Host-User": "tenant-h:zoë:scaimind:view".encode()}
         r = await client.get(f"{PREFIX}/jobs", headers=zoe)
         assert r.status_code == 401
         assert r.json()["error"]["code"] == "AUTH_TOKEN_INVALID"

@@ -163,7 +163,7 @@ def test_ipv6_target_is_bracketed() -> None:
 
 
 async def test_gateway_reaches_a_coordinator_on_ipv6_loopback(tmp_path: Path) -> None:
-    servicer = ScriptedCoordinator()
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("[::1]:0")

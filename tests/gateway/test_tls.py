@@ -106,7 +106,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 async def _tls_server(
     pki: Pki, *, require_client_cert: bool
 ) -> tuple[grpc.aio.Server, ScriptedCoordinator, int]:
-    servicer = ScriptedCoordinator()
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
     creds = grpc.ssl_server_credentials(
