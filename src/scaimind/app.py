@@ -76,6 +76,7 @@ async def _start_embedded_coordinator(
 ) -> str:
     from scaimind.coordinator.config import CoordinatorConfig
     from scaimind.coordinator.server import start_coordinator
+    from scaimind.tokens import downstream_signing_key
 
     running = await start_coordinator(
         CoordinatorConfig(
@@ -83,6 +84,8 @@ async def _start_embedded_coordinator(
             host="127.0.0.1",
             port=0,
             api_secret=api_secret,
+            # Verifies the x-scaidrive-token the gateway signs for scaidrive:// sources.
+            downstream_token_key=downstream_signing_key(settings),
         )
     )
     stack.push_async_callback(running.stop)

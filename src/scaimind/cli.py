@@ -57,6 +57,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         api_secret=secret,
         allow_unauthenticated=args.allow_unauthenticated,
         inventory_path=args.inventory,
+        # SCAIMIND_TOKEN_SIGNING_KEY: the gateway's key for x-scaidrive-token (scaidrive://).
+        downstream_token_key=(
+            settings.token_signing_key.get_secret_value() if settings.token_signing_key else None
+        ),
     )
     code: int = serve_forever(config)
     return code

@@ -34,7 +34,10 @@ class CoordinatorConfig(BaseModel):
     # network run processes on this machine.
     allow_unauthenticated: bool = False
     inventory_path: Path | None = None
+    # scaidrive://<tenant>/<path> maps onto storage_root/<tenant>/<path> (default data_dir/storage).
     storage_root: Path | None = None
+    # HS256 key of the gateway's downstream tokens (x-scaidrive-token); None refuses scaidrive://.
+    downstream_token_key: str | None = None
     dataset_cache_capacity_bytes: Annotated[int, Field(ge=0)] = GIB
     default_checkpoint_interval_steps: Annotated[int, Field(ge=1)] = 10
     cluster_name: str = "local"

@@ -1,17 +1,22 @@
 """Where a job's data sources live on this machine.
 
-Plain absolute paths and `file://` URIs are read in place. PREPARING calls `prepare_sources`,
-the hook where a dataset cache will copy sources before training.
+Plain absolute paths and `file://` URIs name local files; `scaidrive://<tenant>/<path>` maps onto
+the storage root when the caller's drive access allows it (`storage.py`). PREPARING copies the
+resolved files into the dataset cache (`dataset_cache.py`) and the process reads the copies.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from scaimind.coordinator.errors import invalid
 from scaimind.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from scaimind.coordinator.storage import DriveAccess
 
 _FORMAT_NAMES: dict[int, str] = {
     common_pb2.DATA_FORMAT_JSONL: "jsonl",
@@ -40,6 +45,7 @@ class LocalSource:
     path: Path
     format: str
     columns: list[str]
+    uri: str = ""  # the source as the user wrote it (the dataset cache's key)
 
     def as_spec(self) -> dict[str, object]:
         """The `data_files` entry of the process spec."""
@@ -53,12 +59,22 @@ def format_name(fmt: int, path: Path) -> str:
     return _SUFFIX_FORMATS.get(path.suffix.lower(), "")
 
 
-def resolve_source(source: common_pb2.DataSource, field: str) -> LocalSource:
-    """Map a source to a local file; INVALID_ARGUMENT naming `field` when that is impossible."""
+def resolve_source(
+    source: common_pb2.DataSource, field: str, drive: DriveAccess | None = None
+) -> LocalSource:
+    """Map a source to a local file; INVALID_ARGUMENT naming `field` when that is impossible.
+
+    scaidrive:// needs `drive` (the caller's access); its denials are PERMISSION_DENIED.
+    """
     raw = source.path.strip()
     if not raw:
         raise invalid(f"{field}.path: is required")
     parsed = urlparse(raw)
+    if parsed.scheme == "scaidrive" and drive is not None:
+        path = drive.resolve(raw, f"{field}.path")
+        if not path.is_file():
+            raise invalid(f"{field}.path: {raw} does not exist")
+        return LocalSource(path, format_name(source.format, path), list(source.columns), raw)
     if parsed.scheme == "file":
         path = Path(unquote(parsed.path))
     elif parsed.scheme in _REMOTE_SCHEMES:
@@ -77,7 +93,7 @@ def resolve_source(source: common_pb2.DataSource, field: str) -> LocalSource:
     if not path.is_file():
         raise invalid(f"{field}.path: {raw} is not a file")
     return LocalSource(
-        path=path, format=format_name(source.format, path), columns=list(source.columns)
+        path=path, format=format_name(source.format, path), columns=list(source.columns), uri=raw
     )
 
 

@@ -54,6 +54,7 @@ from scaimind.coordinator.convert import (
     node_status_name,
     status_name,
 )
+from scaimind.coordinator.dataset_cache import DatasetCache
 from scaimind.coordinator.errors import CoordinatorError, invalid, not_found, precondition
 from scaimind.coordinator.executor import (
     OutputSink,
@@ -64,6 +65,8 @@ from scaimind.coordinator.executor import (
 )
 from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
 from scaimind.coordinator.notifier import LOGS, JobNotifier, wait_event
+from scaimind.coordinator.ops_store import OpsStore
+from scaimind.coordinator.storage import drive_access
 from scaimind.coordinator.store import (
     CheckpointRecord,
     IdempotencyConflict,
@@ -130,6 +133,7 @@ class CallerContext:
     tenant_id: str
     user_id: str = ""
     idempotency_key: str = ""
+    scaidrive_token: str = ""  # x-scaidrive-token; never logged
 
 
 @dataclass(eq=False)
@@ -187,14 +191,23 @@ class JobManager:
         self.config = config
         if workloads is None:
             # Imported here: the training workload builds on this module.
+            from scaimind.coordinator.evaluations import EVALUATION, EvaluationWorkload
             from scaimind.coordinator.workloads import TrainingWorkload
 
-            workloads = {TRAINING: TrainingWorkload()}
+            workloads = {TRAINING: TrainingWorkload(), EVALUATION: EvaluationWorkload()}
         # job_type -> what its process is; an evaluation workload registers "evaluation".
         self.workloads = dict(workloads)
         self.nodes = nodes
         self._node_by_id = {n.node_id: n for n in nodes}
         self.store = store
+        # Evaluations, the dataset cache and data-access tokens (evaluations.py, dataset_cache.py).
+        self.ops = OpsStore(config.data_dir / "ops.db")
+        self.data_cache = DatasetCache(
+            self.ops,
+            config.data_dir / "dataset-cache",
+            config.dataset_cache_capacity_bytes,
+            self.is_active,
+        )
         self.notifier = JobNotifier()
         self.sampler = ProcessSampler()
         self.jobs_dir = config.data_dir / "jobs"
@@ -390,7 +403,11 @@ class JobManager:
             existing = self.store.job_for_key(caller.tenant_id, caller.idempotency_key)
             if existing is not None:
                 return self._submit_replay(existing)
-        validate_submit(req, self.nodes)
+        validate_submit(
+            req,
+            self.nodes,
+            drive_access(self.config, caller.tenant_id, caller.scaidrive_token),
+        )
         resume = ""
         if req.training_config.resume_from_checkpoint:
             resume = self._resolve_checkpoint(

@@ -63,6 +63,7 @@ class RunningCoordinator:
         await self._server.stop(grace)
         await self._manager.wait_stopped(max(grace, self._manager.config.stop_grace_seconds))
         self._store.close()
+        self._manager.ops.close()
         self._lock.close()
 
 
@@ -161,6 +162,7 @@ def _main(argv: list[str] | None = None) -> int:
             api_secret=os.environ.get("SCAIMIND_API_SECRET") or None,
             allow_unauthenticated=args.allow_unauthenticated,
             inventory_path=args.inventory,
+            downstream_token_key=os.environ.get("SCAIMIND_TOKEN_SIGNING_KEY") or None,
         )
     except ValidationError as e:
         for error in e.errors():

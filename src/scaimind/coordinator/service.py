@@ -25,10 +25,13 @@ from scaimind.coordinator.convert import (
     set_time,
     timestamp,
 )
+from scaimind.coordinator.data_validation import validate_data
 from scaimind.coordinator.errors import CoordinatorError, invalid
+from scaimind.coordinator.evaluations import get_evaluation, remember_token, submit_evaluation
 from scaimind.coordinator.inventory import slot_memory_bytes
 from scaimind.coordinator.manager import CallerContext, JobManager
 from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
+from scaimind.coordinator.storage import TOKEN_METADATA, drive_access
 from scaimind.coordinator.store import ORDER_COLUMNS
 from scaimind.v1 import (
     cluster_pb2,
@@ -86,6 +89,7 @@ class _Auth:
             tenant_id=tenant,
             user_id=md.get("x-user-id", ""),
             idempotency_key=md.get("x-idempotency-key", ""),
+            scaidrive_token=md.get(TOKEN_METADATA, ""),
         )
 
 
@@ -192,7 +196,7 @@ def _parse_order(order_by: str) -> tuple[str, bool]:
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
-    """Jobs, logs and metrics. Evaluations and data RPCs answer UNIMPLEMENTED for now."""
+    """Jobs, logs, metrics, evaluations and data."""
 
     def __init__(self, manager: JobManager, config: CoordinatorConfig) -> None:
         self.m = manager
@@ -202,7 +206,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     async def SubmitJob(
         self, request: coordinator_pb2.SubmitJobRequest, context: Ctx
     ) -> coordinator_pb2.SubmitJobResponse:
-        return self.m.submit(self.auth.caller(context), request)
+        caller = self.auth.caller(context)
+        resp = self.m.submit(caller, request)
+        remember_token(self.m, resp.job_id, caller.scaidrive_token)
+        return resp
 
     @_unary
     async def ListJobs(
@@ -260,13 +267,19 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     async def ResumeJob(
         self, request: coordinator_pb2.ResumeJobRequest, context: Ctx
     ) -> coordinator_pb2.JobActionResponse:
-        return self.m.resume(self.auth.caller(context), request.job_id, request.checkpoint_id)
+        caller = self.auth.caller(context)
+        resp = self.m.resume(caller, request.job_id, request.checkpoint_id)
+        remember_token(self.m, resp.job_id, caller.scaidrive_token)
+        return resp
 
     @_unary
     async def RetryJob(
         self, request: coordinator_pb2.RetryJobRequest, context: Ctx
     ) -> coordinator_pb2.RetryJobResponse:
-        return self.m.retry(self.auth.caller(context), request)
+        caller = self.auth.caller(context)
+        resp = self.m.retry(caller, request)
+        remember_token(self.m, resp.job_id, caller.scaidrive_token)
+        return resp
 
     @_unary
     async def GetJobMetrics(
@@ -372,32 +385,34 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 raise CoordinatorError(grpc.StatusCode.UNAVAILABLE, "coordinator is shutting down")
             await wait_event(ev, _FOLLOW_RECHECK_SECONDS)
 
-    # Added by the evaluation/data workloads; until then the protocol's UNIMPLEMENTED.
+    @_unary
     async def SubmitEvaluation(
         self, request: coordinator_pb2.SubmitEvaluationRequest, context: Ctx
     ) -> coordinator_pb2.SubmitEvaluationResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "SubmitEvaluation is not implemented yet"
-        )
-        raise AssertionError("unreachable")
+        return submit_evaluation(self.m, self.auth.caller(context), request)
 
+    @_unary
     async def GetEvaluation(
         self, request: coordinator_pb2.GetEvaluationRequest, context: Ctx
     ) -> coordinator_pb2.Evaluation:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetEvaluation is not implemented yet")
-        raise AssertionError("unreachable")
+        return get_evaluation(self.m, self.auth.caller(context), request.evaluation_id)
 
+    @_unary
     async def ValidateData(
         self, request: coordinator_pb2.ValidateDataRequest, context: Ctx
     ) -> coordinator_pb2.ValidateDataResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ValidateData is not implemented yet")
-        raise AssertionError("unreachable")
+        caller = self.auth.caller(context)
+        drive = drive_access(self.m.config, caller.tenant_id, caller.scaidrive_token)
+        return validate_data(request, drive)
 
+    @_unary
     async def GetDataCache(
         self, request: coordinator_pb2.GetDataCacheRequest, context: Ctx
     ) -> coordinator_pb2.GetDataCacheResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "GetDataCache is not implemented yet")
-        raise AssertionError("unreachable")
+        caller = self.auth.caller(context)
+        return self.m.data_cache.listing(
+            caller.tenant_id, request.node_id, (n.node_id for n in self.m.nodes)
+        )
 
 
 class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scaimind.coordinator.data import resolve_source
 from scaimind.coordinator.errors import invalid
 from scaimind.coordinator.inventory import CPU, NodeSpec
 from scaimind.v1 import common_pb2, coordinator_pb2
 
+if TYPE_CHECKING:
+    from scaimind.coordinator.storage import DriveAccess
+
 MAX_NAME = 256
 DEFAULT_PRIORITY = 5
 
 
-def validate_submit(req: coordinator_pb2.SubmitJobRequest, nodes: Sequence[NodeSpec]) -> None:
-    """Raise INVALID_ARGUMENT for the first problem of a job definition."""
+def validate_submit(
+    req: coordinator_pb2.SubmitJobRequest,
+    nodes: Sequence[NodeSpec],
+    drive: DriveAccess | None = None,
+) -> None:
+    """Raise INVALID_ARGUMENT for the first problem of a job definition.
+
+    scaidrive:// sources are checked with the caller's `drive` access (PERMISSION_DENIED).
+    """
     if not req.name.strip():
         raise invalid("name: is required")
     if len(req.name) > MAX_NAME:
@@ -57,7 +68,7 @@ def validate_submit(req: coordinator_pb2.SubmitJobRequest, nodes: Sequence[NodeS
         raise invalid("data_config.sources: at least one source is required")
     for i, source in enumerate(dc.sources):
         field = f"data_config.sources[{i}]"
-        resolve_source(source, field)
+        resolve_source(source, field, drive)
         if not 0 <= source.sample_rate <= 1:
             raise invalid(f"{field}.sample_rate: must be in (0, 1]")
     if not 0.0 <= dc.validation_split < 1.0:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scaimind.coordinator.data import LocalSource, prepare_sources, resolve_source
+from scaimind.coordinator.data import LocalSource, resolve_source
+from scaimind.coordinator.evaluations import job_drive
 from scaimind.coordinator.executor import OutputSink, ProcessSpec, script_argv
 from scaimind.coordinator.manager import JobManager, JobRuntime, L, to_int, to_numbers
 from scaimind.coordinator.notifier import LOGS, METRICS
@@ -50,11 +51,16 @@ class TrainingWorkload:
     def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
         """Resolve the sources, write the spec file, build argv and environment."""
         req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
-        sources = prepare_sources(
+        # The job's sources as the caller may read them now, copied into the dataset cache.
+        drive = job_drive(m, row)
+        sources = m.data_cache.fetch(
+            rt.tenant_id,
+            rt.node_id,
+            rt.job_id,
             [
-                resolve_source(s, f"data_config.sources[{i}]")
+                resolve_source(s, f"data_config.sources[{i}]", drive)
                 for i, s in enumerate(req.data_config.sources)
-            ]
+            ],
         )
         work = m.jobs_dir / rt.job_id
         ckpt_dir = work / "checkpoints"

@@ -1,0 +1,487 @@
+"""Evaluations: SubmitEvaluation / GetEvaluation and the evaluation workload.
+
+An evaluation is a job of its own (`job_type` "evaluation", id `eval_…`, label
+`type=evaluation`, `parent_job_id` = the evaluated job), so the scheduler queues and places it
+like any job and ListJobs with the label filter lists it; its process is
+`python -m scaimind.coordinator.evaluator`. Benchmark results come from the evaluator's
+`benchmark` lines and are kept in `ops.db`.
+
+Which model is evaluated (first that applies): the named `checkpoint_id` (a checkpoint of the
+job that still exists on disk); `model_uri` when it is a local path or `file://` URI that exists;
+the job's final model; the job's latest checkpoint. When none exists the job has no model yet:
+FAILED_PRECONDITION naming the job's state. A benchmark without a dataset scores the job's
+validation split (or its data when it has none), read through the dataset cache.
+
+The evaluation runs on one slot of the evaluated job's gpu_type (a CPU slot for CPU jobs), in the
+job's queue, at the default priority; its states are QUEUED → SCHEDULING → PREPARING →
+TRAINING (process started) → EVALUATING (first benchmark running) → COMPLETED, or FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+from scaimind.coordinator.convert import S, status_name
+from scaimind.coordinator.data import LocalSource, resolve_source
+from scaimind.coordinator.errors import invalid, not_found, precondition
+from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
+from scaimind.coordinator.executor import OutputSink, ProcessSpec
+from scaimind.coordinator.storage import DriveAccess, drive_access, is_scaidrive, token_expiry
+from scaimind.coordinator.store import IdempotencyConflict, PendingLog
+from scaimind.v1 import common_pb2, coordinator_pb2
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from scaimind.coordinator.manager import CallerContext, JobManager, JobRuntime
+
+EVALUATION = "evaluation"
+LABEL = {"type": EVALUATION}
+B = coordinator_pb2.BenchmarkStatus
+L = common_pb2.LogLevel
+_EVENT_STATUS = {
+    "RUNNING": B.BENCHMARK_STATUS_RUNNING,
+    "COMPLETED": B.BENCHMARK_STATUS_COMPLETED,
+    "FAILED": B.BENCHMARK_STATUS_FAILED,
+}
+# Idempotency keys share the jobs' table; the prefix keeps an evaluation's key from replaying a
+# job submitted with the same key.
+_KEY_PREFIX = "evaluation:"
+_LEVELS = {"DEBUG": L.LOG_LEVEL_DEBUG, "WARNING": L.LOG_LEVEL_WARNING, "ERROR": L.LOG_LEVEL_ERROR}
+
+
+def _clog(message: str, level: int = L.LOG_LEVEL_INFO) -> PendingLog:
+    return PendingLog(level, message, "coordinator")
+
+
+# ---- data access tokens ---------------------------------------------------------------------
+
+
+def uses_drive(req: coordinator_pb2.SubmitJobRequest) -> bool:
+    """True when a job reads scaidrive:// sources (so PREPARING needs the caller's token)."""
+    return any(is_scaidrive(s.path) for s in req.data_config.sources)
+
+
+def remember_token(m: JobManager, job_id: str, token: str) -> None:
+    """Keep the caller's scaidrive token for the job's PREPARING (only jobs that need one)."""
+    if not token:
+        return
+    row = m.store.get_job(job_id)
+    if row is None:
+        return
+    if row["job_type"] == EVALUATION:
+        ev = m.ops.evaluation(job_id)
+        parent = m.store.get_job(ev["job_id"]) if ev is not None else None
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"]) if ev else None
+        needed = (parent is not None and uses_drive(_submit_request(parent))) or (
+            req is not None and any(is_scaidrive(b.dataset) for b in req.benchmarks)
+        )
+    else:
+        needed = uses_drive(_submit_request(row))
+    if needed:
+        m.ops.put_token(job_id, token, token_expiry(token))
+
+
+def job_drive(m: JobManager, row: sqlite3.Row) -> DriveAccess:
+    """ScaiDrive access of a job at PREPARING: the newest token of the job or its ancestors."""
+    token = ""
+    job_id = str(row["job_id"])
+    seen: set[str] = set()
+    while job_id and job_id not in seen:
+        seen.add(job_id)
+        found = m.ops.token(job_id)
+        if found:
+            token = found
+            break
+        ancestor = m.store.get_job(job_id)
+        job_id = str(ancestor["parent_job_id"]) if ancestor is not None else ""
+    return drive_access(m.config, str(row["tenant_id"]), token)
+
+
+def _submit_request(row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
+    return coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+
+
+# ---- SubmitEvaluation / GetEvaluation -------------------------------------------------------
+
+
+def _local_dir(uri: str) -> Path | None:
+    """A local path or file:// URI that exists, else None."""
+    text = uri.strip()
+    if not text:
+        return None
+    parsed = urlparse(text)
+    if parsed.scheme == "file":
+        path = Path(unquote(parsed.path))
+    elif parsed.scheme and len(parsed.scheme) > 1:
+        return None
+    else:
+        path = Path(text)
+    return path if path.is_absolute() and path.exists() else None
+
+
+def model_path(
+    m: JobManager, job: sqlite3.Row, req: coordinator_pb2.SubmitEvaluationRequest
+) -> Path:
+    """The model an evaluation scores (see the module docstring), else FAILED_PRECONDITION."""
+    job_id = job["job_id"]
+    state = status_name(job["status"])
+    if req.checkpoint_id:
+        ckpt = m.store.checkpoint(req.checkpoint_id)
+        if ckpt is None or ckpt.job_id != job_id:
+            raise precondition(f"job {job_id} is {state} and has no checkpoint {req.checkpoint_id}")
+        if not Path(ckpt.path).exists():
+            raise precondition(
+                f"checkpoint {req.checkpoint_id} of job {job_id} ({state}) no longer exists on disk"
+            )
+        return Path(ckpt.path)
+    for candidate in (req.model_uri, job["final_model_uri"]):
+        path = _local_dir(candidate)
+        if path is not None:
+            return path
+    for ckpt in reversed(m.store.checkpoints(job_id)):
+        if Path(ckpt.path).exists():
+            return Path(ckpt.path)
+    raise precondition(
+        f"job {job_id} is {state} and has no model to evaluate yet "
+        "(no final model and no checkpoint)"
+    )
+
+
+def _validate(req: coordinator_pb2.SubmitEvaluationRequest) -> None:
+    known = ", ".join(KNOWN_BENCHMARKS)
+    if not req.benchmarks:
+        raise invalid(f"benchmarks: at least one benchmark is required (known: {known})")
+    for i, b in enumerate(req.benchmarks):
+        if b.name not in KNOWN_BENCHMARKS:
+            raise invalid(f"benchmarks[{i}].name: unknown benchmark {b.name!r}; known: {known}")
+        if b.num_samples < 0:
+            raise invalid(f"benchmarks[{i}].num_samples: must be >= 0")
+
+
+def submit_evaluation(
+    m: JobManager, caller: CallerContext, req: coordinator_pb2.SubmitEvaluationRequest
+) -> coordinator_pb2.SubmitEvaluationResponse:
+    """Validate, persist and enqueue an evaluation (idempotent per tenant and key)."""
+    key = _KEY_PREFIX + caller.idempotency_key if caller.idempotency_key else ""
+    if key:
+        existing = m.store.job_for_key(caller.tenant_id, key)
+        if existing is not None:
+            return _replay(m, existing)
+    if not req.job_id:
+        raise invalid("job_id: is required")
+    job = m.caller_job(caller, req.job_id)
+    _validate(req)
+    drive = drive_access(m.config, caller.tenant_id, caller.scaidrive_token)
+    for i, b in enumerate(req.benchmarks):
+        if b.dataset:
+            resolve_source(common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", drive)
+    model = model_path(m, job, req)
+
+    eval_id = "eval_" + secrets.token_hex(8)
+    parent = _submit_request(job)
+    rc = parent.resource_config
+    spec = coordinator_pb2.SubmitJobRequest(
+        name=f"evaluation of {job['name']}"[:256],
+        labels={**LABEL, "job_id": job["job_id"]},
+    )
+    spec.resource_config.gpu_type = rc.gpu_type
+    spec.resource_config.gpu_count = min(rc.gpu_count, 1)
+    spec.resource_config.node_selector.update(rc.node_selector)
+    spec.scheduling_config.queue_name = parent.scheduling_config.queue_name
+    now = time.time()
+    fields: dict[str, Any] = {
+        "job_id": eval_id,
+        "tenant_id": caller.tenant_id,
+        "user_id": caller.user_id,
+        "name": spec.name,
+        "job_type": EVALUATION,
+        "status": S.JOB_STATUS_QUEUED,
+        "status_message": "waiting for a slot",
+        "request": spec.SerializeToString(),
+        "labels": json.dumps(dict(spec.labels), sort_keys=True),
+        "parent_job_id": job["job_id"],
+        "priority": 5,
+        "queue_name": job["queue_name"],
+        "gpu_type": job["gpu_type"],
+        "gpu_count": spec.resource_config.gpu_count,
+        "num_nodes": 1,
+        "created_at": now,
+        "queued_at": now,
+        "updated_at": now,
+    }
+    names = ", ".join(b.name for b in req.benchmarks)
+    m.ops.insert_evaluation(
+        eval_id,
+        caller.tenant_id,
+        job["job_id"],
+        req.SerializeToString(),
+        str(model),
+        [B.BENCHMARK_STATUS_PENDING] * len(req.benchmarks),
+    )
+    try:
+        m.store.insert_job(
+            fields,
+            [
+                _clog(f"evaluation of job {job['job_id']} submitted: {names} on {model}"),
+                _clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
+            ],
+            key or None,
+        )
+    except IdempotencyConflict as e:
+        return _replay(m, e.job_id)
+    m.log(job["job_id"], f"evaluation {eval_id} submitted ({names})")
+    if caller.scaidrive_token:
+        remember_token(m, eval_id, caller.scaidrive_token)
+    m.schedule()
+    row = m.store.get_job(eval_id)
+    assert row is not None
+    return coordinator_pb2.SubmitEvaluationResponse(
+        evaluation_id=eval_id,
+        status=row["status"],
+        message=f"evaluation {eval_id} of job {job['job_id']} accepted ({names})",
+    )
+
+
+def _replay(m: JobManager, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
+    row = m.store.get_job(eval_id)
+    assert row is not None
+    return coordinator_pb2.SubmitEvaluationResponse(
+        evaluation_id=eval_id,
+        status=row["status"],
+        message=f"evaluation {eval_id} already submitted with this idempotency key",
+    )
+
+
+def get_evaluation(
+    m: JobManager, caller: CallerContext, evaluation_id: str
+) -> coordinator_pb2.Evaluation:
+    """The tenant's evaluation with its benchmark results; NOT_FOUND otherwise."""
+    from scaimind.coordinator.convert import as_status, set_time
+
+    if not evaluation_id:
+        raise invalid("evaluation_id: is required")
+    ev = m.ops.evaluation(evaluation_id, caller.tenant_id)
+    row = m.store.get_job(evaluation_id, caller.tenant_id)
+    if ev is None or row is None:
+        raise not_found(f"evaluation {evaluation_id} not found")
+    req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+    out = coordinator_pb2.Evaluation(
+        evaluation_id=evaluation_id,
+        job_id=ev["job_id"],
+        model_uri=req.model_uri or Path(ev["model_path"]).as_uri(),
+        checkpoint_id=req.checkpoint_id,
+        status=as_status(row["status"]),
+        tenant_id=ev["tenant_id"],
+        status_message=row["status_message"],
+    )
+    results = {r["position"]: r for r in m.ops.benchmark_results(evaluation_id)}
+    for i, b in enumerate(req.benchmarks):
+        r = results.get(i)
+        res = out.benchmarks.add(
+            name=b.name, dataset=b.dataset, num_samples=b.num_samples, parameters=b.parameters
+        )
+        if r is not None:
+            res.status = r["status"]
+            res.score = r["score"]
+            res.metrics.update(json.loads(r["metrics"]))
+            res.error = r["error"]
+    set_time(out.created_at, ev["created_at"])
+    if row["completed_at"]:
+        set_time(out.completed_at, row["completed_at"])
+    return out
+
+
+# ---- the workload ---------------------------------------------------------------------------
+
+
+class EvaluationWorkload:
+    """Evaluation jobs (job_type "evaluation"): the evaluator process on one slot."""
+
+    preparing = "fetching the evaluation data"
+
+    def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
+        """Write the evaluator's spec (datasets read through the dataset cache)."""
+        from scaimind.coordinator.workloads import process_env
+
+        ev = m.ops.evaluation(rt.job_id)
+        if ev is None:
+            raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+        model = Path(ev["model_path"])
+        if not model.exists():
+            raise FileNotFoundError(f"the model to evaluate ({model}) no longer exists")
+        drive = job_drive(m, row)
+        benchmarks: list[dict[str, Any]] = []
+        for i, b in enumerate(req.benchmarks):
+            dataset = ""
+            if b.dataset:
+                src = resolve_source(
+                    common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", drive
+                )
+                dataset = str(self._cached(m, rt, [src])[0].path)
+            benchmarks.append(
+                {
+                    "name": b.name,
+                    "dataset": dataset,
+                    "num_samples": b.num_samples,
+                    "parameters": dict(b.parameters),
+                }
+            )
+        fallback: list[LocalSource] = []
+        split, seed = 0.0, 0
+        parent = m.store.get_job(ev["job_id"])
+        if parent is not None and any(not b["dataset"] for b in benchmarks):
+            preq = _submit_request(parent)
+            split, seed = preq.data_config.validation_split, preq.data_config.seed
+            fallback = self._cached(
+                m,
+                rt,
+                [
+                    resolve_source(s, f"data_config.sources[{i}] of job {parent['job_id']}", drive)
+                    for i, s in enumerate(preq.data_config.sources)
+                ],
+            )
+        work = m.jobs_dir / rt.job_id
+        work.mkdir(parents=True, exist_ok=True)
+        spec_file = work / f"spec-{attempt}.json"
+        metrics = work / f"metrics-{attempt}.jsonl"
+        spec = {
+            "evaluation_id": rt.job_id,
+            "model_path": str(model),
+            "benchmarks": benchmarks,
+            "fallback_data_files": [s.as_spec() for s in fallback],
+            "validation_split": split,
+            "seed": seed,
+        }
+        spec_file.write_text(json.dumps(spec, indent=2))
+        env = process_env(
+            {
+                "SCAIMIND_JOB_ID": rt.job_id,
+                "SCAIMIND_SPEC_FILE": str(spec_file),
+                "SCAIMIND_METRICS_FILE": str(metrics),
+            }
+        )
+        argv = [sys.executable, "-m", "scaimind.coordinator.evaluator"]
+        return ProcessSpec(argv=argv, env=env, cwd=work, metrics_file=metrics)
+
+    @staticmethod
+    def _cached(m: JobManager, rt: JobRuntime, sources: list[LocalSource]) -> list[LocalSource]:
+        return m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources)
+
+    def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+        """Benchmark results, logs."""
+        return EvaluationSink(m, rt)
+
+    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+        """No limit of its own."""
+        return 0
+
+    def completed(
+        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
+    ) -> tuple[dict[str, Any], str]:
+        """Summarise the scores."""
+        ev = m.ops.evaluation(rt.job_id)
+        names = (
+            [
+                b.name
+                for b in coordinator_pb2.SubmitEvaluationRequest.FromString(
+                    ev["request"]
+                ).benchmarks
+            ]
+            if ev is not None
+            else []
+        )
+        parts = []
+        for r in m.ops.benchmark_results(rt.job_id):
+            name = names[r["position"]] if r["position"] < len(names) else "?"
+            if r["status"] == B.BENCHMARK_STATUS_COMPLETED:
+                parts.append(f"{name}={r['score']:.4g}")
+            else:
+                parts.append(f"{name} {B.Name(r['status']).removeprefix('BENCHMARK_STATUS_')}")
+        return {}, "evaluation finished: " + ", ".join(parts)
+
+
+class EvaluationSink:
+    """Turns `benchmark` lines into results, everything else into log entries."""
+
+    def __init__(self, manager: JobManager, rt: JobRuntime) -> None:
+        self.m = manager
+        self.rt = rt
+        ev = manager.ops.evaluation(rt.job_id)
+        req = (
+            coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+            if ev is not None
+            else coordinator_pb2.SubmitEvaluationRequest()
+        )
+        self.names = [b.name for b in req.benchmarks]
+        self.cursor = 0
+        self.current: int | None = None
+
+    def on_output(self, source: str, lines: Sequence[str]) -> None:
+        level = L.LOG_LEVEL_INFO if source == "stdout" else L.LOG_LEVEL_WARNING
+        self.m.store.append_logs(
+            self.rt.job_id, [PendingLog(level, line, source, self.rt.node_id) for line in lines]
+        )
+        self.m.notifier.notify(self.rt.job_id)
+
+    def on_bad_event(self, line: str, error: str) -> None:
+        self.m.log(
+            self.rt.job_id,
+            f"ignored malformed result line ({error}): {line[:200]}",
+            L.LOG_LEVEL_WARNING,
+        )
+
+    def on_events(self, events: Sequence[dict[str, Any]]) -> None:
+        for ev in events:
+            kind = ev.get("type")
+            if kind == "benchmark":
+                self._benchmark(ev)
+            elif kind == "log":
+                level = _LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
+                self.m.log(self.rt.job_id, str(ev.get("message", "")), level)
+
+    def _benchmark(self, ev: dict[str, Any]) -> None:
+        name = str(ev.get("name", ""))
+        status = _EVENT_STATUS.get(str(ev.get("status", "")))
+        if status is None:
+            return
+        if status == B.BENCHMARK_STATUS_RUNNING or self.current is None:
+            # Benchmarks run in order; a repeated name is the next one of that name.
+            nxt = next(
+                (i for i in range(self.cursor, len(self.names)) if self.names[i] == name), None
+            )
+            if nxt is None:
+                return
+            self.current, self.cursor = nxt, nxt + 1
+            if status == B.BENCHMARK_STATUS_RUNNING:
+                self.m.phase(self.rt, "EVALUATING")
+        position = self.current
+        assert position is not None
+        score = ev.get("score")
+        metrics = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
+        from scaimind.coordinator.manager import to_numbers
+
+        self.m.ops.set_benchmark_result(
+            self.rt.job_id,
+            position,
+            status,
+            float(score) if isinstance(score, int | float) and score == score else 0.0,
+            to_numbers(metrics),
+            str(ev.get("error") or ""),
+        )
+        if status == B.BENCHMARK_STATUS_COMPLETED:
+            self.m.log(self.rt.job_id, f"benchmark {name} completed: score {score}")
+        elif status == B.BENCHMARK_STATUS_FAILED:
+            self.m.log(
+                self.rt.job_id, f"benchmark {name} failed: {ev.get('error')}", L.LOG_LEVEL_ERROR
+            )
+        if status != B.BENCHMARK_STATUS_RUNNING:
+            self.current = None
