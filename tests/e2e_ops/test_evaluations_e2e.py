@@ -1,0 +1,121 @@
+"""Evaluations end to end: HTTP → gateway → reference coordinator → evaluator process."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import auth, wait_for
+from tests.e2e_ops.conftest import PREFIX, Ops
+
+
+async def _evaluation(ops: Ops, eval_id: str, tenant: str = "tenant-a") -> dict[str, Any]:
+    r = await ops.http.get(f"{PREFIX}/evaluations/{eval_id}", headers=auth(tenant))
+    assert r.status_code == 200, r.text
+    return r.json()["data"]  # type: ignore[no-any-return]
+
+
+async def test_trained_job_evaluated_to_numeric_scores(ops: Ops) -> None:
+    job_id = (await ops.submit("tiny", max_steps=10, validation_split=0.2))["data"]["job_id"]
+    job = await ops.wait_status(job_id, "COMPLETED", "FAILED", within=40)
+    assert job["status"] == "COMPLETED", job
+    body = {
+        "job_id": job_id,
+        "model_uri": job["final_model_uri"],
+        "benchmarks": [
+            {"name": "perplexity"},
+            {"name": "token_accuracy", "num_samples": 5},
+            {"name": "loss", "dataset": str(ops.corpus)},
+        ],
+    }
+    headers = {**auth(), "Idempotency-Key": "eval-once"}
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    eval_id = r.json()["data"]["evaluation_id"]
+    assert eval_id.startswith("eval_")
+    # The same key answers the same evaluation.
+    again = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=headers)
+    assert again.json()["data"]["evaluation_id"] == eval_id
+
+    async def done() -> dict[str, Any] | None:
+        ev = await _evaluation(ops, eval_id)
+        return ev if ev["status"] in ("COMPLETED", "FAILED") else None
+
+    ev = await wait_for(done, within=40)
+    assert ev["status"] == "COMPLETED", ev
+    assert ev["job_id"] == job_id
+    assert ev["created_at"]
+    assert ev["completed_at"]
+    by_name = {b["name"]: b for b in ev["benchmarks"]}
+    assert [b["name"] for b in ev["benchmarks"]] == ["perplexity", "token_accuracy", "loss"]
+    for b in ev["benchmarks"]:
+        assert b["status"] == "COMPLETED", b
+        assert isinstance(b["score"], float)
+        assert math.isfinite(b["score"])
+        assert b["score"] > 0
+    ppl, loss = by_name["perplexity"], by_name["loss"]
+    assert ppl["score"] > 1.0
+    assert 0.0 < by_name["token_accuracy"]["score"] <= 1.0
+    assert by_name["token_accuracy"]["metrics"]["num_samples"] == 5
+    assert abs(math.exp(ppl["metrics"]["loss"]) - ppl["score"]) < 1e-6 * ppl["score"]
+    assert loss["metrics"]["num_samples"] == 60  # the whole corpus named as its dataset
+
+    # An evaluation is a job labelled type=evaluation whose parent is the evaluated job.
+    listed = await ops.http.get(f"{PREFIX}/evaluations", headers=auth())
+    assert [j["job_id"] for j in listed.json()["data"]["jobs"]] == [eval_id]
+    as_job = await ops.job(eval_id)
+    assert as_job["labels"]["type"] == "evaluation"
+    assert as_job["parent_job_id"] == job_id
+
+    # Another tenant cannot see it; evaluate-only callers can.
+    other = await ops.http.get(f"{PREFIX}/evaluations/{eval_id}", headers=auth("tenant-b"))
+    assert other.status_code == 404
+    evaluator = auth(role="tenant_user", scope="scaimind:evaluate")
+    assert (
+        await ops.http.get(f"{PREFIX}/evaluations/{eval_id}", headers=evaluator)
+    ).status_code == 200
+    viewer = auth(role="tenant_viewer")
+    denied = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=viewer)
+    assert denied.status_code == 403
+    assert "scaimind:evaluate" in denied.json()["error"]["message"]
+
+    # A named checkpoint of the job is evaluated too; one that does not exist is a 409.
+    ckpt = job["checkpoints"][-1]["checkpoint_id"]
+    named = {**body, "checkpoint_id": ckpt, "benchmarks": [{"name": "loss"}]}
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=named, headers=auth())
+    assert r.status_code == 201, r.text
+    missing = {**named, "checkpoint_id": f"{job_id}-step-999999"}
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=missing, headers=auth())
+    assert r.status_code == 409
+    assert "COMPLETED" in r.json()["error"]["message"]
+
+
+async def test_evaluation_refusals(ops: Ops, tmp_path: Path) -> None:
+    gate = tmp_path / "never"
+    job_id = (await ops.submit("no-model", gate=gate))["data"]["job_id"]
+    await ops.wait_status(job_id, "TRAINING")
+    body = {"job_id": job_id, "model_uri": "scaiatlas://models/x", "benchmarks": [{"name": "loss"}]}
+
+    # No final model and no checkpoint yet: 409 naming the state.
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=auth())
+    assert r.status_code == 409, r.text
+    message = r.json()["error"]["message"]
+    assert "TRAINING" in message
+    assert "no model" in message
+
+    # An unknown benchmark is a 400 listing the known ones.
+    bad = {**body, "benchmarks": [{"name": "loss"}, {"name": "bleu"}]}
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=bad, headers=auth())
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert "benchmarks[1].name" in message
+    assert "bleu" in message
+    for known in ("perplexity", "loss", "token_accuracy"):
+        assert known in message
+
+    # Another tenant's job does not exist for the caller; nor does an unknown evaluation.
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=auth("tenant-b"))
+    assert r.status_code == 404
+    r = await ops.http.get(f"{PREFIX}/evaluations/eval_0000000000000000", headers=auth())
+    assert r.status_code == 404
