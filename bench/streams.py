@@ -77,6 +77,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores since boot, softirq and irq included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (nearest rank)."""
     if not values:
@@ -336,7 +343,7 @@ class Level:
             f"{self.n:<6} {self.open_s:6.1f}  {self.rss / 2**20:7.1f}  {per_stream:10.1f}  "
             f"{self.events_per_s:8.0f}  {lag50:10.1f}  {lag99:10.1f}  "
             f"{u50:12.2f}  {u99:12.2f}  {u99 / idle_p99:12.2f}  {self.busy[0]:7.0f}  "
-            f"{self.busy[1]:10.0f}  {self.busy[2]:10.0f}  {errors}",
+            f"{self.busy[1]:10.0f}  {self.busy[2]:10.0f}  {self.busy[3]:9.0f}  {errors}",
             flush=True,
         )
 
@@ -370,6 +377,7 @@ async def run_level(
         s.lags = []
         s.events = 0
     cpu0 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    machine0 = machine_busy()
     w0 = time.perf_counter()
     unary = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
     remaining = args.window - (time.perf_counter() - w0)
@@ -377,6 +385,7 @@ async def run_level(
         await asyncio.sleep(remaining)
     elapsed = time.perf_counter() - w0
     cpu1 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    machine1 = machine_busy()
     lags = [lag for s in streams for lag in (s.lags or [])]
     events = sum(s.events for s in streams)
     errors += [s.error for s in streams if s.error and s.error not in errors]
@@ -387,6 +396,9 @@ async def run_level(
     # Let the gateway notice the disconnects before the next level.
     await asyncio.sleep(2)
     busy = [(b - a) / elapsed * 100 for a, b in zip(cpu0, cpu1, strict=True)]
+    # Whole machine, in "% of one core" like the per-process figures (2 cores = 200%).
+    cores = os.cpu_count() or 1
+    busy.append((machine1[0] - machine0[0]) / (machine1[1] - machine0[1]) * 100 * cores)
     return Level(n, open_s, rss, events / elapsed, lags, unary, busy, [e for e in errors if e])
 
 

@@ -42,6 +42,7 @@ STREAM_RETRY_AFTER_S: Final = 5
 # Entries a feed keeps for followers that are behind; one that falls further behind is told
 # to reconnect (it resumes with Last-Event-ID), so a stuck client cannot grow memory.
 FEED_BACKLOG: Final = 5000
+SEND_TIMEOUT_S: Final = 30.0
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -428,6 +429,9 @@ class EventStream(EventSourceResponse):
             ping=heartbeat_s,
             ping_message_factory=_ping,
             sep="\n",
+            # A client that stops reading but keeps the socket open would otherwise hold its
+            # slot and task forever once the socket buffer is full.
+            send_timeout=SEND_TIMEOUT_S,
         )
         self._slot = slot
 
