@@ -40,6 +40,12 @@ async def test_drain_lets_jobs_finish_blocks_new_ones_and_enable_reopens(
 
     await wait_for(busy)
 
+    async def measured() -> bool:
+        cluster = (await ops.http.get(f"{PREFIX}/cluster", headers=auth())).json()["data"]
+        return 0.0 < float(cluster["utilization"]["gpu_percent"]) <= 100.0
+
+    await wait_for(measured)
+
     r = await _drain(ops)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["status"] == "DRAINING"

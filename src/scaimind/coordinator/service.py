@@ -461,6 +461,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         node.running_job_ids.extend(running)
         return node
 
+    def _measured_percent(self) -> float:
+        """Sum over all slots of their measured utilisation percent."""
+        busy = 0.0
+        for spec in self.m.nodes:
+            slots = self.m.slots_of(spec.node_id)
+            for job_id in {j for j in slots if j is not None}:
+                share = sum(1 for j in slots if j == job_id)
+                cpu = self.m.process_stats(job_id).get("cpu_percent", 0.0)
+                busy += min(100.0 * share, cpu)
+        return busy
+
     @_unary
     async def GetClusterStatus(
         self, request: cluster_pb2.GetClusterStatusRequest, context: Ctx
@@ -502,7 +513,9 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         status.queued_jobs = counts.get(common_pb2.JOB_STATUS_QUEUED, 0) + counts.get(
             common_pb2.JOB_STATUS_PENDING, 0
         )
-        status.utilization.gpu_percent = 100.0 * allocated / total if total else 0.0
+        # Measured, not allocated: the mean over every slot of its job process's CPU share
+        # (the same figure as each node's gpus[].utilization_percent; free slots count as 0).
+        status.utilization.gpu_percent = self._measured_percent() / total if total else 0.0
         status.updated_at.CopyFrom(timestamp(time.time()))
         return status
 
