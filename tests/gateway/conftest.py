@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import pytest_asyncio
 from google.protobuf.message import Message
 
 from scaimind.app import create_app, lifespan
@@ -168,6 +169,16 @@ class ScriptedCoordinator(
         )
 
 
+async def _start_scripted() -> tuple[grpc.aio.Server, ScriptedCoordinator, int]:
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]  # unscripted RPCs: UNIMPLEMENTED
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, servicer, port
+
+
 @pytest.fixture(scope="session")
 def migrated_cache_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache database migrated once per session, to be copied by each test."""
@@ -192,12 +203,7 @@ def cache_db(migrated_cache_db: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedCoordinator, int]]:
     """A scripted coordinator listening on 127.0.0.1:<port>."""
-    servicer = ScriptedCoordinator()  # type: ignore[abstract]  # unscripted RPCs: UNIMPLEMENTED
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
-    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, servicer, port = await _start_scripted()
     try:
         yield servicer, port
     finally:
@@ -225,6 +231,40 @@ async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def module_gateway(
+    tmp_path_factory: pytest.TempPathFactory, migrated_cache_db: Path
+) -> AsyncIterator[Gateway]:
+    """One scripted coordinator and gateway per test module (for modules of many small tests).
+
+    Tests using it run on the module's event loop (`pytest.mark.asyncio(loop_scope="module")`)
+    and get it through `shared_gateway`, which forgets the previous test's calls and script.
+    """
+    server, servicer, port = await _start_scripted()
+    tmp = tmp_path_factory.mktemp("module-gateway")
+    shutil.copyfile(migrated_cache_db, tmp / "cache.db")
+    settings = settings_for(
+        tmp,
+        grpc_host="127.0.0.1",
+        grpc_port=port,
+        database_url=f"sqlite+aiosqlite:///{tmp / 'cache.db'}",
+    )
+    try:
+        async with running_gateway(settings) as client:
+            yield client, servicer
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+def shared_gateway(module_gateway: Gateway) -> Gateway:
+    """The module's gateway with a clean script and call log."""
+    servicer = module_gateway[1]
+    servicer.calls.clear()
+    servicer.responses.clear()
+    return module_gateway
 
 
 @pytest.fixture

@@ -13,6 +13,9 @@ import pytest
 from tests.conftest import auth, make_token
 from tests.gateway.conftest import PREFIX, Failure, Gateway
 
+# Many small tests: one gateway for the module (shared_gateway resets the script per test).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 REQUEST_ID_RE = re.compile(r"^req_[0-9a-f]{26}$")
 
 
@@ -73,14 +76,16 @@ def assert_envelope(r: httpx.Response, status: int, code: str) -> dict[str, obje
     return dict(error)
 
 
-def test_the_table_covers_every_failure_code() -> None:
+async def test_the_table_covers_every_failure_code() -> None:
     assert len(ALL_FAILURES) == 16
     assert set(TABLE) == set(ALL_FAILURES)
 
 
 @pytest.mark.parametrize("grpc_code", ALL_FAILURES, ids=lambda c: c.name)
-async def test_each_grpc_code_maps_to_its_row(gateway: Gateway, grpc_code: grpc.StatusCode) -> None:
-    client, servicer = gateway
+async def test_each_grpc_code_maps_to_its_row(
+    shared_gateway: Gateway, grpc_code: grpc.StatusCode
+) -> None:
+    client, servicer = shared_gateway
     row = _row(grpc_code)
     # A mutation, so UNAVAILABLE is not retried and every code reaches the table once.
     servicer.responses["CancelJob"] = Failure(grpc_code, DETAIL)
@@ -103,8 +108,10 @@ async def test_each_grpc_code_maps_to_its_row(gateway: Gateway, grpc_code: grpc.
 
 
 @pytest.mark.parametrize("grpc_code", READ_FAILURES, ids=lambda c: c.name)
-async def test_each_grpc_code_on_a_read(gateway: Gateway, grpc_code: grpc.StatusCode) -> None:
-    client, servicer = gateway
+async def test_each_grpc_code_on_a_read(
+    shared_gateway: Gateway, grpc_code: grpc.StatusCode
+) -> None:
+    client, servicer = shared_gateway
     row = _row(grpc_code)
     servicer.responses["GetJob"] = Failure(grpc_code, DETAIL)
     r = await client.get(f"{PREFIX}/jobs/job_1", headers=auth())
@@ -113,8 +120,10 @@ async def test_each_grpc_code_on_a_read(gateway: Gateway, grpc_code: grpc.Status
     assert len([c for c in servicer.calls if c.rpc == "GetJob"]) == 1
 
 
-async def test_resource_exhausted_with_retry_after_from_the_coordinator(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_resource_exhausted_with_retry_after_from_the_coordinator(
+    shared_gateway: Gateway,
+) -> None:
+    client, servicer = shared_gateway
     servicer.responses["SubmitJob"] = Failure(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "tenant quota of 4 GPUs reached",
@@ -127,8 +136,8 @@ async def test_resource_exhausted_with_retry_after_from_the_coordinator(gateway:
     assert error["message"] == "tenant quota of 4 GPUs reached"
 
 
-async def test_resource_exhausted_with_unparsable_retry_after(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_resource_exhausted_with_unparsable_retry_after(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     servicer.responses["CancelJob"] = Failure(
         grpc.StatusCode.RESOURCE_EXHAUSTED, "busy", (("retry-after", "soon"),)
     )
@@ -138,16 +147,16 @@ async def test_resource_exhausted_with_unparsable_retry_after(gateway: Gateway) 
     assert "retry_after" not in error
 
 
-async def test_empty_detail_gets_a_generic_message(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_empty_detail_gets_a_generic_message(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     servicer.responses["CancelJob"] = Failure(grpc.StatusCode.FAILED_PRECONDITION, "")
     r = await client.post(f"{PREFIX}/jobs/job_1/cancel", headers=auth())
     error = assert_envelope(r, 409, "FAILED_PRECONDITION")
     assert error["message"]
 
 
-async def test_servicer_exception_is_a_generic_500(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_servicer_exception_is_a_generic_500(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
 
     def explode(request: object) -> object:
         raise RuntimeError("boom at /srv/coordinator/store.py line 12")
@@ -163,8 +172,10 @@ async def test_servicer_exception_is_a_generic_500(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize("rid", ["abc-123", "req_client.side:42", "A" * 128])
-async def test_well_formed_request_id_is_echoed_everywhere(gateway: Gateway, rid: str) -> None:
-    client, servicer = gateway
+async def test_well_formed_request_id_is_echoed_everywhere(
+    shared_gateway: Gateway, rid: str
+) -> None:
+    client, servicer = shared_gateway
     servicer.responses["CancelJob"] = Failure(grpc.StatusCode.NOT_FOUND, "job job_1 not found")
     r = await client.post(f"{PREFIX}/jobs/job_1/cancel", headers={**auth(), "X-Request-ID": rid})
     assert r.headers["x-request-id"] == rid
@@ -175,8 +186,8 @@ async def test_well_formed_request_id_is_echoed_everywhere(gateway: Gateway, rid
 @pytest.mark.parametrize(
     "rid", ["", "has space", "A" * 129, "semi;colon", 'quote"d', "ünïcode"], ids=repr
 )
-async def test_malformed_request_id_is_replaced(gateway: Gateway, rid: str) -> None:
-    client, servicer = gateway
+async def test_malformed_request_id_is_replaced(shared_gateway: Gateway, rid: str) -> None:
+    client, servicer = shared_gateway
     headers = [(k.encode(), v.encode()) for k, v in auth().items()]
     r = await client.get(
         f"{PREFIX}/jobs/job_1", headers=[*headers, (b"x-request-id", rid.encode())]
@@ -187,15 +198,15 @@ async def test_malformed_request_id_is_replaced(gateway: Gateway, rid: str) -> N
     assert servicer.last("GetJob").metadata["x-request-id"] == generated
 
 
-async def test_request_ids_differ_per_request(gateway: Gateway) -> None:
-    client, _ = gateway
+async def test_request_ids_differ_per_request(shared_gateway: Gateway) -> None:
+    client, _ = shared_gateway
     ids = {(await client.get(f"{PREFIX}/jobs/job_1", headers=auth())).headers["x-request-id"]}
     ids.add((await client.get(f"{PREFIX}/jobs/job_1", headers=auth())).headers["x-request-id"])
     assert len(ids) == 2
 
 
-async def test_gateway_side_errors_carry_the_request_id(gateway: Gateway) -> None:
-    client, _ = gateway
+async def test_gateway_side_errors_carry_the_request_id(shared_gateway: Gateway) -> None:
+    client, _ = shared_gateway
     cases: list[tuple[str, str, dict[str, str], object]] = [
         ("GET", "/jobs", {}, None),  # 401
         ("POST", "/jobs", auth(role="tenant_viewer"), None),  # 403
@@ -241,9 +252,9 @@ NOISY = {
 
 @pytest.mark.parametrize("detail", NOISY.values(), ids=NOISY.keys())
 async def test_noisy_details_never_reach_the_body(
-    gateway: Gateway, detail: str, caplog: pytest.LogCaptureFixture
+    shared_gateway: Gateway, detail: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     servicer.responses["PauseJob"] = Failure(grpc.StatusCode.FAILED_PRECONDITION, detail)
     token = make_token()
     caplog.set_level(logging.INFO)
@@ -284,9 +295,9 @@ BENIGN = [
 
 @pytest.mark.parametrize("detail", BENIGN)
 async def test_benign_details_pass_verbatim(
-    gateway: Gateway, detail: str, caplog: pytest.LogCaptureFixture
+    shared_gateway: Gateway, detail: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     servicer.responses["PauseJob"] = Failure(grpc.StatusCode.FAILED_PRECONDITION, detail)
     caplog.set_level(logging.INFO)
     r = await client.post(f"{PREFIX}/jobs/job_1/pause", headers=auth())
@@ -305,9 +316,9 @@ async def test_benign_details_pass_verbatim(
     ids=lambda c: c.name,
 )
 async def test_fixed_message_codes_log_the_original(
-    gateway: Gateway, grpc_code: grpc.StatusCode, caplog: pytest.LogCaptureFixture
+    shared_gateway: Gateway, grpc_code: grpc.StatusCode, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     raw = "connection pool exhausted on shard 3"
     servicer.responses["CancelJob"] = Failure(grpc_code, raw)
     caplog.set_level(logging.INFO)

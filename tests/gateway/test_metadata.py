@@ -14,6 +14,9 @@ from tests.gateway.conftest import PREFIX, Gateway
 
 TIMEOUT_S = 3.0  # settings_for's grpc_timeout_s
 
+# Many small tests: one gateway for the module (shared_gateway resets the script per test).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 FULL_SUBMIT: dict[str, Any] = {
     "name": "llama-sft",
     "training_config": {
@@ -127,9 +130,9 @@ ROUTES: list[tuple[str, str, str, Any]] = [
 
 @pytest.mark.parametrize(("method", "path", "rpc", "body"), ROUTES, ids=[r[2] for r in ROUTES])
 async def test_every_call_carries_metadata_and_a_deadline(
-    gateway: Gateway, method: str, path: str, rpc: str, body: Any
+    shared_gateway: Gateway, method: str, path: str, rpc: str, body: Any
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     r = await client.request(
         method, f"{PREFIX}{path}", json=body, headers=auth("tenant-x", user="alice")
     )
@@ -160,18 +163,18 @@ async def test_every_call_carries_metadata_and_a_deadline(
     [("/jobs", "SubmitJob", MINIMAL_SUBMIT), ("/jobs/job_1/retry", "RetryJob", {})],
 )
 async def test_idempotency_key_is_forwarded(
-    gateway: Gateway, path: str, rpc: str, body: Any
+    shared_gateway: Gateway, path: str, rpc: str, body: Any
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     r = await client.post(
-        f"{PREFIX}{path}", json=body, headers={**auth(), "Idempotency-Key": "key-123"}
+        f"{PREFIX}{path}", json=body, headers={**auth(), "Idempotency-Key": f"key-{rpc}"}
     )
     assert r.status_code in (200, 201), r.text
-    assert servicer.last(rpc).metadata["x-idempotency-key"] == "key-123"
+    assert servicer.last(rpc).metadata["x-idempotency-key"] == f"key-{rpc}"
 
 
-async def test_malformed_idempotency_key_is_rejected(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_malformed_idempotency_key_is_rejected(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs", json=MINIMAL_SUBMIT, headers={**auth(), "Idempotency-Key": "a b"}
     )
@@ -180,8 +183,8 @@ async def test_malformed_idempotency_key_is_rejected(gateway: Gateway) -> None:
     assert servicer.calls == []
 
 
-async def test_caller_supplied_metadata_headers_are_not_forwarded(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_caller_supplied_metadata_headers_are_not_forwarded(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.get(
         f"{PREFIX}/jobs",
         headers={
@@ -201,8 +204,8 @@ async def test_caller_supplied_metadata_headers_are_not_forwarded(gateway: Gatew
 # --- submit conversion ------------------------------------------------------------------------
 
 
-async def test_submit_converts_every_nested_config(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_submit_converts_every_nested_config(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs", json=FULL_SUBMIT, headers=auth())
     assert r.status_code == 201, r.text
     req: coordinator_pb2.SubmitJobRequest = servicer.last("SubmitJob").request  # type: ignore[assignment]
@@ -291,8 +294,8 @@ async def test_submit_converts_every_nested_config(gateway: Gateway) -> None:
     assert dict(req.labels) == {"team": "nlp", "type": "training"}
 
 
-async def test_submit_minimal_applies_documented_defaults(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_submit_minimal_applies_documented_defaults(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs", json=MINIMAL_SUBMIT, headers=auth())
     assert r.status_code == 201, r.text
     req: coordinator_pb2.SubmitJobRequest = servicer.last("SubmitJob").request  # type: ignore[assignment]
@@ -310,8 +313,8 @@ async def test_submit_minimal_applies_documented_defaults(gateway: Gateway) -> N
     assert dict(req.labels) == {}
 
 
-async def test_distributed_backend_defaults_to_nccl(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_distributed_backend_defaults_to_nccl(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     body = {
         **MINIMAL_SUBMIT,
         "training_config": {
@@ -327,8 +330,8 @@ async def test_distributed_backend_defaults_to_nccl(gateway: Gateway) -> None:
     assert fw.distributed.backend == "nccl"
 
 
-async def test_custom_framework_with_script(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_custom_framework_with_script(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     body = {
         **MINIMAL_SUBMIT,
         "training_config": {
@@ -351,9 +354,9 @@ async def test_custom_framework_with_script(gateway: Gateway) -> None:
     ],
 )
 async def test_start_after_becomes_a_utc_timestamp(
-    gateway: Gateway, start_after: str, expected: datetime
+    shared_gateway: Gateway, start_after: str, expected: datetime
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     body = {**MINIMAL_SUBMIT, "scheduling_config": {"start_after": start_after}}
     r = await client.post(f"{PREFIX}/jobs", json=body, headers=auth())
     assert r.status_code == 201, r.text
@@ -364,8 +367,8 @@ async def test_start_after_becomes_a_utc_timestamp(
 # --- list, actions ----------------------------------------------------------------------------
 
 
-async def test_list_filters_and_paging(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_list_filters_and_paging(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.get(
         f"{PREFIX}/jobs",
         params=[
@@ -392,8 +395,8 @@ async def test_list_filters_and_paging(gateway: Gateway) -> None:
     assert (req.page_size, req.page_token, req.order_by) == (7, "opaque-token==", "priority desc")
 
 
-async def test_list_defaults(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_list_defaults(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.get(f"{PREFIX}/jobs", headers=auth())
     assert r.status_code == 200
     assert r.json() == {"data": {"jobs": [], "next_page_token": "", "total_count": 0}}
@@ -406,9 +409,9 @@ async def test_list_defaults(gateway: Gateway) -> None:
     ("body", "expected"), [(None, True), ({}, True), ({"save_checkpoint": False}, False)]
 )
 async def test_pause_save_checkpoint_defaults_to_true(
-    gateway: Gateway, body: Any, expected: bool
+    shared_gateway: Gateway, body: Any, expected: bool
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs/job_5/pause", json=body, headers=auth())
     assert r.status_code == 200, r.text
     assert r.json() == {"data": {"job_id": "job_5", "status": "PAUSED", "message": ""}}
@@ -418,8 +421,8 @@ async def test_pause_save_checkpoint_defaults_to_true(
     assert req.save_checkpoint is expected
 
 
-async def test_cancel_reason_and_resume_checkpoint(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_cancel_reason_and_resume_checkpoint(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs/job_5/cancel", json={"reason": "wrong data"}, headers=auth()
     )
@@ -435,8 +438,8 @@ async def test_cancel_reason_and_resume_checkpoint(gateway: Gateway) -> None:
     assert (resume.job_id, resume.checkpoint_id) == ("job_5", "ckpt_2")
 
 
-async def test_retry_with_new_resource_config(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_retry_with_new_resource_config(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     body = {
         "checkpoint_id": "ckpt_9",
         "modify_resources": True,
@@ -460,8 +463,8 @@ async def test_retry_with_new_resource_config(gateway: Gateway) -> None:
     assert dict(rc.node_selector) == {"z": "1"}
 
 
-async def test_retry_without_body_sends_no_resource_config(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_retry_without_body_sends_no_resource_config(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs/job_5/retry", headers=auth())
     assert r.status_code == 200, r.text
     req: coordinator_pb2.RetryJobRequest = servicer.last("RetryJob").request  # type: ignore[assignment]
@@ -469,16 +472,16 @@ async def test_retry_without_body_sends_no_resource_config(gateway: Gateway) -> 
     assert not req.HasField("new_resource_config")
 
 
-async def test_job_id_path_is_passed_verbatim(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_job_id_path_is_passed_verbatim(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.get(f"{PREFIX}/jobs/job_01J~abc.def", headers=auth())
     assert r.status_code == 200
     assert servicer.last("GetJob").request.job_id == "job_01J~abc.def"  # type: ignore[attr-defined]
 
 
-async def test_concurrent_callers_keep_their_own_metadata(gateway: Gateway) -> None:
+async def test_concurrent_callers_keep_their_own_metadata(shared_gateway: Gateway) -> None:
     # Per-caller data travels per call: concurrent requests of different tenants never mix.
-    client, servicer = gateway
+    client, servicer = shared_gateway
 
     async def one(i: int) -> str:
         r = await client.get(
@@ -499,8 +502,8 @@ async def test_concurrent_callers_keep_their_own_metadata(gateway: Gateway) -> N
         assert call.request.job_id == f"job_{i}"  # type: ignore[attr-defined]
 
 
-async def test_one_long_lived_connection_for_all_callers(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_one_long_lived_connection_for_all_callers(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     for i in range(5):
         r = await client.get(f"{PREFIX}/jobs/job_{i}", headers=auth(f"tenant-{i}"))
         assert r.status_code == 200

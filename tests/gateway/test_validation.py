@@ -12,6 +12,9 @@ from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Gateway
 from tests.gateway.test_metadata import MINIMAL_SUBMIT
 
+# Many small tests: one gateway for the module (shared_gateway resets the script per test).
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
@@ -69,15 +72,15 @@ async def submit(client: httpx.AsyncClient, body: Any) -> httpx.Response:
         "resource_config.gpu_count",
     ],
 )
-async def test_each_required_field_is_named(gateway: Gateway, field: str) -> None:
-    client, servicer = gateway
+async def test_each_required_field_is_named(shared_gateway: Gateway, field: str) -> None:
+    client, servicer = shared_gateway
     r = await submit(client, with_(field, DELETE))
     assert validation_fields(r) == [field]
     assert servicer.calls == []
 
 
-async def test_all_missing_fields_reported_at_once(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_all_missing_fields_reported_at_once(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await submit(client, {"training_config": {"base_model": {}}, "data_config": {}})
     assert set(validation_fields(r)) == {
         "name",
@@ -129,8 +132,8 @@ async def test_all_missing_fields_reported_at_once(gateway: Gateway) -> None:
     ],
     ids=lambda v: str(v)[:20],
 )
-async def test_range_edges(gateway: Gateway, field: str, value: Any, ok: bool) -> None:
-    client, servicer = gateway
+async def test_range_edges(shared_gateway: Gateway, field: str, value: Any, ok: bool) -> None:
+    client, servicer = shared_gateway
     r = await submit(client, with_(field, value))
     if ok:
         assert r.status_code == 201, r.text
@@ -163,16 +166,16 @@ async def test_range_edges(gateway: Gateway, field: str, value: Any, ok: bool) -
     ids=lambda v: str(v)[:30],
 )
 async def test_wrong_types_and_unknown_enum_values(
-    gateway: Gateway, field: str, value: Any
+    shared_gateway: Gateway, field: str, value: Any
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     fields = validation_fields(await submit(client, with_(field, value)))
     assert all(f.startswith(field) for f in fields), fields
     assert servicer.calls == []
 
 
-async def test_naive_start_after_is_rejected_not_a_500(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_naive_start_after_is_rejected_not_a_500(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await submit(client, with_("scheduling_config.start_after", "2030-01-01T00:00:00"))
     assert validation_fields(r) == ["scheduling_config.start_after"]
     assert servicer.calls == []
@@ -190,14 +193,14 @@ async def test_naive_start_after_is_rejected_not_a_500(gateway: Gateway) -> None
         "scheduling_config.bogus",
     ],
 )
-async def test_unknown_fields_are_rejected(gateway: Gateway, field: str) -> None:
-    client, servicer = gateway
+async def test_unknown_fields_are_rejected(shared_gateway: Gateway, field: str) -> None:
+    client, servicer = shared_gateway
     assert validation_fields(await submit(client, with_(field, "x"))) == [field]
     assert servicer.calls == []
 
 
-async def test_custom_framework_needs_a_script(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_custom_framework_needs_a_script(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await submit(client, with_("training_config.framework", {"type": "CUSTOM"}))
     [field] = validation_fields(r)
     assert field == "training_config.framework"
@@ -216,9 +219,9 @@ async def test_custom_framework_needs_a_script(gateway: Gateway) -> None:
     ],
 )
 async def test_malformed_or_non_object_json(
-    gateway: Gateway, content: bytes, content_type: str
+    shared_gateway: Gateway, content: bytes, content_type: str
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs", content=content, headers={**auth(), "Content-Type": content_type}
     )
@@ -226,8 +229,8 @@ async def test_malformed_or_non_object_json(
     assert servicer.calls == []
 
 
-async def test_malformed_json_names_the_body(gateway: Gateway) -> None:
-    client, _ = gateway
+async def test_malformed_json_names_the_body(shared_gateway: Gateway) -> None:
+    client, _ = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs",
         content=b'{"name": ',
@@ -237,8 +240,8 @@ async def test_malformed_json_names_the_body(gateway: Gateway) -> None:
     assert "malformed JSON" in r.json()["error"]["details"][0]["message"]
 
 
-async def test_missing_submit_body(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_missing_submit_body(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs", headers=auth())
     assert validation_fields(r)
     assert servicer.calls == []
@@ -264,8 +267,10 @@ async def test_missing_submit_body(gateway: Gateway) -> None:
     ],
     ids=str,
 )
-async def test_list_query_validation(gateway: Gateway, params: dict[str, str], ok: bool) -> None:
-    client, servicer = gateway
+async def test_list_query_validation(
+    shared_gateway: Gateway, params: dict[str, str], ok: bool
+) -> None:
+    client, servicer = shared_gateway
     r = await client.get(f"{PREFIX}/jobs", params=params, headers=auth())
     if ok:
         assert r.status_code == 200, r.text
@@ -292,8 +297,8 @@ OPTIONAL_BODY_STYLES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("action", ACTIONS)
-async def test_optional_bodies(gateway: Gateway, action: str) -> None:
-    client, servicer = gateway
+async def test_optional_bodies(shared_gateway: Gateway, action: str) -> None:
+    client, servicer = shared_gateway
     for style, kwargs in OPTIONAL_BODY_STYLES.items():
         servicer.calls.clear()
         extra = dict(kwargs)
@@ -319,9 +324,9 @@ async def test_optional_bodies(gateway: Gateway, action: str) -> None:
     ids=str,
 )
 async def test_action_body_validation(
-    gateway: Gateway, action: str, body: dict[str, Any], field: str
+    shared_gateway: Gateway, action: str, body: dict[str, Any], field: str
 ) -> None:
-    client, servicer = gateway
+    client, servicer = shared_gateway
     r = await client.post(f"{PREFIX}/jobs/job_1/{action}", json=body, headers=auth())
     fields = validation_fields(r)
     assert len(fields) == 1
@@ -329,8 +334,10 @@ async def test_action_body_validation(
     assert servicer.calls == []
 
 
-async def test_modify_resources_without_config_names_the_missing_field(gateway: Gateway) -> None:
-    client, _ = gateway
+async def test_modify_resources_without_config_names_the_missing_field(
+    shared_gateway: Gateway,
+) -> None:
+    client, _ = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs/job_1/retry", json={"modify_resources": True}, headers=auth()
     )
@@ -338,8 +345,8 @@ async def test_modify_resources_without_config_names_the_missing_field(gateway: 
     assert "new_resource_config" in r.json()["error"]["details"][0]["message"]
 
 
-async def test_malformed_action_body(gateway: Gateway) -> None:
-    client, servicer = gateway
+async def test_malformed_action_body(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
     r = await client.post(
         f"{PREFIX}/jobs/job_1/pause",
         content=b"{oops",
