@@ -78,9 +78,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a bearer token that `scaimind serve` on the same data dir accepts."""
-    from scaimind.auth import embedded_secret, mint_token
+    from scaimind.auth import EMBEDDED_ISSUER, embedded_secret, mint_token
 
     settings = _settings(args)
+    if settings.jwt_public_key or settings.jwt_jwks_url:
+        # The gateway then verifies RS256/ES256 only; an HS256 token would always be a 401.
+        raise SettingsError(
+            "SCAIMIND_JWT_PUBLIC_KEY or SCAIMIND_JWT_JWKS_URL is set: the gateway accepts only "
+            "tokens from that identity provider, not tokens minted here"
+        )
     secret = (
         settings.jwt_secret.get_secret_value()
         if settings.jwt_secret
@@ -95,6 +101,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             scope=args.scope,
             ttl_s=args.ttl,
             audience=settings.jwt_audience or "scaimind",
+            # The gateway checks the issuer whenever one is configured.
+            issuer=settings.jwt_issuer or EMBEDDED_ISSUER,
         )
     )
     return 0
