@@ -175,3 +175,45 @@ async def test_unusable_secret_file_is_refused(
     with pytest.raises(SettingsError, match="jwt-secret"):
         async with running_gateway(settings):
             pass
+
+
+async def test_token_honours_a_configured_issuer(
+    scripted: tuple[ScriptedCoordinator, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    servicer, port = scripted
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("SCAIMIND_JWT_ISSUER", "https://id.example")
+    token = token_in_process(capsys, data_dir, "--tenant", "acme", "--user", "ada")
+    settings = Settings(
+        data_dir=data_dir, grpc_host="127.0.0.1", grpc_port=port, api_secret=API_SECRET
+    )
+    assert settings.jwt_issuer == "https://id.example"
+    async with running_gateway(settings) as client:
+        r = await client.get(f"{PREFIX}/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert servicer.last("ListJobs").metadata["x-tenant-id"] == "acme"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SCAIMIND_JWT_JWKS_URL", "https://id.example/jwks.json"),
+        ("SCAIMIND_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nMFk=\n-----END PUBLIC KEY-----"),
+    ],
+)
+def test_token_refuses_when_the_gateway_verifies_asymmetric_tokens(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code = main(["token", "--data-dir", str(tmp_path / "d"), "--tenant", "t", "--user", "u"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.out == ""
+    assert variable in captured.err
