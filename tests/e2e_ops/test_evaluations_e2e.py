@@ -114,6 +114,22 @@ async def test_evaluation_refusals(ops: Ops, tmp_path: Path) -> None:
     for known in ("perplexity", "loss", "token_accuracy"):
         assert known in message
 
+    # A directory that holds no model: the evaluation runs and fails per benchmark; it is
+    # not retried (a new evaluation is submitted instead).
+    not_a_model = {**body, "model_uri": tmp_path.as_uri()}
+    r = await ops.http.post(f"{PREFIX}/evaluations", json=not_a_model, headers=auth())
+    assert r.status_code == 201, r.text
+    eval_id = r.json()["data"]["evaluation_id"]
+    failed = await ops.wait_status(eval_id, "FAILED", "COMPLETED")
+    assert failed["status"] == "FAILED"
+    ev = await _evaluation(ops, eval_id)
+    assert ev["status"] == "FAILED"
+    assert ev["benchmarks"][0]["status"] == "FAILED"
+    assert "cannot load model" in ev["benchmarks"][0]["error"]
+    r = await ops.http.post(f"{PREFIX}/jobs/{eval_id}/retry", json={}, headers=auth())
+    assert r.status_code == 409
+    assert "evaluation" in r.json()["error"]["message"]
+
     # Another tenant's job does not exist for the caller; nor does an unknown evaluation.
     r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=auth("tenant-b"))
     assert r.status_code == 404

@@ -23,11 +23,17 @@ from scaimind.coordinator.convert import (
     log_proto,
     node_status_name,
     set_time,
+    status_name,
     timestamp,
 )
 from scaimind.coordinator.data_validation import validate_data
-from scaimind.coordinator.errors import CoordinatorError, invalid
-from scaimind.coordinator.evaluations import get_evaluation, remember_token, submit_evaluation
+from scaimind.coordinator.errors import CoordinatorError, invalid, precondition
+from scaimind.coordinator.evaluations import (
+    EVALUATION,
+    get_evaluation,
+    remember_token,
+    submit_evaluation,
+)
 from scaimind.coordinator.inventory import slot_memory_bytes
 from scaimind.coordinator.manager import CallerContext, JobManager
 from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
@@ -277,6 +283,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.RetryJobRequest, context: Ctx
     ) -> coordinator_pb2.RetryJobResponse:
         caller = self.auth.caller(context)
+        row = self.m.store.get_job(request.job_id, caller.tenant_id)
+        if row is not None and row["job_type"] == EVALUATION:
+            # An evaluation has no checkpoint to continue from; it is simply submitted again.
+            raise precondition(
+                f"job {request.job_id} is an evaluation ({status_name(row['status'])}); "
+                "evaluations are not retried, submit a new evaluation instead"
+            )
         resp = self.m.retry(caller, request)
         remember_token(self.m, resp.job_id, caller.scaidrive_token)
         return resp
