@@ -9,10 +9,13 @@ from typing import Any
 
 import grpc
 
+from scaimind.coordinator.config import CoordinatorConfig
+from scaimind.coordinator.server import start_coordinator
 from scaimind.tokens import sign_downstream_token
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tests.conftest import API_SECRET, auth, wait_for
 from tests.e2e_ops.conftest import DOWNSTREAM_KEY, NODE, PREFIX, Ops, OpsFactory
+from tests.trainer.conftest import write_corpus
 
 
 def _write(path: Path, text: str) -> Path:
@@ -308,3 +311,44 @@ async def _no_token_in_logs(ops: Ops, job_id: str, token: str) -> bool:
         f"{PREFIX}/jobs/{job_id}/logs", params={"tail": 1000, "follow": "false"}, headers=auth()
     )
     return r.status_code == 200 and token not in r.text
+
+
+async def test_cache_entries_survive_a_coordinator_restart(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "corpus.jsonl", records=30)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps([{"node_id": NODE, "gpu_type": "CPU", "gpu_count": 1}]))
+    config = CoordinatorConfig(
+        data_dir=tmp_path / "coordinator", api_secret=API_SECRET, inventory_path=inventory
+    )
+    md = (("x-api-secret", API_SECRET), ("x-tenant-id", "tenant-a"))
+    req = coordinator_pb2.SubmitJobRequest(name="cached")
+    req.training_config.training_type = common_pb2.TRAINING_TYPE_SFT
+    req.training_config.base_model.model_id = "m"
+    req.training_config.hyperparameters["max_steps"] = "1"
+    req.data_config.sources.add(path=str(corpus))
+    req.resource_config.gpu_count = 1
+
+    async def run_once() -> coordinator_pb2.GetDataCacheResponse:
+        running = await start_coordinator(config)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+        try:
+            job_id = (await stub.SubmitJob(req, metadata=md)).job_id
+
+            async def finished() -> bool:
+                job = await stub.GetJob(coordinator_pb2.GetJobRequest(job_id=job_id), metadata=md)
+                return job.status == common_pb2.JOB_STATUS_COMPLETED
+
+            await wait_for(finished)
+            return await stub.GetDataCache(coordinator_pb2.GetDataCacheRequest(), metadata=md)
+        finally:
+            await channel.close(None)
+            await running.stop()
+
+    first = await run_once()
+    assert [(e.dataset_uri, e.hit_count) for e in first.entries] == [(str(corpus), 0)]
+    # The next coordinator on the same data dir finds the copy: the second job is a hit.
+    second = await run_once()
+    assert [(e.dataset_uri, e.hit_count) for e in second.entries] == [(str(corpus), 1)]
+    assert second.entries[0].cached_at == first.entries[0].cached_at
+    assert second.hit_rate == 0.5
