@@ -47,6 +47,7 @@ def emit(obj):
     metrics.write(json.dumps(obj) + "\n")
     metrics.flush()
 
+Path("environment.json").write_text(json.dumps(sorted(env)))
 step = 0
 resume = env.get("SCAIMIND_RESUME_CHECKPOINT", "")
 if resume:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
@@ -352,3 +353,23 @@ async def test_cache_entries_survive_a_coordinator_restart(tmp_path: Path) -> No
     assert [(e.dataset_uri, e.hit_count) for e in second.entries] == [(str(corpus), 1)]
     assert second.entries[0].cached_at == first.entries[0].cached_at
     assert second.hit_rate == 0.5
+
+
+async def test_user_code_never_sees_the_token_key(
+    make_ops: OpsFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As under `scaimind serve` / `scaimind coordinator`, where the key comes from the env.
+    monkeypatch.setenv("SCAIMIND_TOKEN_SIGNING_KEY", DOWNSTREAM_KEY)
+    monkeypatch.setenv("SCAIMIND_API_SECRET", API_SECRET)
+    ops = await make_ops(slots=1)
+    gate = ops.root / "gate"
+    gate.touch()
+    job_id = (await ops.submit("env", gate=gate))["data"]["job_id"]
+    await ops.wait_status(job_id, "COMPLETED")
+    names = json.loads(
+        (ops.root / "coordinator" / "jobs" / job_id / "environment.json").read_text()
+    )
+    assert "SCAIMIND_JOB_ID" in names
+    assert "GATE" in names
+    assert "SCAIMIND_TOKEN_SIGNING_KEY" not in names
+    assert "SCAIMIND_API_SECRET" not in names

@@ -33,7 +33,10 @@ PROGRESS_KEYS = {"type", "step", "epoch", "total_steps", "total_epochs"}
 
 def process_env(extra: dict[str, str], user: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a workload process: ours, the user's variables, then the contract's."""
-    env = dict(os.environ)
+    # None of ScaiMind's own settings reach user code: they hold the API secret, the downstream
+    # token key (anyone holding it could mint scaidrive tokens for every tenant), JWT secrets
+    # and database URLs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
     env.update(user or {})
     env.update(extra)
     # Line-buffered output so stdout becomes log entries as it happens.
