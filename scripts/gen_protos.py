@@ -62,8 +62,10 @@ def main() -> int:
             cmp = filecmp.dircmp(fresh, TARGET, ignore=["__pycache__"])
             drift = cmp.left_only + cmp.right_only + cmp.diff_files
             if drift:
-                print(f"generated code is out of date ({', '.join(sorted(drift))}); "
-                      "run: python scripts/gen_protos.py")
+                print(
+                    f"generated code is out of date ({', '.join(sorted(drift))}); "
+                    "run: python scripts/gen_protos.py"
+                )
                 return 1
         print("generated code is in sync with protos/")
         return 0
