@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -15,7 +13,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from scaimind import __version__
-from scaimind.auth import CurrentUser, TokenVerifier, get_current_user
+from scaimind.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
 from scaimind.client import CallContext, CoordinatorClient, open_channel
 from scaimind.deps import State
 from scaimind.errors import (
@@ -59,16 +57,8 @@ def module_router() -> APIRouter:
 
 
 def embedded_api_secret(data_dir: Path) -> str:
-    """The gateway↔embedded-coordinator secret of a data dir, generated once (mode 0600)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / _API_SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    """The gateway↔embedded-coordinator secret of a data dir (`api-secret`)."""
+    return secret_file(data_dir, _API_SECRET_FILE)
 
 
 async def _start_embedded_coordinator(

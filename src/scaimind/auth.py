@@ -68,14 +68,14 @@ def permissions_for(role: str, scope: str | Iterable[str] | None) -> frozenset[s
     return ROLE_PERMISSIONS.get(role, frozenset()) | frozenset(extra)
 
 
-def embedded_secret(data_dir: Path) -> str:
-    """The HS256 secret of a data dir, generated once with mode 0600."""
+def secret_file(data_dir: Path, name: str) -> str:
+    """A random secret kept in `data_dir/name`, generated once with mode 0600."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / _SECRET_FILE
+    path = data_dir / name
     if not path.exists():
         # Write a private temp file, then link it into place. The link is atomic, so concurrent
         # first runs agree on one secret and none reads a created-but-still-empty file.
-        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{_SECRET_FILE}.")  # mode 0600
+        fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=f".{name}.")  # mode 0600
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
@@ -90,6 +90,11 @@ def embedded_secret(data_dir: Path) -> str:
             f"{path} holds no usable secret (empty or too short); delete it to generate one"
         )
     return secret
+
+
+def embedded_secret(data_dir: Path) -> str:
+    """The HS256 secret of a data dir (`jwt-secret`)."""
+    return secret_file(data_dir, _SECRET_FILE)
 
 
 def mint_token(
