@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the job cache and the idempotency ledger."""
+"""SQLAlchemy models of the job cache, the idempotency ledger and the API keys."""
 
 from __future__ import annotations
 
@@ -130,4 +130,29 @@ class IdempotencyRecord(Base):
         UniqueConstraint("tenant_id", "route", "key"),
         CheckConstraint("state IN ('in_progress', 'completed')", name="state"),
         Index(None, "expires_at"),
+    )
+
+
+class ApiKeyRow(Base):
+    """One `sgk_…` API key: who it acts as, its lifetime, and only the SHA-256 of the secret."""
+
+    __tablename__ = "mod_scaimind_api_keys"
+
+    # Public handle for listing and revoking; unrelated to the secret so it reveals nothing.
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    tenant_id: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # Verification looks keys up by hash: the digest of a guess either exists or it does not.
+        UniqueConstraint("key_hash"),
+        Index(None, "tenant_id", "created_at"),
     )
