@@ -35,6 +35,7 @@ _READY_TIMEOUT_S: Final = 2.0
 
 def module_router() -> APIRouter:
     """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
+    from scaimind import apikeys  # noqa: F401  (registers the API-key store's startup hook)
     from scaimind.routers import cluster, data, evaluations, jobs, monitoring, queue
 
     router = APIRouter()

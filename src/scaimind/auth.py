@@ -1,7 +1,8 @@
 """Bearer-token authentication, permissions and tenancy (API.md §3).
 
 The module depends on exactly one user dependency, `get_current_user`. Standalone it verifies
-JWTs; a host app (ScaiGrid) replaces it via `dependency_overrides` with its own user lookup.
+JWTs and `sgk_` API keys; a host app (ScaiGrid) replaces it via `dependency_overrides` with its
+own user lookup.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ ROLE_PERMISSIONS: Final[Mapping[str, frozenset[str]]] = {
     "tenant_user": frozenset(),
 }
 
+# Bearer tokens with this prefix are API keys (scaimind.apikeys), not JWTs.
+API_KEY_PREFIX: Final = "sgk_"
 EMBEDDED_ISSUER: Final = "scaimind-embedded"
 EMBEDDED_AUDIENCE: Final = "scaimind"
 _SECRET_FILE: Final = "jwt-secret"
@@ -221,7 +224,13 @@ async def get_current_user(request: Request) -> CurrentUser:
     """The standalone user dependency; hosts override it with their own."""
     from scaimind.deps import state_of  # late: deps imports this module
 
-    return await state_of(request).verifier.verify(_bearer(request))
+    state = state_of(request)
+    token = _bearer(request)
+    if token.startswith(API_KEY_PREFIX):
+        from scaimind.apikeys import authenticate  # late: apikeys imports this module
+
+        return await authenticate(state, token)
+    return await state.verifier.verify(token)
 
 
 CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]

@@ -1,4 +1,4 @@
-"""The `scaimind` command line: serve, coordinator, migrate, token and operator commands."""
+"""The `scaimind` command line: serve, coordinator, migrate, token, apikey and operator commands."""
 
 from __future__ import annotations
 
@@ -175,13 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_operator_commands() -> None:
-    # Optional module: the operator commands live apart from the server commands.
-    try:
-        module = importlib.import_module("scaimind.operator_cli")
-    except ModuleNotFoundError:
-        return
-    if module.register not in _extra_commands:
-        _extra_commands.append(module.register)
+    # Optional modules: the operator commands live apart from the server commands.
+    for name in ("scaimind.operator_cli", "scaimind.apikey_cli"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        if module.register not in _extra_commands:
+            _extra_commands.append(module.register)
 
 
 if __name__ == "__main__":
