@@ -316,6 +316,13 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                 n, jobs, http_port, token, http, headers, args, gateway, coordinator
             )
             level.print_row(rss0, idle_p99)
+            # Neighbours on a shared machine move the baseline: measure it again, streams closed.
+            again = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+            print(
+                f"       idle again (streams closed): GET /jobs/{{id}} p50 "
+                f"{pct(again, 50) * 1e3:.2f} ms  p99 {pct(again, 99) * 1e3:.2f} ms",
+                flush=True,
+            )
         for job_id in jobs:
             await http.post(f"/jobs/{job_id}/cancel", json={}, headers=headers)
 
