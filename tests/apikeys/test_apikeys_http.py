@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scaimind.apikeys import ApiKeyStore, generate_key
 from scaimind.auth import MANAGE, VIEW
@@ -101,3 +103,30 @@ async def test_a_database_outage_is_503_not_a_refused_key(
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "BACKEND_UNAVAILABLE"
         assert r.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_with_token_exchange_configured_key_callers_get_no_downstream_tokens(
+    scripted: tuple[ScriptedCoordinator, int],
+    database_url: str,
+    engine: AsyncEngine,
+    tmp_path: Path,
+) -> None:
+    servicer, port = scripted
+    settings = settings_for(
+        tmp_path,
+        grpc_host="127.0.0.1",
+        grpc_port=port,
+        database_url=database_url,
+        # Never reached: there is no subject token to send it.
+        token_exchange_url="http://127.0.0.1:9/token",
+    )
+    _, key = await ApiKeyStore(engine).create("tenant-a", "u1")
+    async with running_gateway(settings) as client:
+        listed = await client.get(f"{PREFIX}/jobs", headers=bearer(key))
+        assert listed.status_code == 200, listed.text
+        r = await client.post(f"{PREFIX}/jobs", json=MINIMAL_SUBMIT, headers=bearer(key))
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "TOKEN_EXCHANGE_FAILED"
+        assert "no subject token" in r.json()["error"]["message"]
+    assert [c.rpc for c in servicer.calls] == ["ListJobs"]
