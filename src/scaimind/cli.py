@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,9 +39,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     # uvicorn turns SIGINT/SIGTERM into a lifespan shutdown, which stops the embedded
-    # coordinator cleanly (running jobs checkpoint and are re-queued).
+    # coordinator cleanly (running jobs checkpoint and are re-queued). Afterwards it re-raises
+    # the signal under the handler it found, which by default would end the process with
+    # status 143 although the shutdown was clean; this one exits 0 (and also covers a SIGTERM
+    # that arrives before uvicorn installed its own handler, when nothing is running yet).
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
     return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:

@@ -74,6 +74,8 @@ class Stack:
     root: Path
     corpus: Path
     script: Path
+    # Authorization headers for a tenant (a serve process has its own signing secret).
+    authorize: Callable[[str], dict[str, str]] = auth
 
     def gate(self, name: str) -> Path:
         """A gate file path (not created): CUSTOM jobs wait for it past GATE_STEP."""
@@ -124,7 +126,9 @@ class Stack:
 
     async def submit(self, body: dict[str, Any], tenant: str = "tenant-a", **headers: str) -> str:
         """POST /jobs (201 expected); returns the job id."""
-        r = await self.http.post(f"{PREFIX}/jobs", json=body, headers={**auth(tenant), **headers})
+        r = await self.http.post(
+            f"{PREFIX}/jobs", json=body, headers={**self.authorize(tenant), **headers}
+        )
         assert r.status_code == 201, r.text
         data = r.json()["data"]
         assert data["job_id"].startswith("job_")
@@ -132,7 +136,7 @@ class Stack:
 
     async def job(self, job_id: str, tenant: str = "tenant-a") -> dict[str, Any]:
         """GET /jobs/{id} (200 expected)."""
-        r = await self.http.get(f"{PREFIX}/jobs/{job_id}", headers=auth(tenant))
+        r = await self.http.get(f"{PREFIX}/jobs/{job_id}", headers=self.authorize(tenant))
         assert r.status_code == 200, r.text
         return r.json()["data"]  # type: ignore[no-any-return]
 
@@ -163,7 +167,7 @@ class Stack:
     ) -> httpx.Response:
         """POST /jobs/{id}/{verb}."""
         return await self.http.post(
-            f"{PREFIX}/jobs/{job_id}/{verb}", json=body, headers=auth(tenant)
+            f"{PREFIX}/jobs/{job_id}/{verb}", json=body, headers=self.authorize(tenant)
         )
 
     async def ok(self, job_id: str, verb: str, body: dict[str, Any] | None = None) -> Any:
@@ -174,7 +178,7 @@ class Stack:
 
     async def list_jobs(self, tenant: str = "tenant-a", **params: Any) -> dict[str, Any]:
         """GET /jobs with query parameters (lists become repeated parameters)."""
-        r = await self.http.get(f"{PREFIX}/jobs", params=params, headers=auth(tenant))
+        r = await self.http.get(f"{PREFIX}/jobs", params=params, headers=self.authorize(tenant))
         assert r.status_code == 200, r.text
         return r.json()["data"]  # type: ignore[no-any-return]
 
@@ -192,7 +196,9 @@ class Stack:
     async def losses(self, job_id: str) -> list[tuple[int, float]]:
         """(step, value) of the job's whole `loss` series from GET /jobs/{id}/metrics."""
         r = await self.http.get(
-            f"{PREFIX}/jobs/{job_id}/metrics", params={"max_points": 100_000}, headers=auth()
+            f"{PREFIX}/jobs/{job_id}/metrics",
+            params={"max_points": 100_000},
+            headers=self.authorize("tenant-a"),
         )
         assert r.status_code == 200, r.text
         series = {s["name"]: s["points"] for s in r.json()["data"]["series"]}
@@ -203,7 +209,7 @@ class Stack:
         r = await self.http.get(
             f"{PREFIX}/jobs/{job_id}/logs",
             params={"follow": "false", "tail": 10_000, "level": "DEBUG"},
-            headers=auth(tenant),
+            headers=self.authorize(tenant),
         )
         assert r.status_code == 200, r.text
         events = parse_sse(r.text)
@@ -221,9 +227,8 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 def gateway_settings(root: Path, port: int, **overrides: Any) -> Settings:
     """Gateway settings pointing at a coordinator on 127.0.0.1:port."""
-    return settings_for(
-        root, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=10.0, **overrides
-    )
+    values: dict[str, Any] = {"grpc_host": "127.0.0.1", "grpc_port": port, "grpc_timeout_s": 10.0}
+    return settings_for(root, **{**values, **overrides})
 
 
 async def open_gateway(stack: AsyncExitStack, settings: Settings) -> httpx.AsyncClient:

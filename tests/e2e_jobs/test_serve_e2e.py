@@ -1,0 +1,177 @@
+"""`scaimind serve` as a real process: SIGTERM shuts it down cleanly and loses no job."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import wait_for
+
+from .conftest import Stack, job_files
+from .test_restart_e2e import clean_env
+
+
+def scaimind_command() -> list[str]:
+    """The installed console script (or the module when it is not installed)."""
+    script = Path(sys.executable).parent / "scaimind"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "scaimind.cli"]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Serve:
+    """`scaimind serve --data-dir D` runs, one after another, on that data dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.data_dir = root / "data"
+        self.output = root / "serve.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        """Start serve on a free port and wait until it is ready; returns the base URL."""
+        port = free_port()
+        with self.output.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *scaimind_command(),
+                "serve",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(self.data_dir),
+                env=clean_env(SCAIMIND_LOG_LEVEL="WARNING"),
+                stdout=out,
+                stderr=out,
+            )
+        self.url = f"http://127.0.0.1:{port}"
+        proc = self.proc
+
+        async def ready() -> bool:
+            assert proc.returncode is None, self.output.read_text()
+            try:
+                async with httpx.AsyncClient(timeout=2) as client:
+                    r = await client.get(f"{self.url}/health/ready")
+            except httpx.TransportError:
+                return False
+            return r.status_code == 200
+
+        await wait_for(ready, within=30, interval=0.1)
+        return self.url
+
+    def token(self) -> str:
+        """A bearer token minted by `scaimind token` for this data dir."""
+        result = subprocess.run(
+            [
+                *scaimind_command(),
+                "token",
+                "--data-dir",
+                str(self.data_dir),
+                "--tenant",
+                "tenant-a",
+                "--user",
+                "user-1",
+            ],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    async def terminate(self, within: float) -> int:
+        """SIGTERM; the exit code, which must come within `within` seconds."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=within)
+
+
+@pytest.fixture
+async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
+    """A Serve whose process is killed at the end if still running."""
+    s = Serve(tmp_path)
+    try:
+        yield s
+    finally:
+        if s.proc is not None and s.proc.returncode is None:
+            s.proc.kill()
+            await s.proc.wait()
+
+
+async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
+    tmp_path: Path, serve: Serve
+) -> None:
+    url = await serve.start()
+    headers = {"Authorization": f"Bearer {await asyncio.to_thread(serve.token)}"}
+
+    def authorize(tenant: str) -> dict[str, str]:
+        assert tenant == "tenant-a"
+        return headers
+
+    corpus, script = job_files(tmp_path)
+    gate = tmp_path / "gate"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        s = Stack(http, tmp_path, corpus, script, authorize)
+        # A CUSTOM job held at step 4 (its periodic checkpoints are every 10 steps, so only
+        # the SIGTERM checkpoint can carry it over), and a long-ish built-in trainer job.
+        custom = await s.submit(
+            s.body(
+                "custom",
+                env={"GATE": str(gate), "GATE_STEP": "4", "TOTAL_STEPS": "8", "CKPT_EVERY": "10"},
+            ),
+        )
+        builtin = await s.submit(
+            s.body(
+                "builtin",
+                custom=False,
+                hyperparameters={"max_steps": 400, "seed": 5},
+                checkpoint_interval_steps=1000,
+            )
+        )
+        await s.wait(custom, "TRAINING", step=4)
+        at_sigterm = await s.wait(
+            builtin, "TRAINING", check=lambda j: j["progress"]["current_step"] >= 10
+        )
+        assert at_sigterm["checkpoints"] == []
+        assert (await s.job(custom))["checkpoints"] == []
+
+    started = time.monotonic()
+    assert await serve.terminate(within=30) == 0, serve.output.read_text()
+    assert time.monotonic() - started < 20
+    gate.write_text("")
+
+    url = await serve.start()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        s = Stack(http, tmp_path, corpus, script, authorize)
+        job = await s.wait(custom, "COMPLETED")
+        assert job["retry_count"] == 0
+        assert job["checkpoints"][0]["step"] == 4
+        log = await s.messages(custom)
+        assert any("→ QUEUED: coordinator stopped; will resume" in m for m in log), log
+        assert "custom script starting at step 5 of 8" in log
+        assert [p for p, _ in await s.losses(custom)] == list(range(1, 9))
+
+        job = await s.wait(builtin, "COMPLETED", within=45)
+        stopped_at = job["checkpoints"][0]["step"]
+        assert stopped_at >= 10
+        assert job["retry_count"] == 0
+        # Continued from its shutdown checkpoint: every step once, the counter never restarted.
+        assert [p for p, _ in await s.losses(builtin)] == list(range(1, 401))
+        resume = f"resume from {job['checkpoints'][0]['path']}"
+        assert any(resume in m for m in await s.messages(builtin))
+        assert (await s.list_jobs())["total_count"] == 2
+    assert await serve.terminate(within=30) == 0
