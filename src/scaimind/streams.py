@@ -320,6 +320,10 @@ class FeedHub:
         """Feeds (upstream follow calls) open now."""
         return len(self._feeds)
 
+    def followers(self) -> int:
+        """Followers of all open feeds."""
+        return sum(feed.followers for feed in self._feeds.values())
+
     def join(self, key: FeedKey, client: CoordinatorClient, ctx: CallContext) -> LogFeed:
         """The feed of `key` (started with this caller's context if new), one follower more."""
         feed = self._feeds.get(key)
@@ -341,11 +345,13 @@ class FeedHub:
             del self._feeds[feed.key]
 
     async def close(self) -> None:
-        """Cancel every feed (shutdown)."""
+        """Cancel every feed (shutdown); their followers end with a retryable error."""
         feeds = list(self._feeds.values())
         self._feeds.clear()
         for feed in feeds:
             feed.task.cancel()
+            if feed.final is None:
+                feed._finish(error_frames("BACKEND_UNAVAILABLE", True))
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed.task
@@ -362,30 +368,33 @@ async def follow_logs(
     try:
         cursor = feed.end_index
         await feed.positioned.wait()
-        catch_up = coordinator_pb2.StreamJobLogsRequest()
-        catch_up.CopyFrom(req)
-        catch_up.follow = False
-        last = req.after_seq if req.HasField("after_seq") else -1
-        upstream = client.stream_job_logs(catch_up, ctx)
-        try:
-            ended = False
-            async for response in upstream:
-                kind = response.WhichOneof("event")
-                if kind == "entry" and response.entry.seq > last:
-                    yield render_log(response.entry)
-                    last = response.entry.seq
-                elif kind == "end":
-                    ended = True
-            if not ended:
-                for b in _unended_frames(f"catch-up of {req.job_id}"):
+        resuming = req.HasField("after_seq")
+        last = req.after_seq if resuming else -1
+        # tail=0 means "from now on": the feed alone has that, no catch-up call needed.
+        if resuming or req.tail:
+            catch_up = coordinator_pb2.StreamJobLogsRequest()
+            catch_up.CopyFrom(req)
+            catch_up.follow = False
+            upstream = client.stream_job_logs(catch_up, ctx)
+            try:
+                ended = False
+                async for response in upstream:
+                    kind = response.WhichOneof("event")
+                    if kind == "entry" and response.entry.seq > last:
+                        yield render_log(response.entry)
+                        last = response.entry.seq
+                    elif kind == "end":
+                        ended = True
+                if not ended:
+                    for b in _unended_frames(f"catch-up of {req.job_id}"):
+                        yield b
+                    return
+            except Exception as exc:
+                for b in _failure_frames(exc, f"catch-up of {req.job_id}"):
                     yield b
                 return
-        except Exception as exc:
-            for b in _failure_frames(exc, f"catch-up of {req.job_id}"):
-                yield b
-            return
-        finally:
-            await _aclose(upstream)
+            finally:
+                await _aclose(upstream)
         while True:
             changed = feed.changed()
             items = feed.read(cursor)

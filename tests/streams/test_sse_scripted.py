@@ -451,18 +451,13 @@ async def test_followers_share_one_upstream_and_ordinary_requests_flow(
 
         await asyncio.gather(*(open_one() for _ in range(50)))
 
-        async def all_caught_up() -> bool:
-            # Each follower made its own finite catch-up call; the feed is the one open call.
-            catch_ups = sum(
-                1
-                for c in coordinator.calls
-                if c.rpc == "StreamJobLogs"
-                and not getattr(c.request, "follow", True)
-                and getattr(c.request, "tail", -1) == 0
-            )
-            return catch_ups == 50 and coordinator.open_streams == 1
+        async def all_following() -> bool:
+            return bool(hub.followers() == 50 and coordinator.open_streams == 1)
 
-        await wait_for(all_caught_up, within=10)
+        await wait_for(all_following, within=10)
+        stream_calls = [c.request for c in coordinator.calls if c.rpc == "StreamJobLogs"]
+        # tail=0 needs no catch-up: the feed's position probe and the feed are all.
+        assert len(stream_calls) == 2
         assert follow_calls(coordinator) == 1
         assert hub.feeds() == 1
         r = await http.get(f"{gw.url}/jobs/job_many", headers=auth())
