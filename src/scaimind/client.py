@@ -78,11 +78,6 @@ class CoordinatorClient:
         """Close the channel."""
         await self._channel.close(None)
 
-    def channel_ready(self) -> bool:
-        """Whether the channel is connected (or idle and able to connect)."""
-        state = self._channel.get_state(try_to_connect=True)
-        return state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
-
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         md = [
             ("x-api-secret", self._api_secret),

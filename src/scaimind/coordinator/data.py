@@ -95,11 +95,3 @@ def resolve_source(
     return LocalSource(
         path=path, format=format_name(source.format, path), columns=list(source.columns), uri=raw
     )
-
-
-def prepare_sources(sources: list[LocalSource]) -> list[LocalSource]:
-    """PREPARING: make every source available to the process (today: read in place)."""
-    for src in sources:
-        if not src.path.is_file():
-            raise FileNotFoundError(f"data source {src.path} no longer exists")
-    return sources

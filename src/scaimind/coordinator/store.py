@@ -497,15 +497,6 @@ class Store:
         ts = max((float(r["ts"]) for r in rows), default=0.0)
         return epoch, ts, {r["name"]: float(r["value"]) for r in rows}
 
-    def recent_steps(self, job_id: str, limit: int = 20) -> list[tuple[int, float]]:
-        """(step, ts) of the most recent steps, newest first."""
-        rows = self._db.execute(
-            "SELECT step, MAX(ts) AS ts FROM metric_points WHERE job_id = ? "
-            "GROUP BY step ORDER BY step DESC LIMIT ?",
-            (job_id, limit),
-        ).fetchall()
-        return [(int(r["step"]), float(r["ts"])) for r in rows]
-
     # ---- checkpoints ------------------------------------------------------------------------
 
     def add_checkpoint(self, record: CheckpointRecord, keep_last: int) -> list[str]:

