@@ -18,6 +18,7 @@ Choices (documented for operators):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import hashlib
@@ -58,6 +59,9 @@ class DatasetCache:
         # (tenant, uri, node) -> jobs that read the entry; in memory because after a restart no
         # process is running, so nothing is in use.
         self._users: dict[tuple[str, str, str], set[str]] = {}
+        # Copies run in a thread so the event loop keeps serving; one fetch at a time, since two
+        # jobs missing the same entry would otherwise copy into the same file.
+        self._fetching = asyncio.Lock()
         self._recover()
 
     def _recover(self) -> None:
@@ -66,15 +70,16 @@ class DatasetCache:
             if row["status"] != C.CACHE_ENTRY_STATUS_READY or not Path(row["path"]).is_file():
                 self._remove(row)
 
-    def fetch(
+    async def fetch(
         self, tenant_id: str, node_id: str, job_id: str, sources: Iterable[LocalSource]
     ) -> list[LocalSource]:
         """PREPARING: the cached copy of each source (copied now on a miss), then evict."""
-        out = [self._fetch_one(tenant_id, node_id, job_id, src) for src in sources]
-        self.evict()
+        async with self._fetching:
+            out = [await self._fetch_one(tenant_id, node_id, job_id, src) for src in sources]
+            self.evict()
         return out
 
-    def _fetch_one(
+    async def _fetch_one(
         self, tenant_id: str, node_id: str, job_id: str, src: LocalSource
     ) -> LocalSource:
         uri = src.uri or str(src.path)
@@ -115,21 +120,12 @@ class DatasetCache:
         self.ops.put_cache_entry(entry)
         self.ops.count_access(tenant_id, hit=False)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
-            with src.path.open("rb") as fin, tmp.open("wb") as fout:
-                shutil.copyfileobj(fin, fout, _COPY_CHUNK)
-            tmp.replace(dest)
+            size, rows = await asyncio.to_thread(_copy_in, src.path, dest, src.format)
         except OSError as e:
             self.ops.put_cache_entry({**entry, "status": C.CACHE_ENTRY_STATUS_FAILED})
             raise OSError(f"cannot copy data source {uri} into the dataset cache: {e}") from e
         self.ops.put_cache_entry(
-            {
-                **entry,
-                "size_bytes": dest.stat().st_size,
-                "num_rows": count_rows(dest, src.format),
-                "status": C.CACHE_ENTRY_STATUS_READY,
-            }
+            {**entry, "size_bytes": size, "num_rows": rows, "status": C.CACHE_ENTRY_STATUS_READY}
         )
         return LocalSource(dest, src.format, list(src.columns), uri)
 
@@ -193,6 +189,16 @@ class DatasetCache:
         hits, misses = self.ops.cache_stats(tenant_id)
         resp.hit_rate = hits / (hits + misses) if hits + misses else 0.0
         return resp
+
+
+def _copy_in(source: Path, dest: Path, fmt: str) -> tuple[int, int]:
+    """Copy `source` to `dest` atomically; its size and row count (runs in a thread)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    with source.open("rb") as fin, tmp.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+    tmp.replace(dest)
+    return dest.stat().st_size, count_rows(dest, fmt)
 
 
 def _size_of(path: Path) -> int:

@@ -307,7 +307,9 @@ class EvaluationWorkload:
 
     preparing = "fetching the evaluation data"
 
-    def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
+    async def prepare(
+        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+    ) -> ProcessSpec:
         """Write the evaluator's spec (datasets read through the dataset cache)."""
         from scaimind.coordinator.workloads import process_env
 
@@ -316,7 +318,7 @@ class EvaluationWorkload:
             raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
         req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
         model = Path(ev["model_path"])
-        if not model.exists():
+        if not model.exists():  # noqa: ASYNC240 (one stat; a thread would cost more)
             raise FileNotFoundError(f"the model to evaluate ({model}) no longer exists")
         drive = job_drive(m, row)
         benchmarks: list[dict[str, Any]] = []
@@ -326,7 +328,7 @@ class EvaluationWorkload:
                 src = resolve_source(
                     common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", drive
                 )
-                dataset = str(self._cached(m, rt, [src])[0].path)
+                dataset = str((await self._cached(m, rt, [src]))[0].path)
             benchmarks.append(
                 {
                     "name": b.name,
@@ -341,7 +343,7 @@ class EvaluationWorkload:
         if parent is not None and any(not b["dataset"] for b in benchmarks):
             preq = _submit_request(parent)
             split, seed = preq.data_config.validation_split, preq.data_config.seed
-            fallback = self._cached(
+            fallback = await self._cached(
                 m,
                 rt,
                 [
@@ -373,8 +375,10 @@ class EvaluationWorkload:
         return ProcessSpec(argv=argv, env=env, cwd=work, metrics_file=metrics)
 
     @staticmethod
-    def _cached(m: JobManager, rt: JobRuntime, sources: list[LocalSource]) -> list[LocalSource]:
-        return m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources)
+    async def _cached(
+        m: JobManager, rt: JobRuntime, sources: list[LocalSource]
+    ) -> list[LocalSource]:
+        return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources)
 
     def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
         """Benchmark results, logs."""

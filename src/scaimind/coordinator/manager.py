@@ -107,7 +107,9 @@ class Workload(Protocol):
 
     preparing: str  # status message of PREPARING
 
-    def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
+    async def prepare(
+        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+    ) -> ProcessSpec:
         """PREPARING: resolve inputs and write files; CoordinatorError/OSError = DATA_ERROR."""
         ...
 
@@ -1040,7 +1042,7 @@ class JobManager:
             return
         attempt = int(row["attempt"]) + 1
         try:
-            pspec = workload.prepare(self, rt, row, attempt)
+            pspec = await workload.prepare(self, rt, row, attempt)
         except (CoordinatorError, OSError) as e:
             msg = e.message if isinstance(e, CoordinatorError) else str(e)
             self._transition(
@@ -1051,6 +1053,10 @@ class JobManager:
                 msg,
                 L.LOG_LEVEL_ERROR,
             )
+            return
+        # Copying the data yields to the loop, so a cancel, pause or shutdown may arrive meanwhile.
+        if rt.stop_reason is not None:
+            self._settle_stop(rt, row, "before the process started", workload)
             return
         resume = row["resume_checkpoint"]
         self.log(

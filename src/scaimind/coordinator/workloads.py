@@ -49,12 +49,14 @@ class TrainingWorkload:
 
     preparing = "resolving data sources"
 
-    def prepare(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int) -> ProcessSpec:
+    async def prepare(
+        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+    ) -> ProcessSpec:
         """Resolve the sources, write the spec file, build argv and environment."""
         req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
         # The job's sources as the caller may read them now, copied into the dataset cache.
         drive = job_drive(m, row)
-        sources = m.data_cache.fetch(
+        sources = await m.data_cache.fetch(
             rt.tenant_id,
             rt.node_id,
             rt.job_id,
