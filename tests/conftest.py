@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,13 +49,15 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[Any]], *, within: float = 30.0, interval: float = 0.05
+    predicate: Callable[[], Awaitable[Any] | Any], *, within: float = 30.0, interval: float = 0.05
 ) -> Any:
-    """Poll an async predicate until it returns something truthy, or fail at the deadline."""
+    """Poll a plain or async predicate until it returns something truthy, or fail in time."""
     deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
-        last = await predicate()
+        last = predicate()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         await asyncio.sleep(interval)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,18 +162,6 @@ class Client:
     async def entries(self, job_id: str, **kwargs: Any) -> list[coordinator_pb2.LogEntry]:
         """The log entries of a non-following stream (without its end message)."""
         return [m.entry for m in await self.logs(job_id, **kwargs) if m.HasField("entry")]
-
-
-async def wait_until(predicate: Callable[[], Awaitable[Any]], within: float = 30.0) -> Any:
-    """Poll an async predicate until it is truthy."""
-    deadline = time.monotonic() + within
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await predicate()
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within}s (last: {last!r})")
 
 
 class Env:

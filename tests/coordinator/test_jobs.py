@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from scaimind.v1 import common_pb2, coordinator_pb2
+from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
+from tests.conftest import wait_for
 
 from .conftest import Client, Env, S
 
@@ -282,18 +283,17 @@ async def test_cancel_in_each_non_terminal_state(env: Env, client: Client) -> No
     assert (await client.get(running)).status == S.JOB_STATUS_CANCELLED
 
 
-async def wait_free(client: Client) -> object:
+async def wait_free(client: Client) -> cluster_pb2.Node:
     """Wait until node-local runs nothing."""
-    from scaimind.v1 import cluster_pb2
 
-    deadline = time.monotonic() + 20
-    while True:
+    async def idle() -> cluster_pb2.Node | None:
         node = await client.cluster.GetNode(
             cluster_pb2.GetNodeRequest(node_id="node-local"), metadata=client.md()
         )
-        if not node.running_job_ids or time.monotonic() > deadline:
-            return node
-        await asyncio.sleep(0.05)
+        return None if node.running_job_ids else node
+
+    node: cluster_pb2.Node = await wait_for(idle, within=20)
+    return node
 
 
 async def test_max_runtime_fails_with_timeout(env: Env, client: Client) -> None:

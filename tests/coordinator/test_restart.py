@@ -16,8 +16,9 @@ import grpc
 import pytest
 
 from scaimind.v1 import coordinator_pb2
+from tests.conftest import wait_for
 
-from .conftest import SECRET, Client, Env, S, wait_until
+from .conftest import SECRET, Client, Env, S
 
 
 class CoordinatorProcess:
@@ -136,7 +137,7 @@ async def test_sigkill_restart_recovers_every_job(env: Env, proc: CoordinatorPro
     assert not _gone(pid)  # the CUSTOM script does not watch its parent
     client = await proc.start()
 
-    await wait_until(lambda: _ready(_gone(pid)))  # the restarted coordinator killed the orphan
+    await wait_for(lambda: _gone(pid))  # the restarted coordinator killed the orphan
     running = await client.get(running_id)
     assert running.status == S.JOB_STATUS_PREEMPTED
     assert "coordinator restarted" in running.status_message
@@ -167,10 +168,6 @@ async def test_sigkill_restart_recovers_every_job(env: Env, proc: CoordinatorPro
         e.message for e in await client.entries(paused_id, tail=1000)
     ]
     assert await proc.terminate() == 0
-
-
-async def _ready(value: bool) -> bool:
-    return value
 
 
 async def test_clean_stop_requeues_and_continues_from_checkpoint(env: Env) -> None:

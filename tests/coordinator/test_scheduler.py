@@ -8,8 +8,9 @@ import grpc
 import pytest
 
 from scaimind.v1 import cluster_pb2, coordinator_pb2
+from tests.conftest import wait_for
 
-from .conftest import ONE_SLOT, TWO_NODES, Client, Env, S, wait_until
+from .conftest import ONE_SLOT, TWO_NODES, Client, Env, S
 
 
 def gated(env: Env, gate: str, step: int = 1) -> dict[str, str]:
@@ -91,7 +92,7 @@ async def test_preemption_checkpoints_and_retries_automatically(env: Env) -> Non
         )
         return next((j for j in listed.jobs if j.parent_job_id == victim), None)
 
-    child = await wait_until(child_job)
+    child = await wait_for(child_job)
     assert child.retry_count == 1
     await client.wait(same, S.JOB_STATUS_COMPLETED)  # FIFO among equals: queued before the child
     (env.tmp / "victim-go").write_text("")
@@ -208,7 +209,7 @@ async def test_default_inventory_node(env: Env, client: Client) -> None:
         slot = next((g for g in n.gpus if g.job_id == job_id), None)
         return slot if slot is not None and slot.memory_used_bytes > 0 else None
 
-    slot = await wait_until(busy_slot)
+    slot = await wait_for(busy_slot)
     assert slot.memory_total_bytes > 0
     other = env.tenant("tenant-b")
     seen_by_other = await other.cluster.GetNode(

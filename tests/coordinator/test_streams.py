@@ -9,8 +9,9 @@ import grpc
 import pytest
 
 from scaimind.v1 import common_pb2, coordinator_pb2
+from tests.conftest import wait_for
 
-from .conftest import Client, Env, S, wait_until
+from .conftest import Client, Env, S
 
 
 async def _follow(
@@ -102,7 +103,7 @@ async def test_metrics_stream_interval_resume_and_end(env: Env, client: Client) 
             received.append((time.monotonic(), m))
 
     task = asyncio.create_task(consume())
-    await wait_until(lambda: _true(bool(received)))
+    await wait_for(lambda: received)
     first = received[0][1].snapshot
     assert first.step == 3
     assert first.metrics["loss"] == pytest.approx(10.0 / 3)
@@ -139,7 +140,3 @@ async def test_metrics_stream_interval_resume_and_end(env: Env, client: Client) 
     ]
     assert [m.snapshot.step for m in replay[:-1]] == [40]
     assert replay[-1].HasField("end")
-
-
-async def _true(value: bool) -> bool:
-    return value
