@@ -327,7 +327,7 @@ async def test_duplicate_waiting_on_a_failed_owner_takes_over(tmp_path: Path, co
         nonlocal calls
         calls += 1
         if calls == 1:
-            await asyncio.sleep(30)  # cancelled by the gateway's 1 s deadline
+            await asyncio.Event().wait()  # never answers: the gateway's 1 s deadline cancels it
         return coordinator_pb2.SubmitJobResponse(
             job_id="job_7", status=common_pb2.JOB_STATUS_QUEUED, message="queued"
         )

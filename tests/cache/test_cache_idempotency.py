@@ -19,6 +19,7 @@ from scaimind.cache.idempotency import (
     fingerprint,
 )
 from scaimind.cache.models import IdempotencyRecord
+from tests.conftest import wait_for
 
 ROUTE = "POST /jobs"
 BODY = {"name": "run", "training_config": {"training_type": "SFT", "priority": 5}}
@@ -149,15 +150,19 @@ async def test_concurrent_submits_all_get_the_one_result(engine: AsyncEngine) ->
     store = IdempotencyStore(engine)
     fp = fingerprint(BODY)
     created: list[str] = []
+    waiting = 0
 
     async def submit() -> tuple[int, Any]:
+        nonlocal waiting
         outcome = await store.begin("tenant-a", ROUTE, "k1", fp)
         if isinstance(outcome, InProgress):
+            waiting += 1
             outcome = await store.wait_for_result("tenant-a", ROUTE, "k1", fp, timeout=20)
         if isinstance(outcome, Claimed):
             job_id = f"job_{len(created) + 1}"
             created.append(job_id)
-            await asyncio.sleep(0.1)  # the "coordinator call" the others must wait for
+            # The "coordinator call" lasts until every other request is waiting for its result.
+            await wait_for(lambda: waiting == 19, within=10)
             body = {"data": {"job_id": job_id}}
             await store.complete("tenant-a", ROUTE, "k1", 201, body)
             return 201, body
