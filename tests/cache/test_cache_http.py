@@ -24,13 +24,11 @@ from scaimind.cache.jobs import SYNC_FAILURES_METRIC, JobCache
 from scaimind.cache.repository import CachedJob, JobRepository
 from scaimind.settings import Settings
 from scaimind.v1 import (
-    cluster_pb2_grpc,
     common_pb2,
     coordinator_pb2,
-    coordinator_pb2_grpc,
 )
 from tests.conftest import auth, settings_for, wait_for
-from tests.gateway.conftest import Failure, ScriptedCoordinator, running_gateway
+from tests.gateway.conftest import Failure, ScriptedCoordinator, running_gateway, serving
 from tests.ops.conftest import OpsCoordinator
 
 PREFIX = "/v1/modules/scaimind"
@@ -70,17 +68,10 @@ async def scripted_gateway(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ScriptedCoordinator, Settings]]:
     """The gateway in front of a scripted coordinator on a real grpc.aio server."""
     servicer = OpsCoordinator()
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
-    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
-    try:
+    async with serving(servicer) as port:
+        settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
         async with running_gateway(settings) as client:
             yield client, servicer, settings
-    finally:
-        await server.stop(None)
 
 
 async def cached(settings: Settings, tenant: str, job_id: str) -> CachedJob | None:
@@ -333,26 +324,17 @@ async def test_duplicate_waiting_on_a_failed_owner_takes_over(tmp_path: Path, co
         )
 
     servicer.responses["SubmitJob"] = first_hangs_then_ok
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=1.0)
-    try:
+    async with serving(servicer) as port:
+        settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=1.0)
         async with running_gateway(settings) as client:
             headers = {**auth(), "Idempotency-Key": "owner-dies"}
             owner = asyncio.create_task(
                 client.post(f"{PREFIX}/jobs", json=submit_body(corpus), headers=headers)
             )
 
-            async def owner_is_calling() -> bool:
-                return calls >= 1
-
-            await wait_for(owner_is_calling, within=10)
+            await wait_for(lambda: calls >= 1, within=10)
             waiter = await client.post(f"{PREFIX}/jobs", json=submit_body(corpus), headers=headers)
             timed_out = await owner
-    finally:
-        await server.stop(None)
     assert timed_out.status_code == 504
     # The owner's failure released the key; the waiting duplicate claimed it and ran.
     assert waiter.status_code == 201, waiter.text

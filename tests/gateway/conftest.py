@@ -169,14 +169,18 @@ class ScriptedCoordinator(
         )
 
 
-async def _start_scripted() -> tuple[grpc.aio.Server, ScriptedCoordinator, int]:
-    servicer = ScriptedCoordinator()  # type: ignore[abstract]  # unscripted RPCs: UNIMPLEMENTED
+@asynccontextmanager
+async def serving(servicer: ScriptedCoordinator) -> AsyncIterator[int]:
+    """`servicer` as both services on a real grpc.aio server; yields its 127.0.0.1 port."""
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
     cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    return server, servicer, port
+    try:
+        yield port
+    finally:
+        await server.stop(None)
 
 
 @pytest.fixture(scope="session")
@@ -203,11 +207,9 @@ def cache_db(migrated_cache_db: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture
 async def scripted() -> AsyncIterator[tuple[ScriptedCoordinator, int]]:
     """A scripted coordinator listening on 127.0.0.1:<port>."""
-    server, servicer, port = await _start_scripted()
-    try:
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]  # unscripted RPCs: UNIMPLEMENTED
+    async with serving(servicer) as port:
         yield servicer, port
-    finally:
-        await server.stop(None)
 
 
 class Hang:
@@ -242,20 +244,18 @@ async def module_gateway(
     Tests using it run on the module's event loop (`pytest.mark.asyncio(loop_scope="module")`)
     and get it through `shared_gateway`, which forgets the previous test's calls and script.
     """
-    server, servicer, port = await _start_scripted()
+    servicer = ScriptedCoordinator()  # type: ignore[abstract]
     tmp = tmp_path_factory.mktemp("module-gateway")
     shutil.copyfile(migrated_cache_db, tmp / "cache.db")
-    settings = settings_for(
-        tmp,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
-        database_url=f"sqlite+aiosqlite:///{tmp / 'cache.db'}",
-    )
-    try:
+    async with serving(servicer) as port:
+        settings = settings_for(
+            tmp,
+            grpc_host="127.0.0.1",
+            grpc_port=port,
+            database_url=f"sqlite+aiosqlite:///{tmp / 'cache.db'}",
+        )
         async with running_gateway(settings) as client:
             yield client, servicer
-    finally:
-        await server.stop(None)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
-import grpc
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -28,13 +27,11 @@ from scaimind.settings import Settings
 from scaimind.tokens import METADATA_KEYS, verify_downstream_token
 from scaimind.v1 import (
     cluster_pb2,
-    cluster_pb2_grpc,
     common_pb2,
     coordinator_pb2,
-    coordinator_pb2_grpc,
 )
 from tests.conftest import settings_for
-from tests.gateway.conftest import ScriptedCoordinator
+from tests.gateway.conftest import ScriptedCoordinator, serving
 
 PREFIX = "/v1/modules/scaimind"
 DRIVE = "x-scaidrive-token"
@@ -133,15 +130,8 @@ class OpsCoordinator(ScriptedCoordinator):
 async def coordinator() -> AsyncIterator[tuple[OpsCoordinator, int]]:
     """The scripted coordinator on a real grpc.aio server, 127.0.0.1:<port>."""
     servicer = OpsCoordinator()
-    server = grpc.aio.server()
-    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
-    cluster_pb2_grpc.add_ClusterServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with serving(servicer) as port:
         yield servicer, port
-    finally:
-        await server.stop(None)
 
 
 @dataclass
