@@ -18,6 +18,7 @@ import grpc
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.convert import (
+    RUNNING,
     TERMINAL,
     as_status,
     log_proto,
@@ -185,6 +186,13 @@ def _parse_page_token(token: str, order: str) -> tuple[Any, str] | None:
         raise invalid("page_token: invalid") from e
 
 
+def _page_size(requested: int) -> int:
+    size = requested or 20
+    if not 1 <= size <= 100:
+        raise invalid("page_size: must be between 1 and 100")
+    return size
+
+
 def _parse_order(order_by: str) -> tuple[str, bool]:
     parts = order_by.strip().lower().split()
     if not parts:
@@ -222,9 +230,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.ListJobsRequest, context: Ctx
     ) -> coordinator_pb2.ListJobsResponse:
         caller = self.auth.caller(context)
-        size = request.page_size or 20
-        if not 1 <= size <= 100:
-            raise invalid("page_size: must be between 1 and 100")
+        size = _page_size(request.page_size)
         for s in request.status_filter:
             if s not in common_pb2.JobStatus.values() or s == common_pb2.JOB_STATUS_UNSPECIFIED:
                 raise invalid(f"status_filter: unknown status {s}")
@@ -496,24 +502,21 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             coordinator_version=COORDINATOR_VERSION,
         )
         by_type: dict[str, list[int]] = {}
-        total = available = 0
+        total = available = allocated = 0
         for spec in self.m.nodes:
-            name = node_status_name(self.m.node_status(spec.node_id))
+            node_status = self.m.node_status(spec.node_id)
+            name = node_status_name(node_status)
             status.nodes_by_status[name] = status.nodes_by_status[name] + 1
             slots = self.m.slots_of(spec.node_id)
             free = sum(1 for j in slots if j is None)
             total += len(slots)
+            allocated += len(slots) - free
             # Free slots on a drained node cannot take work, so they are not available.
-            usable = (
-                free if self.m.node_status(spec.node_id) == cluster_pb2.NODE_STATUS_ONLINE else 0
-            )
+            usable = free if node_status == cluster_pb2.NODE_STATUS_ONLINE else 0
             available += usable
             t = by_type.setdefault(spec.gpu_type, [0, 0])
             t[0] += len(slots)
             t[1] += usable
-        allocated = sum(
-            1 for spec in self.m.nodes for j in self.m.slots_of(spec.node_id) if j is not None
-        )
         status.total_gpus, status.available_gpus, status.allocated_gpus = (
             total,
             available,
@@ -522,7 +525,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         for gpu_type, (t_total, t_avail) in sorted(by_type.items()):
             status.gpu_types.add(gpu_type=gpu_type, total=t_total, available=t_avail)
         counts = self.m.store.count_by_status()
-        status.running_jobs = sum(v for k, v in counts.items() if k in _RUNNING_VALUES)
+        status.running_jobs = sum(v for k, v in counts.items() if k in RUNNING)
         status.queued_jobs = counts.get(common_pb2.JOB_STATUS_QUEUED, 0) + counts.get(
             common_pb2.JOB_STATUS_PENDING, 0
         )
@@ -537,9 +540,7 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self, request: cluster_pb2.ListNodesRequest, context: Ctx
     ) -> cluster_pb2.ListNodesResponse:
         caller = self.auth.caller(context)
-        size = request.page_size or 20
-        if not 1 <= size <= 100:
-            raise invalid("page_size: must be between 1 and 100")
+        size = _page_size(request.page_size)
         wanted = request.status_filter.strip().upper().removeprefix("NODE_STATUS_")
         if wanted and "NODE_STATUS_" + wanted not in cluster_pb2.NodeStatus.keys():  # noqa: SIM118
             raise invalid(f"status_filter: unknown node status {request.status_filter!r}")
@@ -620,15 +621,3 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
             q.estimated_wait_seconds = self.m.estimate(ids[-1]) if ids else 0
             resp.total_depth += q.depth
         return resp
-
-
-_RUNNING_VALUES = frozenset(
-    {
-        common_pb2.JOB_STATUS_SCHEDULING,
-        common_pb2.JOB_STATUS_PREPARING,
-        common_pb2.JOB_STATUS_TRAINING,
-        common_pb2.JOB_STATUS_CHECKPOINTING,
-        common_pb2.JOB_STATUS_EVALUATING,
-        common_pb2.JOB_STATUS_EXPORTING,
-    }
-)
