@@ -37,7 +37,7 @@ from scaimind.cache.gateway import EXTRAS_KEY as CACHE_EXTRAS_KEY
 from scaimind.cache.gateway import CacheResources
 from scaimind.cache.models import ApiKeyRow, Base
 from scaimind.deps import State
-from scaimind.errors import AuthTokenInvalid, ScaiMindError
+from scaimind.errors import ApiKeysUnavailable, AuthTokenInvalid
 
 logger = logging.getLogger("scaimind.apikeys")
 
@@ -53,17 +53,6 @@ _IDENTIFIER = re.compile(r"[\x21-\x7e]{1,128}")
 
 _TABLE = Base.metadata.tables[ApiKeyRow.__tablename__]
 _C = _TABLE.c
-
-
-class ApiKeysUnavailable(ScaiMindError):
-    """The API-key database did not answer, so the key could be neither accepted nor refused."""
-
-    status_code = 503
-    code = "BACKEND_UNAVAILABLE"
-    default_message = "API keys cannot be verified right now; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(retry_after=5)
 
 
 def generate_key() -> str:

@@ -12,7 +12,10 @@ from fastapi import Depends, Header, Request
 
 from scaimind.auth import CurrentUser, TokenVerifier, require
 from scaimind.client import CallContext, CoordinatorClient
-from scaimind.errors import AuthTokenInvalid, ScaiMindError, request_id_of
+from scaimind.errors import AuthTokenInvalid, request_id_of
+
+# Re-exported: the monitoring router imports it from here.
+from scaimind.errors import ModuleNotStarted as ModuleNotStarted
 from scaimind.settings import Settings
 
 
@@ -25,14 +28,6 @@ class State:
     verifier: TokenVerifier
     # Objects owned by later subsystems (cache, token exchange, stream limiter) hang here.
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-class ModuleNotStarted(ScaiMindError):
-    """The module's lifespan was not entered by the host app."""
-
-    status_code = 503
-    code = "BACKEND_UNAVAILABLE"
-    default_message = "the ScaiMind module is not started"
 
 
 def state_of(request: Request) -> State:

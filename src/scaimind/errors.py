@@ -117,6 +117,36 @@ class TokenExchangeFailed(ScaiMindError):
     default_message = "could not obtain downstream access tokens from the identity provider"
 
 
+class IdempotencyKeyInProgress(ScaiMindError):
+    """A request with this Idempotency-Key is still running and did not finish in time."""
+
+    status_code = 409
+    code = "IDEMPOTENCY_KEY_IN_PROGRESS"
+    default_message = "a request with this Idempotency-Key is still in progress; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=1, headers={"x-should-retry": "true"})
+
+
+class ModuleNotStarted(ScaiMindError):
+    """The module's lifespan was not entered by the host app."""
+
+    status_code = 503
+    code = "BACKEND_UNAVAILABLE"
+    default_message = "the ScaiMind module is not started"
+
+
+class ApiKeysUnavailable(ScaiMindError):
+    """The API-key database did not answer, so the key could be neither accepted nor refused."""
+
+    status_code = 503
+    code = "BACKEND_UNAVAILABLE"
+    default_message = "API keys cannot be verified right now; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(retry_after=5)
+
+
 class NotFound(ScaiMindError):
     """Unknown path or resource."""
 

@@ -26,8 +26,8 @@ from fastapi import Depends, Request
 from scaimind.app import register_startup_hook
 from scaimind.auth import CurrentUser, CurrentUserDep, embedded_secret
 from scaimind.client import CallContext
-from scaimind.deps import ModuleNotStarted, State, state_of
-from scaimind.errors import TokenExchangeFailed
+from scaimind.deps import State, state_of
+from scaimind.errors import ModuleNotStarted, TokenExchangeFailed
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.tokens")

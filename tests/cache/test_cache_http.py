@@ -18,10 +18,11 @@ from starlette.responses import Response
 
 from scaimind.cache import migrate
 from scaimind.cache.db import create_engine
-from scaimind.cache.gateway import CacheResources, Idempotency, IdempotencyKeyInProgress
+from scaimind.cache.gateway import CacheResources, Idempotency
 from scaimind.cache.idempotency import Claimed, IdempotencyStore, fingerprint
 from scaimind.cache.jobs import SYNC_FAILURES_METRIC, JobCache
 from scaimind.cache.repository import CachedJob, JobRepository
+from scaimind.errors import IdempotencyKeyInProgress
 from scaimind.settings import Settings
 from scaimind.v1 import (
     common_pb2,

@@ -28,8 +28,8 @@ from scaimind.cache.idempotency import (
     fingerprint,
 )
 from scaimind.cache.jobs import JobCache
-from scaimind.deps import IdempotencyKeyHeader, ModuleNotStarted, State, state_of
-from scaimind.errors import IdempotencyKeyReused, ScaiMindError
+from scaimind.deps import IdempotencyKeyHeader, State, state_of
+from scaimind.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, ModuleNotStarted
 
 logger = logging.getLogger("scaimind.cache")
 
@@ -38,17 +38,6 @@ REPLAYED_HEADER: Final = "Idempotent-Replayed"
 PURGE_INTERVAL_S: Final = 3600.0
 # Ledger failures surface as these; anything else is a bug and propagates.
 _LEDGER_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
-
-
-class IdempotencyKeyInProgress(ScaiMindError):
-    """A request with this Idempotency-Key is still running and did not finish in time."""
-
-    status_code = 409
-    code = "IDEMPOTENCY_KEY_IN_PROGRESS"
-    default_message = "a request with this Idempotency-Key is still in progress; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(retry_after=1, headers={"x-should-retry": "true"})
 
 
 @dataclass(eq=False)
