@@ -43,6 +43,8 @@ STREAM_RETRY_AFTER_S: Final = 5
 # to reconnect (it resumes with Last-Event-ID), so a stuck client cannot grow memory.
 FEED_BACKLOG: Final = 5000
 SEND_TIMEOUT_S: Final = 30.0
+# Catch-up entries sent per write.
+_CATCH_UP_BATCH: Final = 100
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -378,13 +380,19 @@ async def follow_logs(
             upstream = client.stream_job_logs(catch_up, ctx)
             try:
                 ended = False
+                batch: list[bytes] = []
                 async for response in upstream:
                     kind = response.WhichOneof("event")
                     if kind == "entry" and response.entry.seq > last:
-                        yield render_log(response.entry)
+                        batch.append(render_log(response.entry))
                         last = response.entry.seq
+                        if len(batch) >= _CATCH_UP_BATCH:
+                            yield b"".join(batch)
+                            batch = []
                     elif kind == "end":
                         ended = True
+                if batch:
+                    yield b"".join(batch)
                 if not ended:
                     for b in _unended_frames(f"catch-up of {req.job_id}"):
                         yield b
@@ -404,10 +412,12 @@ async def follow_logs(
                     yield b
                 return
             cursor += len(items)
-            for item in items:
-                if item.seq > last:
-                    yield item.payload
-                    last = item.seq
+            fresh = [item for item in items if item.seq > last]
+            if fresh:
+                last = fresh[-1].seq
+                # One write for everything pending: a follower that fell behind (a busy
+                # loop, a slow client) catches up with one syscall instead of one per line.
+                yield b"".join(item.payload for item in fresh)
             if feed.final is not None and cursor >= feed.end_index:
                 for b in feed.final:
                     yield b
