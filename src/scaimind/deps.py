@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
-from scaimind.auth import CurrentUser, TokenVerifier, require
+from scaimind.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW, CurrentUser, TokenVerifier, require
 from scaimind.client import CallContext, CoordinatorClient
 from scaimind.errors import AuthTokenInvalid, request_id_of
 
@@ -85,3 +85,10 @@ def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
         return Caller(user=user, ctx=ctx)
 
     return build
+
+
+# The callers of each permission, as handler parameters.
+Viewer = Annotated[Caller, Depends(caller(VIEW))]
+Manager = Annotated[Caller, Depends(caller(MANAGE))]
+Evaluator = Annotated[Caller, Depends(caller(EVALUATE))]
+ClusterAdmin = Annotated[Caller, Depends(caller(CLUSTER_ADMIN))]

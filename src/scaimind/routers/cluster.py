@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 
-from scaimind.auth import CLUSTER_ADMIN, VIEW
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, caller
+from scaimind.deps import ClientDep, ClusterAdmin, Viewer
 from scaimind.schemas.cluster import DrainBody
 from scaimind.v1 import cluster_pb2
 
 router = APIRouter(prefix="/cluster", tags=["cluster"])
 
-Viewer = Annotated[Caller, Depends(caller(VIEW))]
-ClusterAdmin = Annotated[Caller, Depends(caller(CLUSTER_ADMIN))]
 NodeId = Annotated[str, Path(min_length=1, max_length=128)]
 
 

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from scaimind.auth import MANAGE
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, caller
+from scaimind.deps import ClientDep, Manager
 from scaimind.schemas.data import ValidateDataBody
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
 
 router = APIRouter(prefix="/data", tags=["data"])
-
-Manager = Annotated[Caller, Depends(caller(MANAGE))]
 
 
 @router.post("/validate")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from scaimind.auth import EVALUATE, VIEW
 from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, caller
+from scaimind.deps import Caller, ClientDep, Evaluator, caller
 from scaimind.schemas.evaluations import SubmitEvaluationBody
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
@@ -19,7 +19,6 @@ router = APIRouter(prefix="/evaluations", tags=["evaluations"])
 
 # Evaluations are readable with `evaluate` alone, so evaluators need not see every job.
 Reader = Annotated[Caller, Depends(caller(VIEW, EVALUATE))]
-Evaluator = Annotated[Caller, Depends(caller(EVALUATE))]
 EvaluationId = Annotated[str, Path(min_length=1, max_length=128)]
 
 # The coordinator labels evaluation workloads so they can be listed as jobs.

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import StringConstraints
 
-from scaimind.auth import MANAGE, VIEW
 from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
-from scaimind.deps import Caller, ClientDep, caller
+from scaimind.deps import ClientDep, Manager, Viewer
 from scaimind.schemas.jobs import (
     LABEL_RE,
     CancelBody,
@@ -26,8 +25,6 @@ from scaimind.v1 import coordinator_pb2
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-Viewer = Annotated[Caller, Depends(caller(VIEW))]
-Manager = Annotated[Caller, Depends(caller(MANAGE))]
 JobId = Annotated[str, Path(min_length=1, max_length=128)]
 # The pattern must sit on the items: on the list itself pydantic raises TypeError (a 500).
 LabelFilter = Annotated[str, StringConstraints(pattern=LABEL_RE, max_length=1024)]

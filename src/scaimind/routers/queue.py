@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from scaimind.auth import VIEW
 from scaimind.convert import message_to_dict
-from scaimind.deps import Caller, ClientDep, caller
+from scaimind.deps import ClientDep, Viewer
 
 router = APIRouter(prefix="/queue", tags=["queue"])
-
-Viewer = Annotated[Caller, Depends(caller(VIEW))]
 
 
 @router.get("")
