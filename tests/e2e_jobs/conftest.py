@@ -4,12 +4,14 @@
 a reference coordinator started with `start_coordinator` on port 0 with an inventory file
 chosen by the test (1 slot makes queueing, priority and preemption observable). Jobs are either
 the built-in trainer or the controllable CUSTOM script of the coordinator tests (gates, failure
-step, SIGTERM checkpoint). Everything is observed through the HTTP API only.
+step, SIGTERM checkpoint). Everything is observed through the HTTP API only; the restart and
+`scaimind serve` tests run the coordinator / the server as real subprocesses instead.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -34,6 +36,13 @@ NODE = "node-a"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 FAR_FUTURE = "2099-01-01T00:00:00Z"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without SCAIMIND_* settings, plus `extra` (for subprocesses)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
+    env.update(extra)
+    return env
 
 
 def parse_time(value: str) -> datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -20,18 +19,12 @@ from .conftest import (
     FAR_FUTURE,
     PREFIX,
     Stack,
+    clean_env,
     gateway_settings,
     inventory,
     job_files,
     open_gateway,
 )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without SCAIMIND_* settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
-    env.update(extra)
-    return env
 
 
 class CoordinatorProcess:

@@ -16,8 +16,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-from .conftest import Stack, job_files
-from .test_restart_e2e import clean_env
+from .conftest import Stack, clean_env, job_files
 
 
 def scaimind_command() -> list[str]:
