@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scaimind.coordinator.store import open_database
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (
     tenant_id TEXT NOT NULL,
@@ -67,13 +69,7 @@ class OpsStore:
     """All SQL of evaluations, the dataset cache and the data-access tokens."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
 
     def close(self) -> None:
         """Close the connection."""

@@ -158,19 +158,25 @@ class IdempotencyConflict(Exception):
         self.job_id = job_id
 
 
+def open_database(path: Path, schema: str) -> sqlite3.Connection:
+    """A coordinator SQLite database in WAL mode with `schema` applied (autocommit; use BEGIN)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose the
+    # last transactions), and keeps commits off the fsync path.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(schema)
+    return db
+
+
 class Store:
     """All SQL of the coordinator."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose the
-        # last transactions), and keeps commits off the fsync path.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_database(path, _SCHEMA)
         self._last_seq: dict[str, int] = {}
         # The newest entries of recently active jobs, so log followers (possibly thousands per
         # job) read new lines from memory instead of one query each per notification.
