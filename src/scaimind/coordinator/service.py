@@ -422,7 +422,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.ValidateDataResponse:
         caller = self.auth.caller(context)
         drive = drive_access(self.m.config, caller.tenant_id, caller.scaidrive_token)
-        return validate_data(request, drive)
+        # Reads every source in full: in a thread, so jobs and other calls are served meanwhile.
+        return await asyncio.to_thread(validate_data, request, drive)
 
     @_unary
     async def GetDataCache(
