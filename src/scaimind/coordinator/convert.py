@@ -83,9 +83,12 @@ def log_proto(r: LogRecord) -> coordinator_pb2.LogEntry:
     return msg
 
 
-def job_proto(row: sqlite3.Row, checkpoints: list[CheckpointRecord]) -> common_pb2.Job:
-    """A job row (plus its checkpoints) as a Job; queue fields are filled by the caller."""
-    req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+def job_proto(
+    row: sqlite3.Row,
+    req: coordinator_pb2.SubmitJobRequest,
+    checkpoints: list[CheckpointRecord],
+) -> common_pb2.Job:
+    """A job row, its definition and its checkpoints as a Job; queue fields are the caller's."""
     job = common_pb2.Job(
         job_id=row["job_id"],
         name=row["name"],

@@ -310,7 +310,7 @@ class JobManager:
 
     def job_message(self, row: sqlite3.Row) -> common_pb2.Job:
         """The full Job message, with queue position and estimate while queued."""
-        job = job_proto(row, self.store.checkpoints(row["job_id"]))
+        job = job_proto(row, self.request_of(row), self.store.checkpoints(row["job_id"]))
         if row["status"] == S.JOB_STATUS_QUEUED:
             job.queue_position = self.store.queue_position(
                 row["queue_name"],
@@ -747,8 +747,11 @@ class JobManager:
         finally:
             self._in_pass = False
 
-    def _request(self, row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
-        """The job's (immutable) definition, parsed once: every scheduler pass reads it."""
+    def request_of(self, row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
+        """The job's (immutable) definition, parsed once: every scheduler pass and read uses it.
+
+        Shared: callers that change it must work on a copy.
+        """
         job_id = row["job_id"]
         req = self._parsed.get(job_id)
         if req is None:
@@ -783,7 +786,7 @@ class JobManager:
                     L.LOG_LEVEL_ERROR,
                 )
                 continue
-            req = self._request(row)
+            req = self.request_of(row)
             candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
             waiting.append(row)
             if len(candidates) < row["num_nodes"]:
@@ -894,7 +897,7 @@ class JobManager:
         view: dict[str, list[str]] = {}
         for row in waiting:
             view.setdefault(row["queue_name"], []).append(row["job_id"])
-            req = self._request(row)
+            req = self.request_of(row)
             need = max(int(row["gpu_count"]), 1)
             nodes = [
                 n.node_id

@@ -53,7 +53,7 @@ class TrainingWorkload:
         self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
     ) -> ProcessSpec:
         """Resolve the sources, write the spec file, build argv and environment."""
-        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        req = m.request_of(row)
         # The job's sources as the caller may read them now, copied into the dataset cache.
         drive = job_drive(m, row)
         sources = await m.data_cache.fetch(
@@ -91,7 +91,7 @@ class TrainingWorkload:
 
     def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
         """Metrics, checkpoints, phases and logs of the trainer."""
-        return TrainingSink(m, rt, coordinator_pb2.SubmitJobRequest.FromString(row["request"]))
+        return TrainingSink(m, rt, m.request_of(row))
 
     def max_runtime_seconds(self, row: sqlite3.Row) -> int:
         """resource_config.max_runtime_seconds."""
@@ -102,7 +102,7 @@ class TrainingWorkload:
         self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
     ) -> tuple[dict[str, Any], str]:
         """Record where the final model is."""
-        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        req = m.request_of(row)
         final = Path(rt.final_model or self.output_path(m, rt.job_id, req))
         uri = final.resolve().as_uri() if final.exists() else ""
         return {"final_model_uri": uri}, "finished" + (f"; final model at {uri}" if uri else "")
