@@ -100,6 +100,12 @@ def embedded_secret(data_dir: Path) -> str:
     return secret_file(data_dir, _SECRET_FILE)
 
 
+def hs256_secret(settings: Settings) -> str:
+    """The HS256 key bearer tokens are verified with: `jwt_secret`, else the data dir's."""
+    secret = settings.jwt_secret
+    return secret.get_secret_value() if secret else embedded_secret(settings.data_dir)
+
+
 def mint_token(
     secret: str,
     *,
@@ -152,8 +158,7 @@ class TokenVerifier:
             self._key = pem
             self._algorithms = ["RS256", "ES256"]
         else:
-            secret = settings.jwt_secret
-            self._key = secret.get_secret_value() if secret else embedded_secret(settings.data_dir)
+            self._key = hs256_secret(settings)
             self._algorithms = ["HS256"]
 
     async def verify(self, token: str) -> CurrentUser:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import signal
 import sys
@@ -87,7 +86,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a bearer token that `scaimind serve` on the same data dir accepts."""
-    from scaimind.auth import EMBEDDED_ISSUER, embedded_secret, mint_token
+    from scaimind.auth import EMBEDDED_ISSUER, hs256_secret, mint_token
 
     settings = _settings(args)
     if settings.jwt_public_key or settings.jwt_jwks_url:
@@ -96,14 +95,9 @@ def cmd_token(args: argparse.Namespace) -> int:
             "SCAIMIND_JWT_PUBLIC_KEY or SCAIMIND_JWT_JWKS_URL is set: the gateway accepts only "
             "tokens from that identity provider, not tokens minted here"
         )
-    secret = (
-        settings.jwt_secret.get_secret_value()
-        if settings.jwt_secret
-        else embedded_secret(settings.data_dir)
-    )
     print(
         mint_token(
-            secret,
+            hs256_secret(settings),
             tenant_id=args.tenant,
             user_id=args.user,
             role=args.role,
@@ -160,18 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     p.set_defaults(handler=cmd_token)
 
-    for register in _extra_commands:
-        register(sub)
+    # Operator commands (logs, metrics, ...) and API keys live in their own modules.
+    from scaimind import apikey_cli, operator_cli
+
+    operator_cli.register(sub)
+    apikey_cli.register(sub)
     return parser
-
-
-# Operator commands (logs, metrics, ...) register themselves here.
-_extra_commands: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `scaimind` console script."""
-    _load_operator_commands()
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
@@ -181,17 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-
-def _load_operator_commands() -> None:
-    # Optional modules: the operator commands live apart from the server commands.
-    for name in ("scaimind.operator_cli", "scaimind.apikey_cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-        if module.register not in _extra_commands:
-            _extra_commands.append(module.register)
 
 
 if __name__ == "__main__":
