@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from scaimind.coordinator.convert import S, status_name
+from scaimind.coordinator.convert import S, as_status, set_time, status_name
 from scaimind.coordinator.data import LocalSource, resolve_source
 from scaimind.coordinator.errors import invalid, not_found, precondition
 from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
@@ -264,8 +264,6 @@ def get_evaluation(
     m: JobManager, caller: CallerContext, evaluation_id: str
 ) -> coordinator_pb2.Evaluation:
     """The tenant's evaluation with its benchmark results; NOT_FOUND otherwise."""
-    from scaimind.coordinator.convert import as_status, set_time
-
     if not evaluation_id:
         raise invalid("evaluation_id: is required")
     ev = m.ops.evaluation(evaluation_id, caller.tenant_id)
