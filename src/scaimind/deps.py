@@ -43,14 +43,8 @@ def get_client(request: Request) -> CoordinatorClient:
     return state_of(request).client
 
 
-def get_settings(request: Request) -> Settings:
-    """The module settings."""
-    return state_of(request).settings
-
-
 StateDep = Annotated[State, Depends(state_of)]
 ClientDep = Annotated[CoordinatorClient, Depends(get_client)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),

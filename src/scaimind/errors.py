@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger("scaimind.errors")
 
 REQUEST_ID_HEADER: Final = "x-request-id"
+_REQUEST_ID_HEADER_BYTES: Final = REQUEST_ID_HEADER.encode()
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -355,7 +356,7 @@ def error_response(request: Request, exc: ScaiMindError) -> JSONResponse:
     )
     # Set here as well as by the middleware: Starlette sends the response of the catch-all
     # Exception handler from ServerErrorMiddleware, which sits outside every user middleware.
-    headers = {**exc.response_headers(), "X-Request-ID": request_id}
+    headers = {**exc.response_headers(), REQUEST_ID_HEADER: request_id}
     return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
@@ -442,7 +443,7 @@ class RequestIdMiddleware:
             return
         incoming = None
         for key, value in scope.get("headers", ()):
-            if key == b"x-request-id":
+            if key == _REQUEST_ID_HEADER_BYTES:
                 incoming = value.decode("latin-1")
                 break
         request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
@@ -450,8 +451,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
-                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k != _REQUEST_ID_HEADER_BYTES
+                ]
+                headers.append((_REQUEST_ID_HEADER_BYTES, request_id.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 

@@ -33,8 +33,6 @@ NAMING_CONVENTION = {
 
 # ScaiGrid's own MariaDB database already has an `alembic_version` table; ours must not clash.
 VERSION_TABLE = "mod_scaimind_alembic_version"
-JOB_TYPES = ("training", "evaluation")
-IDEMPOTENCY_STATES = ("in_progress", "completed")
 
 # JSONB on PostgreSQL so label filters can use containment and GIN indexes later.
 JSONType = JSON().with_variant(JSONB(), "postgresql")

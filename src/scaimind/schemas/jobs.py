@@ -38,9 +38,6 @@ class JobStatus(StrEnum):
     PREEMPTED = "PREEMPTED"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
 class TrainingType(StrEnum):
     """Kinds of training."""
 
