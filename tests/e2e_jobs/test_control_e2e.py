@@ -35,6 +35,12 @@ async def test_cancel_in_every_reachable_non_terminal_state(one_slot: Stack) -> 
     assert job["status"] == "QUEUED"
     assert job["queue_position"] == 1
 
+    # Only running jobs pause, only paused ones resume, only failed/preempted ones retry.
+    await assert_refused(s, queued, "pause", "QUEUED")
+    await assert_refused(s, queued, "resume", "QUEUED")
+    await assert_refused(s, queued, "retry", "QUEUED")
+    await assert_refused(s, low, "pause", "PREEMPTED")
+    await assert_refused(s, low, "resume", "PREEMPTED")
     for job_id, state in ((queued, "QUEUED"), (low, "PREEMPTED")):
         assert (await s.job(job_id))["status"] == state
         resp = await s.ok(job_id, "cancel", {"reason": f"not needed while {state}"})

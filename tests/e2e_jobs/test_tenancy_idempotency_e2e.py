@@ -103,8 +103,12 @@ async def replicas(
     stack.push_async_callback(coordinator.stop, 1.0)
     clients = []
     for i in range(count):
+        # A generous ledger deadline: a loaded test machine must not make the ledger fail open.
         settings = gateway_settings(
-            root / f"gw-{i}", coordinator.port, database_url=database_urls[i]
+            root / f"gw-{i}",
+            coordinator.port,
+            database_url=database_urls[i],
+            cache_sync_timeout_s=10.0,
         )
         clients.append(await open_gateway(stack, settings))
     corpus, script = job_files(root)
