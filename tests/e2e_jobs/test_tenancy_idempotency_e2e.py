@@ -96,6 +96,26 @@ async def test_another_tenants_checkpoint_cannot_seed_a_job(two_slots: Stack) ->
         assert r.status_code in (400, 404), (reference, r.text)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="coordinator bug: SubmitEvaluation accepts another tenant's model directory "
+    "(final_model_uri or a checkpoint path) as model_uri and scores it",
+)
+async def test_another_tenants_model_cannot_be_evaluated(two_slots: Stack) -> None:
+    s = two_slots
+    a_job = await s.wait(
+        await s.submit(s.body("a", custom=False, hyperparameters={"max_steps": 10})), "COMPLETED"
+    )
+    b_job = await s.submit(s.body("b", env={"TOTAL_STEPS": "2"}), tenant="tenant-b")
+    for uri in (a_job["final_model_uri"], a_job["checkpoints"][-1]["path"]):
+        r = await s.http.post(
+            f"{PREFIX}/evaluations",
+            json={"job_id": b_job, "model_uri": uri, "benchmarks": [{"name": "loss"}]},
+            headers=auth("tenant-b"),
+        )
+        assert r.status_code in (400, 404), (uri, r.text)
+
+
 @pytest.fixture
 def databases(tmp_path: Path) -> Iterator[DatabaseFactory]:
     """Fresh server databases, dropped at the end."""
