@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind.app import create_app, lifespan
+from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
 from tests.conftest import API_SECRET, auth, settings_for, wait_for
+from tests.gateway.conftest import app_client
 from tests.trainer.conftest import write_corpus
 
 PREFIX = "/v1/modules/scaimind"
@@ -187,11 +188,8 @@ async def make_ops(tmp_path: Path) -> AsyncIterator[OpsFactory]:
                 token_signing_key=DOWNSTREAM_KEY,
                 grpc_timeout_s=10.0,
             )
-            app = create_app(settings)
-            await stack.enter_async_context(lifespan(app))
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             http = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30)
+                app_client(create_app(settings), http_timeout_s=30)
             )
             script = root / "gated.py"
             script.write_text(GATED_SCRIPT)

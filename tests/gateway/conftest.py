@@ -15,6 +15,7 @@ import grpc
 import httpx
 import pytest
 import pytest_asyncio
+from fastapi import FastAPI
 from google.protobuf.message import Message
 
 from scaimind.app import create_app, lifespan
@@ -226,13 +227,23 @@ class Hang:
 
 
 @asynccontextmanager
-async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The standalone app for `settings`, lifespan entered, behind an httpx client."""
-    app = create_app(settings)
+async def app_client(
+    app: FastAPI, *, base_url: str = "http://test", http_timeout_s: float = 5.0
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`app` with the module's lifespan entered, behind an httpx client (app errors → 500)."""
     async with lifespan(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url=base_url, timeout=http_timeout_s
+        ) as client:
             yield client
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The standalone app for `settings`, lifespan entered, behind an httpx client."""
+    async with app_client(create_app(settings)) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

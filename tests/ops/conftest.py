@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.app import create_app, lifespan
+from scaimind.app import create_app
 from scaimind.auth import embedded_secret
 from scaimind.deps import State
 from scaimind.settings import Settings
@@ -31,7 +31,7 @@ from scaimind.v1 import (
     coordinator_pb2,
 )
 from tests.conftest import settings_for
-from tests.gateway.conftest import ScriptedCoordinator, serving
+from tests.gateway.conftest import ScriptedCoordinator, app_client, serving
 
 PREFIX = "/v1/modules/scaimind"
 DRIVE = "x-scaidrive-token"
@@ -180,11 +180,7 @@ async def make_gateway(
         async def open_gateway(**overrides: Any) -> Gateway:
             settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, **overrides)
             app = create_app(settings)
-            await stack.enter_async_context(lifespan(app))
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            client = await stack.enter_async_context(
-                httpx.AsyncClient(transport=transport, base_url="http://test")
-            )
+            client = await stack.enter_async_context(app_client(app))
             return Gateway(client, servicer, app, settings)
 
         yield open_gateway

@@ -7,7 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from scaimind.tokens import (
     verify_downstream_token,
 )
 from tests.conftest import auth, make_token, settings_for, wait_for
+from tests.gateway.conftest import app_client
 from tests.ops.conftest import (
     ATLAS,
     DRIVE,
@@ -482,12 +483,8 @@ async def host_app(
         settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, **overrides),
         current_user=host_user,
     )
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(lifespan(host))
-        transport = httpx.ASGITransport(app=host, raise_app_exceptions=False)
-        yield await stack.enter_async_context(
-            httpx.AsyncClient(transport=transport, base_url="http://host")
-        )
+    async with app_client(host, base_url="http://host") as client:
+        yield client
 
 
 def _host_user(token: str | None) -> CurrentUser:
