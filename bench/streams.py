@@ -10,8 +10,9 @@ that log a line every ~100 ms, then for each N opens N concurrent `follow=true` 
   over every event every stream received in the measurement window;
 - `GET /jobs/{id}` latency p50/p99 measured in the same window, next to the idle figure.
 
-The client side uses raw asyncio sockets (no HTTP library per stream) so that the bench process
-costs as little CPU as possible on the shared 2-core machine; its CPU time is reported too.
+The streams are read by `--readers` separate reader processes over raw asyncio sockets (no HTTP
+library per stream), and the unary latency is probed from yet another process, so that no
+reader's busy event loop inflates the latency figures; the readers' CPU time is reported too.
 
 Usage: .venv/bin/python bench/streams.py [--streams 100,1000,2000] [--jobs 4] [--window 10]
 """
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -162,17 +164,87 @@ class Stream:
             self.task.cancel()
 
 
-async def unary_latencies(
-    http: httpx.AsyncClient, url: str, headers: dict[str, str], n: int
-) -> list[float]:
-    """Sequential GET /jobs/{id} latencies in seconds."""
+def probe_main(config: dict[str, Any]) -> None:
+    """Probe process: sequential GET /jobs/{id} latencies (seconds) as JSON on stdout."""
+    headers = {"Authorization": f"Bearer {config['token']}"}
     out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = await http.get(url, headers=headers)
-        out.append(time.perf_counter() - t0)
-        assert r.status_code == 200, r.text
-    return out
+    with httpx.Client(timeout=30) as http:
+        for _ in range(20):  # warm the connection
+            http.get(config["url"], headers=headers)
+        for _ in range(config["n"]):
+            t0 = time.perf_counter()
+            r = http.get(config["url"], headers=headers)
+            out.append(time.perf_counter() - t0)
+            assert r.status_code == 200, r.text
+    print(json.dumps(out))
+
+
+async def unary_latencies(url: str, token: str, n: int) -> list[float]:
+    """Run a probe process and return its latencies."""
+    config = json.dumps({"url": url, "token": token, "n": n})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "_probe", config, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    latencies: list[float] = json.loads(out)
+    return latencies
+
+
+async def reader_main(config: dict[str, Any]) -> None:
+    """Reader process: open the streams, then on stdin `measure` / `stop` report as JSON."""
+    streams = [Stream(config["port"], path, config["token"]) for path in config["paths"]]
+    for start in range(0, len(streams), 100):
+        wave = streams[start : start + 100]
+        for st in wave:
+            st.task = asyncio.create_task(st.run())
+        await asyncio.gather(*(st.opened.wait() for st in wave))
+    print(json.dumps({"opened": [st.error for st in streams if st.error]}), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    for st in streams:
+        st.lags, st.events = [], 0
+    cpu0 = time.process_time()
+    await asyncio.to_thread(sys.stdin.readline)
+    result = {
+        "lags": [lag for st in streams for lag in (st.lags or [])],
+        "events": sum(st.events for st in streams),
+        "cpu": time.process_time() - cpu0,
+        "errors": [st.error for st in streams if st.error],
+    }
+    for st in streams:
+        st.close()
+    print(json.dumps(result), flush=True)
+
+
+class Reader:
+    """A reader process seen from the bench."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, port: int, token: str, paths: list[str]) -> Reader:
+        """Start one reader for these stream paths."""
+        config = json.dumps({"port": port, "token": token, "paths": paths})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "_reader",
+            config,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**28,
+        )
+        return cls(proc)
+
+    async def line(self) -> Any:
+        """The next JSON line the reader prints."""
+        assert self.proc.stdout is not None
+        return json.loads(await self.proc.stdout.readline())
+
+    def tell(self, word: str) -> None:
+        """Send a command line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(word.encode() + b"\n")
 
 
 async def wait_http(url: str, within: float = 60.0) -> None:
@@ -295,9 +367,8 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                 await asyncio.sleep(0.1)
             else:
                 raise RuntimeError(f"job {job_id} did not start")
-        # Warm the path (JIT-free Python, but caches, connections and the job cache).
-        await unary_latencies(http, f"/jobs/{jobs[0]}", headers, 50)
-        idle = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+        probe_url = f"{base}{PREFIX}/jobs/{jobs[0]}"
+        idle = await unary_latencies(probe_url, token, args.requests)
         idle_p50, idle_p99 = pct(idle, 50) * 1e3, pct(idle, 99) * 1e3
         rss0 = rss_bytes(gateway.pid)
         print(
@@ -307,17 +378,17 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
         )
         print(
             "N      open_s  MiB_rss  KiB/stream  events/s  lag_p50_ms  lag_p99_ms  "
-            "unary_p50_ms  unary_p99_ms  (x idle p99)  gw_cpu%  coord_cpu%  bench_cpu%  "
+            "unary_p50_ms  unary_p99_ms  (x idle p99)  gw_cpu%  coord_cpu%  readers_cpu%  "
             "errors",
             flush=True,
         )
         for n in args.streams:
             level = await run_level(
-                n, jobs, http_port, token, http, headers, args, gateway, coordinator
+                n, jobs, http_port, token, probe_url, args, gateway, coordinator
             )
             level.print_row(rss0, idle_p99)
             # Neighbours on a shared machine move the baseline: measure it again, streams closed.
-            again = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+            again = await unary_latencies(probe_url, token, args.requests)
             print(
                 f"       idle again (streams closed): GET /jobs/{{id}} p50 "
                 f"{pct(again, 50) * 1e3:.2f} ms  p99 {pct(again, 99) * 1e3:.2f} ms",
@@ -360,56 +431,62 @@ async def run_level(
     jobs: list[str],
     port: int,
     token: str,
-    http: httpx.AsyncClient,
-    headers: dict[str, str],
+    probe_url: str,
     args: argparse.Namespace,
     gateway: subprocess.Popen[bytes],
     coordinator: subprocess.Popen[bytes],
 ) -> Level:
-    streams = [
-        Stream(port, f"{PREFIX}/jobs/{jobs[i % len(jobs)]}/logs?tail=0", token) for i in range(n)
-    ]
+    paths = [f"{PREFIX}/jobs/{jobs[i % len(jobs)]}/logs?tail=0" for i in range(n)]
     t0 = time.perf_counter()
-    # Open in waves so the accept queue and the pre-flight GetJob calls are not a thundering herd.
-    for start in range(0, n, 100):
-        wave = streams[start : start + 100]
-        for s in wave:
-            s.task = asyncio.create_task(s.run())
-        await asyncio.gather(*(s.opened.wait() for s in wave))
+    readers = [
+        await Reader.start(port, token, paths[k :: args.readers]) for k in range(args.readers)
+    ]
+    errors: list[str] = []
+    for reader in readers:
+        errors += (await reader.line())["opened"]
     open_s = time.perf_counter() - t0
-    errors = [s.error for s in streams if s.error]
     await asyncio.sleep(args.warmup)
     rss = rss_bytes(gateway.pid)
-    for s in streams:
-        s.lags = []
-        s.events = 0
-    cpu0 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    for reader in readers:
+        reader.tell("measure")
+    cpu0 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid))
     machine0 = machine_busy()
     w0 = time.perf_counter()
-    unary = await unary_latencies(http, f"/jobs/{jobs[0]}", headers, args.requests)
+    unary = await unary_latencies(probe_url, token, args.requests)
     remaining = args.window - (time.perf_counter() - w0)
     if remaining > 0:
         await asyncio.sleep(remaining)
     elapsed = time.perf_counter() - w0
-    cpu1 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid), time.process_time())
+    cpu1 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid))
     machine1 = machine_busy()
-    lags = [lag for s in streams for lag in (s.lags or [])]
-    events = sum(s.events for s in streams)
-    errors += [s.error for s in streams if s.error and s.error not in errors]
-    for s in streams:
-        s.lags = None
-        s.close()
-    await asyncio.gather(*(s.task for s in streams if s.task), return_exceptions=True)
+    lags: list[float] = []
+    events, reader_cpu = 0, 0.0
+    for reader in readers:
+        reader.tell("stop")
+    for reader in readers:
+        result = await reader.line()
+        lags += result["lags"]
+        events += result["events"]
+        reader_cpu += result["cpu"]
+        errors += [e for e in result["errors"] if e not in errors]
+        await reader.proc.wait()
     # Let the gateway notice the disconnects before the next level.
     await asyncio.sleep(2)
     busy = [(b - a) / elapsed * 100 for a, b in zip(cpu0, cpu1, strict=True)]
+    busy.append(reader_cpu / elapsed * 100)
     # Whole machine, in "% of one core" like the per-process figures (2 cores = 200%).
     cores = os.cpu_count() or 1
     busy.append((machine1[0] - machine0[0]) / (machine1[1] - machine0[1]) * 100 * cores)
-    return Level(n, open_s, rss, events / elapsed, lags, unary, busy, [e for e in errors if e])
+    return Level(n, open_s, rss, events / elapsed, lags, unary, busy, errors)
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "_reader":
+        asyncio.run(reader_main(json.loads(sys.argv[2])))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "_probe":
+        probe_main(json.loads(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--streams",
@@ -418,6 +495,7 @@ def main() -> None:
         help="comma-separated stream counts",
     )
     parser.add_argument("--jobs", type=int, default=4, help="running CUSTOM jobs")
+    parser.add_argument("--readers", type=int, default=2, help="stream reader processes")
     parser.add_argument("--window", type=float, default=10.0, help="measurement seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--requests", type=int, default=200, help="GET /jobs/{id} samples")
