@@ -281,6 +281,8 @@ class JobManager:
         for rt in list(self._runtimes.values()):
             if rt.stop_reason is None:
                 self._request_stop(rt, SHUTDOWN, graceful=True)
+        # Followers end with UNAVAILABLE instead of holding the server open for the grace period.
+        self.notifier.close()
 
     async def wait_stopped(self, grace: float) -> None:
         """Wait for every job process to exit; SIGKILL what is left after `grace` seconds."""
@@ -295,7 +297,6 @@ class JobManager:
         if self._ticker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        self.notifier.close()
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -58,8 +58,6 @@ class RunningCoordinator:
             return
         self._stopped = True
         self._manager.begin_shutdown()
-        # Followers end with UNAVAILABLE instead of holding the server open for the grace period.
-        self._manager.notifier.close()
         await self._server.stop(grace)
         await self._manager.wait_stopped(max(grace, self._manager.config.stop_grace_seconds))
         self._store.close()
@@ -95,6 +93,7 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     try:
         port = server.add_insecure_port(f"{config.host}:{config.port}")
     except RuntimeError as e:
+        manager.ops.close()
         store.close()
         lock.close()
         raise CoordinatorStartError(f"cannot listen on {config.host}:{config.port}: {e}") from e
