@@ -789,7 +789,6 @@ class JobManager:
                 continue
             req = self.request_of(row)
             candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
-            waiting.append(row)
             if len(candidates) < row["num_nodes"]:
                 # Only after an inventory change (submit validates this): it can never start.
                 why = "no longer fits the inventory (gpu_type, node_selector, node_affinity)"
@@ -801,24 +800,33 @@ class JobManager:
                     why,
                     L.LOG_LEVEL_ERROR,
                 )
-                waiting.pop()
                 continue
-            if row["start_after"] > now:
-                continue
-            key = (row["queue_name"], row["gpu_type"])
-            if key in blocked:
-                continue
-            placement = self._place(row, candidates, free)
-            if placement is not None:
-                self._start(row, placement)
-                waiting.pop()
-                continue
-            online = [n for n in candidates if n.node_id not in self._drained]
-            if len(online) >= row["num_nodes"]:
-                # It could run here once slots free up: keep its place (no backfill behind it).
-                blocked.add(key)
-                self._maybe_preempt(row, online, free)
+            due = row["start_after"] <= now
+            if not (due and self._try_start(row, candidates, free, blocked)):
+                waiting.append(row)
         self._estimate(waiting)
+
+    def _try_start(
+        self,
+        row: sqlite3.Row,
+        candidates: list[NodeSpec],
+        free: dict[str, list[int]],
+        blocked: set[tuple[str, str]],
+    ) -> bool:
+        """Start a due job if it fits now; else it may block its queue and preempt for itself."""
+        key = (row["queue_name"], row["gpu_type"])
+        if key in blocked:
+            return False
+        placement = self._place(row, candidates, free)
+        if placement is not None:
+            self._start(row, placement)
+            return True
+        online = [n for n in candidates if n.node_id not in self._drained]
+        if len(online) >= row["num_nodes"]:
+            # It could run here once slots free up: keep its place (no backfill behind it).
+            blocked.add(key)
+            self._maybe_preempt(row, online, free)
+        return False
 
     def _place(
         self, row: sqlite3.Row, candidates: list[NodeSpec], free: dict[str, list[int]]
