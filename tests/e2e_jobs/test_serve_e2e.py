@@ -137,7 +137,7 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
             s.body(
                 "builtin",
                 custom=False,
-                hyperparameters={"max_steps": 400, "seed": 5},
+                hyperparameters={"max_steps": 200, "seed": 5},
                 checkpoint_interval_steps=1000,
             )
         )
@@ -169,7 +169,7 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
         assert stopped_at >= 10
         assert job["retry_count"] == 0
         # Continued from its shutdown checkpoint: every step once, the counter never restarted.
-        assert [p for p, _ in await s.losses(builtin)] == list(range(1, 401))
+        assert [p for p, _ in await s.losses(builtin)] == list(range(1, 201))
         resume = f"resume from {job['checkpoints'][0]['path']}"
         assert any(resume in m for m in await s.messages(builtin))
         assert (await s.list_jobs())["total_count"] == 2
