@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-from .conftest import Stack, clean_env, job_files
+from .conftest import PREFIX, Stack, clean_env, job_files
 
 
 def scaimind_command() -> list[str]:
@@ -148,9 +149,19 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
         assert at_sigterm["checkpoints"] == []
         assert (await s.job(custom))["checkpoints"] == []
 
-    started = time.monotonic()
-    assert await serve.terminate(within=30) == 0, serve.output.read_text()
-    assert time.monotonic() - started < 20
+        # A dashboard following the logs must not hold the shutdown open.
+        logs = f"{PREFIX}/jobs/{custom}/logs"
+        async with http.stream("GET", logs, headers=headers) as stream:
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            assert (await anext(lines)) == "id: 1"
+            started = time.monotonic()
+            assert await serve.terminate(within=30) == 0, serve.output.read_text()
+            assert time.monotonic() - started < 20
+            # The stream ends with the server (a client resumes with Last-Event-ID).
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                async for _ in lines:
+                    pass
     gate.write_text("")
 
     url = await serve.start()
