@@ -79,11 +79,6 @@ async def test_another_tenant_cannot_see_or_touch_a_job(two_slots: Stack) -> Non
     assert (await s.ok(job_id, "cancel"))["status"] == "CANCELLED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinator bug: manager._resolve_checkpoint accepts any existing absolute "
-    "directory as resume_from_checkpoint, including another tenant's checkpoint path",
-)
 async def test_another_tenants_checkpoint_cannot_seed_a_job(two_slots: Stack) -> None:
     s = two_slots
     a_job = await s.submit(s.body("a", env={"TOTAL_STEPS": "10", "CKPT_EVERY": "5"}))
@@ -92,15 +87,9 @@ async def test_another_tenants_checkpoint_cannot_seed_a_job(two_slots: Stack) ->
         body = s.body("b", env={"TOTAL_STEPS": "10"})
         body["training_config"]["resume_from_checkpoint"] = reference
         r = await s.http.post(f"{PREFIX}/jobs", json=body, headers=auth("tenant-b"))
-        # By id it is refused; by its path tenant B's job used to start from A's weights.
         assert r.status_code in (400, 404), (reference, r.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinator bug: SubmitEvaluation accepts another tenant's model directory "
-    "(final_model_uri or a checkpoint path) as model_uri and scores it",
-)
 async def test_another_tenants_model_cannot_be_evaluated(two_slots: Stack) -> None:
     s = two_slots
     a_job = await s.wait(

@@ -112,8 +112,8 @@ def _submit_request(row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
 # ---- SubmitEvaluation / GetEvaluation -------------------------------------------------------
 
 
-def _local_dir(uri: str) -> Path | None:
-    """A local path or file:// URI that exists, else None."""
+def _local_path(uri: str) -> Path | None:
+    """The absolute path of a local path or file:// URI, else None (other schemes, relative)."""
     text = uri.strip()
     if not text:
         return None
@@ -124,7 +124,7 @@ def _local_dir(uri: str) -> Path | None:
         return None
     else:
         path = Path(text)
-    return path if path.is_absolute() and path.exists() else None
+    return path if path.is_absolute() else None
 
 
 def model_path(
@@ -142,10 +142,16 @@ def model_path(
                 f"checkpoint {req.checkpoint_id} of job {job_id} ({state}) no longer exists on disk"
             )
         return Path(ckpt.path)
-    for candidate in (req.model_uri, job["final_model_uri"]):
-        path = _local_dir(candidate)
-        if path is not None:
-            return path
+    requested = _local_path(req.model_uri)
+    if requested is not None:
+        # A named local model must exist and be the tenant's own; another tenant's model looks
+        # exactly like a missing one, and a wrong path never silently evaluates something else.
+        if not requested.exists() or not m.tenant_may_read(str(job["tenant_id"]), requested):
+            raise invalid(f"model_uri: no model at {req.model_uri}")
+        return requested
+    final = _local_path(job["final_model_uri"])
+    if final is not None and final.exists():
+        return final
     for ckpt in reversed(m.store.checkpoints(job_id)):
         if Path(ckpt.path).exists():
             return Path(ckpt.path)

@@ -392,9 +392,24 @@ class JobManager:
         if ckpt is not None and self.store.get_job(ckpt.job_id, caller.tenant_id) is not None:
             return ckpt.path
         path = Path(ref)
-        if path.is_absolute() and path.is_dir():
+        if path.is_absolute() and path.is_dir() and self.tenant_may_read(caller.tenant_id, path):
             return str(path)
         raise invalid(f"{field_name}: unknown checkpoint {ref!r}")
+
+    def tenant_may_read(self, tenant_id: str, path: Path) -> bool:
+        """Whether a local path given by a tenant is not another tenant's (or ours).
+
+        Inside the data dir only the tenant's own job directories are readable: a path into
+        another tenant's checkpoints or models must look exactly like a missing one. Paths
+        outside the data dir are the operator's filesystem (CUSTOM scripts can read them too).
+        """
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.config.data_dir.resolve()):
+            return True
+        if not resolved.is_relative_to(self.jobs_dir.resolve()):
+            return False
+        parts = resolved.relative_to(self.jobs_dir.resolve()).parts
+        return bool(parts) and self.store.get_job(parts[0], tenant_id) is not None
 
     # ---- submit -----------------------------------------------------------------------------
 
