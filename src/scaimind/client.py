@@ -53,6 +53,11 @@ def open_channel(settings: Settings, target: str | None = None) -> grpc.aio.Chan
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        # gRPC's default reconnect backoff grows to 120 s, so after a coordinator restart the
+        # gateway could answer 503 for two minutes; cap it so recovery takes seconds.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
     ]
     if not settings.tls_enabled:
         return grpc.aio.insecure_channel(target, options=options)
