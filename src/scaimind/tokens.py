@@ -13,35 +13,26 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final
 from urllib.parse import quote_plus
 
 import httpx
-import jwt
 from fastapi import Depends, Request
 
 from scaimind.app import register_startup_hook
 from scaimind.auth import CurrentUser, CurrentUserDep, embedded_secret
 from scaimind.client import CallContext
 from scaimind.deps import State, state_of
+from scaimind.downstream_tokens import METADATA_KEYS, sign_downstream_token
 from scaimind.errors import ModuleNotStarted, TokenExchangeFailed
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.tokens")
 
-SCAIDRIVE: Final = "scaidrive"
-SCAIATLAS: Final = "scaiatlas"
-# Audience → the gRPC metadata key that carries its token.
-METADATA_KEYS: Final[Mapping[str, str]] = {
-    SCAIDRIVE: "x-scaidrive-token",
-    SCAIATLAS: "x-scaiatlas-token",
-}
 EXTRAS_KEY: Final = "token_exchange"
-ISSUER: Final = "scaimind"
-MAX_TTL_S: Final = 15 * 60
 # Exchanged tokens are replaced this long before the identity provider says they expire, so a
 # token handed to the coordinator still has time to be used.
 REFRESH_MARGIN_S: Final = 60.0
@@ -55,76 +46,10 @@ _OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
 _MAX_CACHE_ENTRIES: Final = 10_000
 
 
-class DownstreamTokenRejected(Exception):
-    """A downstream token is missing, expired, for another audience or another tenant.
-
-    The coordinator answers PERMISSION_DENIED with this message.
-    """
-
-
 def downstream_signing_key(settings: Settings) -> str:
     """The HS256 key of the embedded mode: `token_signing_key`, else the data dir's secret."""
     key = settings.token_signing_key
     return key.get_secret_value() if key else embedded_secret(settings.data_dir)
-
-
-def sign_downstream_token(
-    key: str,
-    *,
-    subject: str,
-    tenant_id: str,
-    audience: str,
-    ttl_s: int = MAX_TTL_S,
-    now: float | None = None,
-) -> str:
-    """An HS256 downstream token (the embedded mode's substitute for a token exchange)."""
-    if not 0 < ttl_s <= MAX_TTL_S:
-        raise ValueError(f"ttl_s must be in (0, {MAX_TTL_S}]")
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": subject,
-        "tenant_id": tenant_id,
-        "aud": audience,
-        "iat": issued,
-        "exp": issued + ttl_s,
-        # RFC 8693 §4.1: ScaiMind acts on behalf of the subject.
-        "act": {"sub": ISSUER},
-    }
-    return jwt.encode(claims, key, algorithm="HS256")
-
-
-def verify_downstream_token(
-    token: str | None,
-    *,
-    key: str,
-    audience: str,
-    tenant_id: str,
-    leeway_s: float = 0.0,
-) -> dict[str, Any]:
-    """Check a locally signed downstream token; raise DownstreamTokenRejected if unusable."""
-    if not token:
-        raise DownstreamTokenRejected(f"missing {audience} token")
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=["HS256"],
-            audience=audience,
-            leeway=leeway_s,
-            options={"require": ["exp", "iat", "sub", "aud", "tenant_id"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise DownstreamTokenRejected(f"the {audience} token has expired") from None
-    except jwt.InvalidAudienceError:
-        raise DownstreamTokenRejected(f"the token is not valid for {audience}") from None
-    except jwt.PyJWTError:
-        raise DownstreamTokenRejected(f"invalid {audience} token") from None
-    if claims["tenant_id"] != tenant_id:
-        raise DownstreamTokenRejected(f"the {audience} token belongs to another tenant")
-    if float(claims["exp"]) - float(claims["iat"]) > MAX_TTL_S:
-        raise DownstreamTokenRejected(f"the {audience} token lives longer than allowed")
-    return claims
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scaimind.apikeys import ApiKeyStore, generate_key
 from scaimind.auth import MANAGE, VIEW
-from scaimind.tokens import downstream_signing_key, verify_downstream_token
+from scaimind.downstream_tokens import verify_downstream_token
+from scaimind.tokens import downstream_signing_key
 from tests.apikeys.conftest import KeyedGateway
 from tests.conftest import auth, settings_for
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway

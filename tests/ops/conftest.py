@@ -23,8 +23,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from scaimind.app import create_app
 from scaimind.auth import embedded_secret
 from scaimind.deps import State
+from scaimind.downstream_tokens import METADATA_KEYS, verify_downstream_token
 from scaimind.settings import Settings
-from scaimind.tokens import METADATA_KEYS, verify_downstream_token
 from scaimind.v1 import (
     cluster_pb2,
     common_pb2,

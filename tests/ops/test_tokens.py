@@ -18,15 +18,13 @@ from fastapi import FastAPI
 
 from scaimind.app import create_app, lifespan, mount_module
 from scaimind.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
-from scaimind.tokens import (
-    EXTRAS_KEY,
+from scaimind.downstream_tokens import (
     MAX_TTL_S,
     DownstreamTokenRejected,
-    TokenExchange,
-    downstream_signing_key,
     sign_downstream_token,
     verify_downstream_token,
 )
+from scaimind.tokens import EXTRAS_KEY, TokenExchange, downstream_signing_key
 from tests.conftest import auth, make_token, settings_for, wait_for
 from tests.gateway.conftest import app_client
 from tests.ops.conftest import (

@@ -18,10 +18,16 @@ import grpc
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.errors import CoordinatorError, invalid
+from scaimind.downstream_tokens import (
+    METADATA_KEYS,
+    SCAIDRIVE,
+    DownstreamTokenRejected,
+    verify_downstream_token,
+)
 
 SCHEME = "scaidrive"
-AUDIENCE = "scaidrive"
-TOKEN_METADATA = "x-scaidrive-token"
+AUDIENCE = SCAIDRIVE
+TOKEN_METADATA = METADATA_KEYS[SCAIDRIVE]
 
 
 def denied(message: str) -> CoordinatorError:
@@ -77,10 +83,6 @@ class DriveAccess:
                 f"{field}: scaidrive:// access is not configured on this coordinator "
                 "(no downstream token key; set SCAIMIND_TOKEN_SIGNING_KEY)"
             )
-        # Imported here: the token module belongs to the gateway package and is not needed
-        # by a coordinator that never sees a scaidrive:// URI.
-        from scaimind.tokens import DownstreamTokenRejected, verify_downstream_token
-
         try:
             verify_downstream_token(
                 self.token or None, key=self.key, audience=AUDIENCE, tenant_id=self.tenant_id
