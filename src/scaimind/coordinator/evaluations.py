@@ -32,7 +32,8 @@ from scaimind.coordinator.convert import S, as_status, set_time, status_name
 from scaimind.coordinator.data import LocalSource, resolve_source
 from scaimind.coordinator.errors import invalid, not_found, precondition
 from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
-from scaimind.coordinator.executor import OutputSink, ProcessSpec
+from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env
+from scaimind.coordinator.manager import to_numbers
 from scaimind.coordinator.storage import DriveAccess, drive_access, is_scaidrive, token_expiry
 from scaimind.coordinator.store import IdempotencyConflict, PendingLog
 from scaimind.v1 import common_pb2, coordinator_pb2
@@ -315,8 +316,6 @@ class EvaluationWorkload:
         self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
     ) -> ProcessSpec:
         """Write the evaluator's spec (datasets read through the dataset cache)."""
-        from scaimind.coordinator.workloads import process_env
-
         ev = m.ops.evaluation(rt.job_id)
         if ev is None:
             raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
@@ -475,8 +474,6 @@ class EvaluationSink:
         assert position is not None
         score = ev.get("score")
         metrics = ev.get("metrics") if isinstance(ev.get("metrics"), dict) else {}
-        from scaimind.coordinator.manager import to_numbers
-
         self.m.ops.set_benchmark_result(
             self.rt.job_id,
             position,

@@ -70,6 +70,19 @@ class RunningProcess:
             os.killpg(self.process.pid, sig)
 
 
+def process_env(extra: dict[str, str], user: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a workload process: ours, the user's variables, then the contract's."""
+    # None of ScaiMind's own settings reach user code: they hold the API secret, the downstream
+    # token key (anyone holding it could mint scaidrive tokens for every tenant), JWT secrets
+    # and database URLs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
+    env.update(user or {})
+    env.update(extra)
+    # Line-buffered output so stdout becomes log entries as it happens.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def script_argv(script: Path) -> list[str]:
     """How a CUSTOM script is started: directly when executable, else a .py with our Python."""
     if os.access(script, os.X_OK):

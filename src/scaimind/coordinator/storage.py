@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 import grpc
+import jwt
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.errors import CoordinatorError, invalid
@@ -98,8 +99,6 @@ def drive_access(config: CoordinatorConfig, tenant_id: str, token: str) -> Drive
 
 def token_expiry(token: str) -> float:
     """The `exp` claim of a token without verifying it (0 when unreadable); for housekeeping."""
-    import jwt
-
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
         return float(claims.get("exp", 0))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import sys
 import time
@@ -13,7 +12,7 @@ from typing import Any
 
 from scaimind.coordinator.data import LocalSource, resolve_source
 from scaimind.coordinator.evaluations import job_drive
-from scaimind.coordinator.executor import OutputSink, ProcessSpec, script_argv
+from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, script_argv
 from scaimind.coordinator.manager import JobManager, JobRuntime, L, to_int, to_numbers
 from scaimind.coordinator.notifier import LOGS, METRICS
 from scaimind.coordinator.store import PendingLog
@@ -29,19 +28,6 @@ LEVELS = {
 }
 # Keys of a flat CUSTOM metrics record that describe progress rather than metrics.
 PROGRESS_KEYS = {"type", "step", "epoch", "total_steps", "total_epochs"}
-
-
-def process_env(extra: dict[str, str], user: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a workload process: ours, the user's variables, then the contract's."""
-    # None of ScaiMind's own settings reach user code: they hold the API secret, the downstream
-    # token key (anyone holding it could mint scaidrive tokens for every tenant), JWT secrets
-    # and database URLs.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
-    env.update(user or {})
-    env.update(extra)
-    # Line-buffered output so stdout becomes log entries as it happens.
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 class TrainingWorkload:
