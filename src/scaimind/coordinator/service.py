@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -460,25 +461,20 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         )
         node.last_heartbeat.CopyFrom(timestamp(time.time()))
         memory = slot_memory_bytes(spec)
-        per_job_slots: dict[str, int] = {}
-        for job_id in slots:
-            if job_id is not None:
-                per_job_slots[job_id] = per_job_slots.get(job_id, 0) + 1
-        running: list[str] = []
+        # Once per job on the node (in slot order), not once per slot.
+        share = Counter(j for j in slots if j is not None)
+        stats = {job_id: self.m.process_stats(job_id) for job_id in share}
+        mine = {j for j in share if self.m.store.get_job(j, tenant_id) is not None}
         for index, job_id in enumerate(slots):
             gpu = node.gpus.add(index=index, memory_total_bytes=memory)
             if job_id is None:
                 continue
-            stats = self.m.process_stats(job_id)
-            share = per_job_slots[job_id]
-            gpu.utilization_percent = min(100.0, stats.get("cpu_percent", 0.0) / share)
-            gpu.memory_used_bytes = int(stats.get("memory_used_bytes", 0.0) / share)
+            job_stats, slots_of_job = stats[job_id], share[job_id]
+            gpu.utilization_percent = min(100.0, job_stats.get("cpu_percent", 0.0) / slots_of_job)
+            gpu.memory_used_bytes = int(job_stats.get("memory_used_bytes", 0.0) / slots_of_job)
             # Job ids of other tenants are not shown; the slot is still visibly in use.
-            mine = self.m.store.get_job(job_id, tenant_id) is not None
-            gpu.job_id = job_id if mine else _OTHER_TENANT
-            if mine and job_id not in running:
-                running.append(job_id)
-        node.running_job_ids.extend(running)
+            gpu.job_id = job_id if job_id in mine else _OTHER_TENANT
+        node.running_job_ids.extend(j for j in share if j in mine)
         return node
 
     def _measured_percent(self) -> float:
