@@ -12,7 +12,7 @@ import pytest
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 from tests.conftest import wait_for
 
-from .conftest import Client, Env, S
+from .conftest import ONE_SLOT, Client, Env, S, write_corpus
 
 
 async def test_builtin_trainer_completes_with_falling_loss(env: Env, client: Client) -> None:
@@ -174,8 +174,7 @@ async def test_pause_and_resume_continue_from_checkpoint(env: Env, client: Clien
     assert job.checkpoints[-1].step == 7
     assert job.assigned_nodes == ["node-local"]  # where it last ran
     nodes = await client.cluster.GetNode(
-        __import__("scaimind.v1.cluster_pb2", fromlist=["x"]).GetNodeRequest(node_id="node-local"),
-        metadata=client.md(),
+        cluster_pb2.GetNodeRequest(node_id="node-local"), metadata=client.md()
     )
     assert job_id not in nodes.running_job_ids
 
@@ -430,8 +429,6 @@ async def test_pause_answers_before_the_callers_deadline(env: Env, client: Clien
 
 
 async def test_source_removed_before_start_fails_preparing(env: Env) -> None:
-    from .conftest import ONE_SLOT, write_corpus
-
     client = await env.start(nodes=ONE_SLOT)
     gate = env.tmp / "go"
     blocker = await client.submit(
