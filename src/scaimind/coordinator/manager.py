@@ -35,7 +35,7 @@ import signal
 import sqlite3
 import statistics
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +144,7 @@ class JobRuntime:
 
     job_id: str
     tenant_id: str
+    queue_name: str
     slots: list[tuple[str, int]]
     node_ids: list[str]
     stop_reason: str | None = None
@@ -957,12 +958,7 @@ class JobManager:
 
     def running_in_queue(self) -> dict[str, int]:
         """Queue name → number of placed jobs."""
-        out: dict[str, int] = {}
-        for rt in self._runtimes.values():
-            row = self.store.get_job(rt.job_id)
-            if row is not None:
-                out[row["queue_name"]] = out.get(row["queue_name"], 0) + 1
-        return out
+        return dict(Counter(rt.queue_name for rt in self._runtimes.values()))
 
     def _start(self, row: sqlite3.Row, placement: list[tuple[str, int]]) -> None:
         job_id = row["job_id"]
@@ -983,7 +979,11 @@ class JobManager:
         ):
             return
         rt = JobRuntime(
-            job_id=job_id, tenant_id=row["tenant_id"], slots=placement, node_ids=node_ids
+            job_id=job_id,
+            tenant_id=row["tenant_id"],
+            queue_name=row["queue_name"],
+            slots=placement,
+            node_ids=node_ids,
         )
         for nid, i in placement:
             self._slots[nid][i] = job_id
