@@ -45,6 +45,8 @@ FEED_BACKLOG: Final = 5000
 SEND_TIMEOUT_S: Final = 30.0
 # Catch-up entries sent per write.
 _CATCH_UP_BATCH: Final = 100
+# Followers woken per event-loop iteration when a feed gets a new entry.
+_WAKE_SLICE: Final = 50
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -232,7 +234,7 @@ class LogFeed:
         self.final: list[bytes] | None = None
         # Set once the feed knows where it starts; catch-ups begin only after that.
         self.positioned = asyncio.Event()
-        self._changed = asyncio.Event()
+        self._waiters: list[asyncio.Future[None]] = []
         self.followers = 0
         self.task = asyncio.create_task(self._pump(), name=f"scaimind-log-feed-{key[1]}")
 
@@ -241,9 +243,11 @@ class LogFeed:
         """Absolute index one past the newest entry."""
         return self._base + len(self._items)
 
-    def changed(self) -> asyncio.Event:
-        """An event set on the next append or on the end (take it before reading)."""
-        return self._changed
+    def changed(self) -> asyncio.Future[None]:
+        """A future resolved on the next append or on the end (take it before reading)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        return fut
 
     def read(self, cursor: int) -> list[_Item] | None:
         """Entries from an absolute cursor; None when they were already discarded."""
@@ -252,8 +256,28 @@ class LogFeed:
         return self._items[cursor - self._base :]
 
     def _wake(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _wake_in_slices(self) -> None:
+        # Waking every follower at once would run them all back to back, and a unary
+        # request arriving meanwhile would wait for the whole burst; between slices the
+        # loop polls its sockets.
+        waiters, self._waiters = self._waiters, []
+        try:
+            for start in range(0, len(waiters), _WAKE_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                for fut in waiters[start : start + _WAKE_SLICE]:
+                    if not fut.done():
+                        fut.set_result(None)
+        finally:
+            # Cancelled half-way (shutdown): nobody may be left waiting.
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
 
     def _finish(self, frames: list[bytes]) -> None:
         self.final = frames
@@ -278,6 +302,7 @@ class LogFeed:
                     kind = response.WhichOneof("event")
                     if kind == "entry":
                         self._append(response.entry)
+                        await self._wake_in_slices()
                     elif kind == "end":
                         self._finish(end_frames(response.end, job_id))
                         return
@@ -309,7 +334,6 @@ class LogFeed:
             drop = len(self._items) - FEED_BACKLOG
             del self._items[:drop]
             self._base += drop
-        self._wake()
 
 
 class FeedHub:
@@ -422,7 +446,7 @@ async def follow_logs(
                 for b in feed.final:
                     yield b
                 return
-            await changed.wait()
+            await changed
     finally:
         hub.leave(feed)
 
