@@ -321,14 +321,6 @@ def start(args: argparse.Namespace) -> Setup:
         stderr=subprocess.DEVNULL,
     )
     gateway_cmd = [*cli, "serve", "--port", str(http_port)]
-    if args.gc_threshold:
-        # What-if: the same gateway with a larger first-generation GC threshold (the default
-        # 700 promotes every waiting stream's futures and makes full collections frequent).
-        boot = (
-            f"import gc, sys; gc.set_threshold({args.gc_threshold}, 10, {args.gc_threshold2}); "
-            "from scaimind.cli import main; sys.exit(main(sys.argv[1:]))"
-        )
-        gateway_cmd = [sys.executable, "-c", boot, "serve", "--port", str(http_port)]
     if args.profile_gateway:
         gateway_cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile_gateway)]
     gateway = subprocess.Popen(gateway_cmd, env=env, stderr=subprocess.DEVNULL)
@@ -504,12 +496,6 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=4, help="running CUSTOM jobs")
     parser.add_argument("--readers", type=int, default=2, help="stream reader processes")
-    parser.add_argument(
-        "--gc-threshold", type=int, default=0, help="run the gateway with this gen-0 GC threshold"
-    )
-    parser.add_argument(
-        "--gc-threshold2", type=int, default=10, help="with --gc-threshold: the gen-2 threshold"
-    )
     parser.add_argument("--window", type=float, default=10.0, help="measurement seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--requests", type=int, default=200, help="GET /jobs/{id} samples")
