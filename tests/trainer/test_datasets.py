@@ -175,6 +175,29 @@ def test_parquet_without_pyarrow_is_a_clear_error(tmp_path: Path) -> None:
         load_texts([{"path": str(path)}])
 
 
+def test_parquet_is_read_for_real_when_pyarrow_is_installed(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "train.parquet"
+    table = {"prompt": ["2+2=", "3+3=", None], "completion": ["4", "6", "7"]}
+    pq.write_table(pa.table(table), path)
+
+    report = validate_source(path, "", "SFT", 0)
+
+    assert report.format == "parquet"
+    assert report.num_rows == 3
+    assert report.columns == ["prompt", "completion"]
+    assert [row for row, _ in report.errors] == [3]
+    assert not report.valid
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"prompt": ["2+2="], "completion": ["4"]}), good)
+    assert validate_source(good, "parquet", "SFT", 0).valid
+    texts = load_texts([{"path": str(good), "format": "parquet"}])
+    assert len(texts) == 1
+    assert "2+2=" in texts[0]
+    assert "4" in texts[0]
+
+
 def test_load_texts_renders_every_record_shape(tmp_path: Path) -> None:
     path = _jsonl(
         tmp_path / "mixed.jsonl",
