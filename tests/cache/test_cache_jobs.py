@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -290,3 +291,69 @@ async def test_unchanged_snapshots_are_not_rewritten(
     assert after is not None
     assert after.raw["progress"] == {"current_step": 2}
     assert after.synced_at > first.synced_at
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"latest_metrics": {"loss": 0.25}},  # metrics only: same updated_at, step and status
+        {"latest_metrics": {"loss": 1}},  # 1 vs 1.0: equal in Python, different JSON
+        {"labels": {"team": "vision"}},
+        {"name": "renamed"},
+    ],
+)
+async def test_fingerprint_never_hides_a_change(
+    engine: AsyncEngine, make_job: MakeJob, change: dict[str, Any]
+) -> None:
+    cache = _cache(engine)
+    repo = JobRepository(engine)
+    base = {"updated_at": T0, "progress": {"current_step": 3}, "status": "TRAINING"}
+    job = make_job("job_1", latest_metrics={"loss": 1.0}, labels={"team": "nlp"}, **base)
+    await cache.upsert("tenant-a", [job])
+    changed = {**job, **change}
+    await cache.upsert("tenant-a", [changed])
+    row = await repo.get("tenant-a", "job_1")
+    assert row is not None
+    for key, value in change.items():
+        # JSON text, not ==: 1 == 1.0 in Python, but the stored snapshot must be the new one.
+        assert json.dumps(row.raw[key]) == json.dumps(value)
+
+
+async def test_non_finite_values_deep_in_the_job_are_nulled_also_on_a_change(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    cache = _cache(engine)
+    job = make_job("job_1", updated_at=T0, latest_metrics={"loss": 0.5})
+    await cache.upsert("tenant-a", [job])
+    diverged = make_job(
+        "job_1",
+        updated_at=T0,
+        latest_metrics={"loss": float("-inf")},
+        progress={"history": [1.0, float("nan")]},
+    )
+    await cache.upsert("tenant-a", [diverged])
+    row = await JobRepository(engine).get("tenant-a", "job_1")
+    assert row is not None
+    assert row.raw["latest_metrics"] == {"loss": None}
+    assert row.raw["progress"] == {"history": [1.0, None]}
+
+
+async def test_sync_does_no_work_before_the_caller_yields(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    cache = _cache(engine)
+    # A job dict that records when the sync first reads it.
+    touched: list[str] = []
+
+    class Probe(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            touched.append(key)
+            return super().get(key, default)
+
+    task = cache.schedule_sync("tenant-a", [Probe(make_job("job_1", updated_at=T0))])
+    assert task is not None
+    # One loop iteration is what a response needs to be handed to the transport.
+    await asyncio.sleep(0)
+    assert touched == []
+    assert await task
+    assert touched
