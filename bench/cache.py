@@ -4,6 +4,10 @@ Prints:
 - GET /jobs (a page of 100 jobs) latency p50/p99 through the app, with the background cache
   sync on and off, in the same run (interleaved blocks), for the embedded SQLite cache and for
   PostgreSQL; the coordinator is a scripted grpc.aio server on loopback;
+- (`--sections served`) the same request against the real `scaimind serve` in a process of its
+  own, the scripted coordinator in another, from this process as the client: back to back and at
+  a dashboard-like fixed rate (`--served-rate`, default 10 req/s), sync off (the same gateway with
+  `JobCache.schedule_sync` patched out) and on, 100 unchanged or 100 changed jobs per request;
 - upsert throughput for 10,000 jobs on PostgreSQL (batches of 100, as the gateway writes them,
   and one call of 10,000), plus SQLite and MariaDB for comparison;
 - JobRepository.list_jobs p50/p99 with 1,000,000 cached jobs of one tenant on PostgreSQL
@@ -12,7 +16,7 @@ Prints:
 Databases: fresh `scaimind_bench_<hex>` databases on the local servers (SCAIMIND_TEST_PG_URL /
 SCAIMIND_TEST_MYSQL_URL admin URLs, as in the tests), dropped at the end.
 
-Usage: .venv/bin/python bench/cache.py [--jobs-total 1000000]
+Usage: .venv/bin/python bench/cache.py [--jobs-total 1000000] [--sections list,served,...]
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -177,6 +184,173 @@ async def bench_list_endpoint(database_url: str | None, label: str, rounds: int)
     for mode, values in samples.items():
         print(f"  GET /jobs (100 jobs), {label:10s} {mode:22s} {summary(values)}")
     print(f"  cache rows after the run: {cached}")
+
+
+# ---- GET /jobs against `scaimind serve` in its own process ------------------------------------
+#
+# In-process (above), client, server and the background sync share one loop, and requests go back
+# to back: every millisecond of sync CPU delays the next request. Here the gateway is the real
+# `scaimind serve` (uvicorn, its own process), the scripted coordinator another process, and this
+# process only sends requests: back to back, and at a dashboard-like fixed rate.
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def run_coordinator(port: int, changing: bool) -> None:
+    """The scripted coordinator as a process of its own (hidden --run-coordinator)."""
+    servicer = PageServicer()
+    servicer.changing = changing
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def serve_without_sync(argv: list[str]) -> int:
+    """`scaimind serve` with the background cache sync switched off (hidden --serve-without-sync).
+
+    The baseline is the very same gateway minus `JobCache.schedule_sync`; no production setting
+    exists for this on purpose (the sync is part of the contract), so only the bench patches it.
+    """
+    from scaimind import cli
+
+    def no_sync(self: JobCache, tenant_id: str, jobs: Any) -> None:
+        return None
+
+    JobCache.schedule_sync = no_sync  # type: ignore[method-assign]
+    return cli.main(["serve", *argv])
+
+
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
+    """Poll until something accepts connections on ``port`` (or the process died)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def measure_served(
+    port: int, headers: dict[str, str], requests: int, rate: float | None
+) -> list[float]:
+    """Latencies of GET /jobs?page_size=100; ``rate`` None means back to back."""
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+
+        async def one() -> float:
+            started = time.perf_counter()
+            r = await client.get(f"{PREFIX}/jobs?page_size=100", headers=headers)
+            elapsed = time.perf_counter() - started
+            assert r.status_code == 200, r.text
+            assert len(r.json()["data"]["jobs"]) == 100
+            return elapsed
+
+        for _ in range(30):  # warm-up: connection, first (inserting) sync, statement caches
+            await one()
+        await asyncio.sleep(1.0)  # the warm-up's syncs finish before measuring
+        start = time.perf_counter()
+        for i in range(requests):
+            if rate is not None:
+                # Open loop: request i is due at start + i/rate, however long earlier ones took.
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            samples.append(await one())
+    return samples
+
+
+async def bench_served(
+    database_url: str | None, label: str, requests: int, rate: float, rounds: int
+) -> None:
+    """GET /jobs latency against separate gateway processes, sync off/on, jobs unchanged/changed."""
+    script = str(Path(__file__).resolve())  # noqa: ASYNC240 (set-up, not on a measured path)
+    serve = str(Path(sys.executable).with_name("scaimind"))
+    modes = (
+        ("without sync", False, False),
+        ("sync, unchanged jobs", True, False),
+        ("sync, 100 changed jobs", True, True),
+    )
+    loads: tuple[tuple[str, float | None], ...] = (
+        ("back to back", None),
+        (f"{rate:g} req/s", rate),
+    )
+    samples: dict[tuple[str, str], list[float]] = {(m, n): [] for m, *_ in modes for n, _ in loads}
+    token = mint_token(JWT_SECRET, tenant_id="tenant-bench", user_id="u", role="tenant_admin")
+    headers = {"Authorization": f"Bearer {token}"}
+    coordinators: dict[bool, int] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for changing in (False, True):
+            port = free_port()
+            args = [sys.executable, script, "--run-coordinator", str(port)]
+            proc = subprocess.Popen([*args, *(["--changing"] if changing else [])])  # noqa: ASYNC220
+            procs.append(proc)
+            await wait_for_port(port, proc)
+            coordinators[changing] = port
+        if database_url is not None:
+            await migrate.upgrade(database_url)
+        # Interleaved rounds spread slow drifts of the machine over every mode.
+        for _ in range(rounds):
+            for mode, sync, changing in modes:
+                with tempfile.TemporaryDirectory() as tmp:
+                    port = free_port()
+                    env = {
+                        **os.environ,
+                        "SCAIMIND_GRPC_HOST": "127.0.0.1",
+                        "SCAIMIND_GRPC_PORT": str(coordinators[changing]),
+                        "SCAIMIND_JWT_SECRET": JWT_SECRET,
+                        "SCAIMIND_API_SECRET": "bench-api-secret",
+                        "SCAIMIND_DATA_DIR": tmp,
+                    }
+                    if database_url is not None:
+                        env["SCAIMIND_DATABASE_URL"] = database_url
+                    argv = ["--port", str(port)]
+                    cmd = [serve, "serve", *argv] if sync else [sys.executable, script]
+                    if not sync:
+                        cmd += ["--serve-without-sync", *argv]
+                    with open(Path(tmp) / "gateway.log", "wb") as log:  # noqa: ASYNC230
+                        gateway = subprocess.Popen(cmd, env=env, stdout=log, stderr=log)  # noqa: ASYNC220
+                    try:
+                        await wait_for_port(port, gateway)
+                        for load, load_rate in loads:
+                            samples[(mode, load)] += await measure_served(
+                                port, headers, requests, load_rate
+                            )
+                    finally:
+                        stop(gateway)
+    finally:
+        for proc in procs:
+            stop(proc)
+    for load, _ in loads:
+        for mode, *_ in modes:
+            values = samples[(mode, load)]
+            print(f"  GET /jobs (100 jobs), {label:10s} {load:12s} {mode:22s} {summary(values)}")
 
 
 # ---- upsert throughput ------------------------------------------------------------------------
@@ -364,8 +538,14 @@ async def main() -> None:
     parser.add_argument("--list-rounds", type=int, default=8, help="blocks of 25 requests")
     parser.add_argument(
         "--sections",
-        default="list,upsert,repository",
-        help="comma-separated subset of: list, upsert, repository",
+        default="list,served,upsert,repository",
+        help="comma-separated subset of: list, served, upsert, repository",
+    )
+    parser.add_argument("--served-requests", type=int, default=200, help="per mode and load")
+    parser.add_argument("--served-rate", type=float, default=10.0, help="dashboard-like req/s")
+    parser.add_argument("--served-rounds", type=int, default=1, help="interleaved rounds")
+    parser.add_argument(
+        "--served-databases", default="sqlite", help="comma-separated: sqlite, postgresql"
     )
     args = parser.parse_args()
     sections = set(args.sections.split(","))
@@ -378,6 +558,17 @@ async def main() -> None:
                 await bench_list_endpoint(None, "SQLite", args.list_rounds)
                 pg = factory.create("postgresql")
                 await bench_list_endpoint(pg, "PostgreSQL", args.list_rounds)
+            if "served" in sections:
+                print("GET /jobs?page_size=100 against `scaimind serve` in its own process")
+                for db in args.served_databases.split(","):
+                    url = None if db == "sqlite" else factory.create(db)
+                    await bench_served(
+                        url,
+                        "SQLite" if db == "sqlite" else "PostgreSQL",
+                        args.served_requests,
+                        args.served_rate,
+                        args.served_rounds,
+                    )
             if "upsert" in sections:
                 print("Upsert throughput")
                 await bench_upserts(factory.create("postgresql"), "PostgreSQL")
@@ -392,4 +583,10 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # Hidden helper modes: the processes bench_served starts.
+    if sys.argv[1:2] == ["--run-coordinator"]:
+        asyncio.run(run_coordinator(int(sys.argv[2]), "--changing" in sys.argv[3:]))
+    elif sys.argv[1:2] == ["--serve-without-sync"]:
+        sys.exit(serve_without_sync(sys.argv[2:]))
+    else:
+        asyncio.run(main())
