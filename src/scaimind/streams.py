@@ -16,6 +16,7 @@ overlap and nothing falls between them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Receive, Scope, Send
+from sse_starlette.sse import SendTimeoutError
+from starlette.types import Message, Receive, Scope, Send
 
 from scaimind.client import CallContext, CoordinatorClient
 from scaimind.convert import enum_name, message_to_dict
@@ -45,8 +47,8 @@ FEED_BACKLOG: Final = 5000
 SEND_TIMEOUT_S: Final = 30.0
 # Catch-up entries sent per write.
 _CATCH_UP_BATCH: Final = 100
-# Followers woken per event-loop iteration when a feed gets a new entry.
-_WAKE_SLICE: Final = 50
+# Followers woken per event-loop iteration (over all feeds) when feeds get new entries.
+_WAKE_SLICE: Final = 10
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -261,24 +263,6 @@ class LogFeed:
             if not fut.done():
                 fut.set_result(None)
 
-    async def _wake_in_slices(self) -> None:
-        # Waking every follower at once would run them all back to back, and a unary
-        # request arriving meanwhile would wait for the whole burst; between slices the
-        # loop polls its sockets.
-        waiters, self._waiters = self._waiters, []
-        try:
-            for start in range(0, len(waiters), _WAKE_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                for fut in waiters[start : start + _WAKE_SLICE]:
-                    if not fut.done():
-                        fut.set_result(None)
-        finally:
-            # Cancelled half-way (shutdown): nobody may be left waiting.
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-
     def _finish(self, frames: list[bytes]) -> None:
         self.final = frames
         self.positioned.set()
@@ -302,7 +286,8 @@ class LogFeed:
                     kind = response.WhichOneof("event")
                     if kind == "entry":
                         self._append(response.entry)
-                        await self._wake_in_slices()
+                        waiters, self._waiters = self._waiters, []
+                        self._hub.waker.add(waiters)
                     elif kind == "end":
                         self._finish(end_frames(response.end, job_id))
                         return
@@ -336,11 +321,62 @@ class LogFeed:
             self._base += drop
 
 
+class Waker:
+    """Wakes the followers of every feed a few per event-loop iteration, oldest first."""
+
+    # Waking all followers of a new entry at once would run them back to back (each one a
+    # socket write), and a unary request arriving meanwhile would wait for the whole burst
+    # at each of its steps. Woken a slice at a time, the loop polls its sockets between
+    # slices, so a request waits for one slice at most; a follower woken late sends every
+    # entry that arrived meanwhile in one write.
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, waiters: list[asyncio.Future[None]]) -> None:
+        """Queue these followers for waking."""
+        if not waiters:
+            return
+        self._queue.extend(waiters)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="scaimind-log-feed-waker")
+
+    async def _run(self) -> None:
+        queue = self._queue
+        try:
+            while queue:
+                for _ in range(min(_WAKE_SLICE, len(queue))):
+                    fut = queue.popleft()
+                    if not fut.done():
+                        fut.set_result(None)
+                await asyncio.sleep(0)
+        finally:
+            # Cancelled half-way (shutdown): nobody may be left waiting.
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._queue:
+            fut = self._queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    async def close(self) -> None:
+        """Stop pacing and wake everyone still queued."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._flush()
+
+
 class FeedHub:
     """The live log feeds of this process, created on demand and dropped when unused."""
 
     def __init__(self) -> None:
         self._feeds: dict[FeedKey, LogFeed] = {}
+        self.waker = Waker()
 
     def feeds(self) -> int:
         """Feeds (upstream follow calls) open now."""
@@ -381,6 +417,7 @@ class FeedHub:
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed.task
+        await self.waker.close()
 
 
 async def follow_logs(
@@ -477,6 +514,20 @@ class EventStream(EventSourceResponse):
             send_timeout=SEND_TIMEOUT_S,
         )
         self._slot = slot
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        # sse-starlette bounds every send with an anyio cancel scope, which costs nearly as
+        # much as the socket write itself at thousands of events a second (profiled);
+        # asyncio's own timeout is one timer handle. Same contract: a send stuck that long
+        # raises SendTimeoutError.
+        if self.send_timeout is None:
+            await send(message)
+            return
+        try:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+        except TimeoutError:
+            raise SendTimeoutError() from None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
