@@ -10,9 +10,11 @@ step, SIGTERM checkpoint). Everything is observed through the HTTP API only; the
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
@@ -43,6 +45,29 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
     env.update(extra)
     return env
+
+
+class ChildProcess:
+    """A long-running child (coordinator or serve) that a test signals and restarts."""
+
+    proc: asyncio.subprocess.Process | None = None
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup at all."""
+        assert self.proc is not None
+        self.proc.kill()
+        await self.proc.wait()
+
+    async def terminate(self, within: float = 30) -> int:
+        """SIGTERM; the exit code, which must come within `within` seconds."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout=within)
+
+    async def reap(self) -> None:
+        """Kill it if a test left it running."""
+        if self.proc is not None and self.proc.returncode is None:
+            await self.kill()
 
 
 def parse_time(value: str) -> datetime:

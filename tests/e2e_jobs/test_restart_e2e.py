@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -18,6 +17,7 @@ from tests.conftest import API_SECRET, auth, wait_for
 from .conftest import (
     FAR_FUTURE,
     PREFIX,
+    ChildProcess,
     Stack,
     clean_env,
     gateway_settings,
@@ -27,14 +27,13 @@ from .conftest import (
 )
 
 
-class CoordinatorProcess:
+class CoordinatorProcess(ChildProcess):
     """`python -m scaimind.coordinator` as a child process on a fixed data dir."""
 
     def __init__(self, root: Path) -> None:
         self.data_dir = root / "coordinator"
         self.inventory = inventory(root / "inventory.json", 2)
         self.stderr = root / "coordinator.stderr"
-        self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
     async def start(self) -> int:
@@ -61,18 +60,6 @@ class CoordinatorProcess:
         self.port = int(match.group(1))
         return self.port
 
-    async def kill(self) -> None:
-        """SIGKILL: no cleanup at all."""
-        assert self.proc is not None
-        self.proc.kill()
-        await self.proc.wait()
-
-    async def terminate(self) -> int:
-        """SIGTERM; the exit code."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout=30)
-
 
 @pytest.fixture
 async def coordinator(tmp_path: Path) -> AsyncIterator[CoordinatorProcess]:
@@ -81,9 +68,7 @@ async def coordinator(tmp_path: Path) -> AsyncIterator[CoordinatorProcess]:
     try:
         yield p
     finally:
-        if p.proc is not None and p.proc.returncode is None:
-            p.proc.kill()
-            await p.proc.wait()
+        await p.reap()
 
 
 async def test_sigkill_of_the_coordinator_loses_no_job(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import wait_for
 
-from .conftest import PREFIX, Stack, clean_env, job_files
+from .conftest import PREFIX, ChildProcess, Stack, clean_env, job_files
 
 
 def scaimind_command() -> list[str]:
@@ -33,13 +32,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Serve:
+class Serve(ChildProcess):
     """`scaimind serve --data-dir D` runs, one after another, on that data dir."""
 
     def __init__(self, root: Path) -> None:
         self.data_dir = root / "data"
         self.output = root / "serve.log"
-        self.proc: asyncio.subprocess.Process | None = None
         self.url = ""
 
     async def start(self) -> str:
@@ -93,12 +91,6 @@ class Serve:
         )
         return result.stdout.strip()
 
-    async def terminate(self, within: float) -> int:
-        """SIGTERM; the exit code, which must come within `within` seconds."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), timeout=within)
-
 
 @pytest.fixture
 async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
@@ -107,9 +99,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     try:
         yield s
     finally:
-        if s.proc is not None and s.proc.returncode is None:
-            s.proc.kill()
-            await s.proc.wait()
+        await s.reap()
 
 
 async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(

@@ -122,35 +122,18 @@ class ScriptedCoordinator(
             common_pb2.Job(job_id=request.job_id, status=common_pb2.JOB_STATUS_TRAINING),
         )
 
+    async def _action(self, rpc: str, request: Any, context: Any, status: int) -> Any:
+        default = coordinator_pb2.JobActionResponse(job_id=request.job_id, status=status)
+        return await self._answer(rpc, request, context, default)
+
     async def CancelJob(self, request: Any, context: Any) -> Any:
-        return await self._answer(
-            "CancelJob",
-            request,
-            context,
-            coordinator_pb2.JobActionResponse(
-                job_id=request.job_id, status=common_pb2.JOB_STATUS_CANCELLED
-            ),
-        )
+        return await self._action("CancelJob", request, context, common_pb2.JOB_STATUS_CANCELLED)
 
     async def PauseJob(self, request: Any, context: Any) -> Any:
-        return await self._answer(
-            "PauseJob",
-            request,
-            context,
-            coordinator_pb2.JobActionResponse(
-                job_id=request.job_id, status=common_pb2.JOB_STATUS_PAUSED
-            ),
-        )
+        return await self._action("PauseJob", request, context, common_pb2.JOB_STATUS_PAUSED)
 
     async def ResumeJob(self, request: Any, context: Any) -> Any:
-        return await self._answer(
-            "ResumeJob",
-            request,
-            context,
-            coordinator_pb2.JobActionResponse(
-                job_id=request.job_id, status=common_pb2.JOB_STATUS_QUEUED
-            ),
-        )
+        return await self._action("ResumeJob", request, context, common_pb2.JOB_STATUS_QUEUED)
 
     async def RetryJob(self, request: Any, context: Any) -> Any:
         return await self._answer(
