@@ -38,12 +38,20 @@ def state_of(request: Request) -> State:
     return state
 
 
-def get_client(request: Request) -> CoordinatorClient:
+# Dependencies are coroutines even when they do no I/O: FastAPI runs a plain `def` dependency
+# in a worker thread, and each such hop waits for the GIL behind a busy event loop (thousands
+# of open streams made GET /jobs/{id} p99 several times its idle figure, bench/streams.py).
+async def module_state(request: Request) -> State:
+    """Dependency: the module state of the app serving this request."""
+    return state_of(request)
+
+
+async def get_client(request: Request) -> CoordinatorClient:
     """The coordinator client."""
     return state_of(request).client
 
 
-StateDep = Annotated[State, Depends(state_of)]
+StateDep = Annotated[State, Depends(module_state)]
 ClientDep = Annotated[CoordinatorClient, Depends(get_client)]
 IdempotencyKeyHeader = Annotated[
     str | None,

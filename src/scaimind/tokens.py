@@ -262,7 +262,7 @@ class DownstreamTokens:
         return replace(ctx, downstream_tokens=await self.metadata())
 
 
-def get_token_exchange(request: Request) -> TokenExchange:
+async def get_token_exchange(request: Request) -> TokenExchange:
     """The module's token exchange service."""
     exchange = state_of(request).extras.get(EXTRAS_KEY)
     if not isinstance(exchange, TokenExchange):
@@ -270,7 +270,7 @@ def get_token_exchange(request: Request) -> TokenExchange:
     return exchange
 
 
-def downstream_tokens(
+async def downstream_tokens(
     user: CurrentUserDep, exchange: Annotated[TokenExchange, Depends(get_token_exchange)]
 ) -> DownstreamTokens:
     """Dependency: the caller's downstream tokens (minted on `attach`/`metadata`)."""

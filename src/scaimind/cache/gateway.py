@@ -118,7 +118,7 @@ async def _cancel(task: "asyncio.Task[None]") -> None:
         await task
 
 
-def get_cache(request: Request) -> CacheResources:
+async def get_cache(request: Request) -> CacheResources:
     """The module's cache resources."""
     resources = state_of(request).extras.get(EXTRAS_KEY)
     if not isinstance(resources, CacheResources):
@@ -126,7 +126,7 @@ def get_cache(request: Request) -> CacheResources:
     return resources
 
 
-def get_job_cache(resources: Annotated[CacheResources, Depends(get_cache)]) -> JobCache:
+async def get_job_cache(resources: Annotated[CacheResources, Depends(get_cache)]) -> JobCache:
     """The job cache (routers schedule best-effort syncs on it)."""
     return resources.jobs
 
@@ -214,7 +214,7 @@ class Idempotency:
         )
 
 
-def idempotency(
+async def idempotency(
     response: Response,
     resources: Annotated[CacheResources, Depends(get_cache)],
     idempotency_key: IdempotencyKeyHeader = None,

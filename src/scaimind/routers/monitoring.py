@@ -67,7 +67,7 @@ async def open_stream_resources(state: State, stack: AsyncExitStack) -> None:
 register_startup_hook(open_stream_resources)
 
 
-def stream_limiter(state: StateDep) -> StreamLimiter:
+async def stream_limiter(state: StateDep) -> StreamLimiter:
     """The per-tenant stream limiter of this process."""
     limiter = state.extras.get("stream_limiter")
     if not isinstance(limiter, StreamLimiter):
@@ -75,7 +75,7 @@ def stream_limiter(state: StateDep) -> StreamLimiter:
     return limiter
 
 
-def feed_hub(state: StateDep) -> FeedHub:
+async def feed_hub(state: StateDep) -> FeedHub:
     """The shared log feeds of this process."""
     hub = state.extras.get("log_feeds")
     if not isinstance(hub, FeedHub):
