@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
 from scaimind.auth import mint_token
 
@@ -165,13 +166,24 @@ class Stream:
 
 
 def probe_main(config: dict[str, Any]) -> None:
-    """Probe process: sequential GET /jobs/{id} latencies (seconds) as JSON on stdout."""
+    """Probe process: sequential GET /jobs/{id} latencies (seconds) as JSON on stdout.
+
+    At `rate` > 0 the requests start on a fixed schedule (a dashboard polling); at 0 they run
+    back to back, which on a 2-core machine keeps probe, gateway and coordinator busy enough
+    to compete with everything else for the cores.
+    """
     headers = {"Authorization": f"Bearer {config['token']}"}
     out = []
+    period = 1 / config["rate"] if config["rate"] > 0 else 0.0
     with httpx.Client(timeout=30) as http:
         for _ in range(20):  # warm the connection
             http.get(config["url"], headers=headers)
+        next_at = time.perf_counter()
         for _ in range(config["n"]):
+            if period:
+                # Pacing, not synchronisation: the schedule of a client polling at `rate`.
+                next_at += period
+                time.sleep(max(0.0, next_at - time.perf_counter()))
             t0 = time.perf_counter()
             r = http.get(config["url"], headers=headers)
             out.append(time.perf_counter() - t0)
@@ -179,9 +191,9 @@ def probe_main(config: dict[str, Any]) -> None:
     print(json.dumps(out))
 
 
-async def unary_latencies(url: str, token: str, n: int) -> list[float]:
+async def unary_latencies(url: str, token: str, n: int, rate: float) -> list[float]:
     """Run a probe process and return its latencies."""
-    config = json.dumps({"url": url, "token": token, "n": n})
+    config = json.dumps({"url": url, "token": token, "n": n, "rate": rate})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "_probe", config, stdout=asyncio.subprocess.PIPE
     )
@@ -368,7 +380,7 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
             else:
                 raise RuntimeError(f"job {job_id} did not start")
         probe_url = f"{base}{PREFIX}/jobs/{jobs[0]}"
-        idle = await unary_latencies(probe_url, token, args.requests)
+        idle = await unary_latencies(probe_url, token, args.requests, args.rate)
         idle_p50, idle_p99 = pct(idle, 50) * 1e3, pct(idle, 99) * 1e3
         rss0 = rss_bytes(gateway.pid)
         print(
@@ -388,7 +400,7 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
             )
             level.print_row(rss0, idle_p99)
             # Neighbours on a shared machine move the baseline: measure it again, streams closed.
-            again = await unary_latencies(probe_url, token, args.requests)
+            again = await unary_latencies(probe_url, token, args.requests, args.rate)
             print(
                 f"       idle again (streams closed): GET /jobs/{{id}} p50 "
                 f"{pct(again, 50) * 1e3:.2f} ms  p99 {pct(again, 99) * 1e3:.2f} ms",
@@ -452,7 +464,7 @@ async def run_level(
     cpu0 = (cpu_seconds(gateway.pid), cpu_seconds(coordinator.pid))
     machine0 = machine_busy()
     w0 = time.perf_counter()
-    unary = await unary_latencies(probe_url, token, args.requests)
+    unary = await unary_latencies(probe_url, token, args.requests, args.rate)
     remaining = args.window - (time.perf_counter() - w0)
     if remaining > 0:
         await asyncio.sleep(remaining)
@@ -482,7 +494,9 @@ async def run_level(
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "_reader":
-        asyncio.run(reader_main(json.loads(sys.argv[2])))
+        # uvloop (installed with uvicorn[standard]) keeps the readers, which stand in for
+        # remote clients, from taking more of the shared cores than they must.
+        uvloop.run(reader_main(json.loads(sys.argv[2])))
         return
     if len(sys.argv) == 3 and sys.argv[1] == "_probe":
         probe_main(json.loads(sys.argv[2]))
@@ -499,6 +513,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="measurement seconds")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--requests", type=int, default=200, help="GET /jobs/{id} samples")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="GET /jobs/{id} per second on a fixed schedule (default 0: back to back)",
+    )
     parser.add_argument(
         "--profile-gateway", type=Path, default=None, help="write a cProfile of the gateway here"
     )

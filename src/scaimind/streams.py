@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,8 +47,11 @@ FEED_BACKLOG: Final = 5000
 SEND_TIMEOUT_S: Final = 30.0
 # Catch-up entries sent per write.
 _CATCH_UP_BATCH: Final = 100
-# Followers woken per event-loop iteration (over all feeds) when feeds get new entries.
-_WAKE_SLICE: Final = 10
+# Follower writes per event-loop iteration (over all feeds) when feeds get new entries.
+# Few, because each loop pass of the dispatcher delays every other ready callback (a unary
+# request's next step) by one slice: 4 gave GET /jobs/{id} p99 1.8-2.4x idle with 1,000
+# streams, 16 gave 2.3-2.8x, 64 gave 3.3-3.5x; 1 cost more in loop passes than it saved.
+_FANOUT_SLICE: Final = 4
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -236,7 +239,7 @@ class LogFeed:
         self.final: list[bytes] | None = None
         # Set once the feed knows where it starts; catch-ups begin only after that.
         self.positioned = asyncio.Event()
-        self._waiters: list[asyncio.Future[None]] = []
+        self.subscribers: set[Subscriber] = set()
         self.followers = 0
         self.task = asyncio.create_task(self._pump(), name=f"scaimind-log-feed-{key[1]}")
 
@@ -245,29 +248,30 @@ class LogFeed:
         """Absolute index one past the newest entry."""
         return self._base + len(self._items)
 
-    def changed(self) -> asyncio.Future[None]:
-        """A future resolved on the next append or on the end (take it before reading)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        return fut
-
     def read(self, cursor: int) -> list[_Item] | None:
         """Entries from an absolute cursor; None when they were already discarded."""
         if cursor < self._base:
             return None
         return self._items[cursor - self._base :]
 
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+    async def subscribe(self, send: Send, cursor: int, last: int) -> list[bytes]:
+        """Deliver everything from `cursor` (entries after seq `last`) by direct writes to
+        `send` until the feed ends; return the closing frames."""
+        sub = Subscriber(self, send, cursor, last)
+        self.subscribers.add(sub)
+        try:
+            # Whatever arrived during the caller's catch-up goes out at once.
+            self._hub.dispatcher.queue(sub)
+            return await sub.done
+        finally:
+            sub.close()
+            self.subscribers.discard(sub)
 
     def _finish(self, frames: list[bytes]) -> None:
         self.final = frames
         self.positioned.set()
         self._hub._discard(self)
-        self._wake()
+        self._hub.dispatcher.queue_all(self.subscribers)
 
     async def _pump(self) -> None:
         job_id, min_level = self.key[1], self.key[2]
@@ -286,8 +290,7 @@ class LogFeed:
                     kind = response.WhichOneof("event")
                     if kind == "entry":
                         self._append(response.entry)
-                        waiters, self._waiters = self._waiters, []
-                        self._hub.waker.add(waiters)
+                        self._hub.dispatcher.queue_all(self.subscribers)
                     elif kind == "end":
                         self._finish(end_frames(response.end, job_id))
                         return
@@ -321,54 +324,160 @@ class LogFeed:
             self._base += drop
 
 
-class Waker:
-    """Wakes the followers of every feed a few per event-loop iteration, oldest first."""
+class Subscriber:
+    """A caught-up follower of a feed: the hub's dispatcher writes to its stream directly."""
 
-    # Waking all followers of a new entry at once would run them back to back (each one a
-    # socket write), and a unary request arriving meanwhile would wait for the whole burst
-    # at each of its steps. Woken a slice at a time, the loop polls its sockets between
-    # slices, so a request waits for one slice at most; a follower woken late sends every
-    # entry that arrived meanwhile in one write.
+    __slots__ = ("blocked", "closed", "cursor", "done", "feed", "last", "queued", "send")
+
+    def __init__(self, feed: LogFeed, send: Send, cursor: int, last: int) -> None:
+        self.feed = feed
+        self.send = send
+        # Absolute feed index of the next entry to deliver, and the seq last sent.
+        self.cursor = cursor
+        self.last = last
+        self.queued = False
+        self.closed = False
+        # A write that could not finish at once (the client reads slowly) and its rest.
+        self.blocked: asyncio.Task[None] | None = None
+        self.done: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+    def finish(self, frames: list[bytes]) -> None:
+        """End the direct phase: the stream sends `frames` itself and closes."""
+        if not self.done.done():
+            self.done.set_result(frames)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the direct phase with an error raised in the stream."""
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+    def close(self) -> None:
+        """The stream is gone: never write to it again."""
+        self.closed = True
+        if self.blocked is not None:
+            self.blocked.cancel()
+
+
+class _Resume:
+    """Awaitable that drives a coroutine on from where a hand-made first step left it."""
+
+    # `Dispatcher._write` runs the first step of an ASGI send itself; only when that step
+    # suspends (the socket's buffer is full) does a task take over, by awaiting this. The
+    # coroutine protocol is followed as a task would: what the coroutine yields goes up to the
+    # task unchanged, what the task sends or throws in goes down to the coroutine.
+
+    __slots__ = ("_coro", "_yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], yielded: Any) -> None:
+        self._coro = coro
+        self._yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self._coro, self._yielded
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration:
+                    return
+
+
+class Dispatcher:
+    """Delivers new feed entries to every subscriber of every feed, a slice per loop pass."""
+
+    # One log line on a job watched by hundreds of browsers is hundreds of socket writes.
+    # They are made here, in one task, by calling each stream's ASGI `send` directly: no task
+    # switch, future or iterator step per follower and per line, which had cost more CPU than
+    # the writes themselves (bench/streams.py). A send completes synchronously unless the
+    # client's socket buffer is full; only then does it get a task of its own (bounded by
+    # SEND_TIMEOUT_S), and that follower is skipped until it is done and then sent everything
+    # that arrived meanwhile in one write. Slicing lets the loop poll its sockets between
+    # slices, so a unary request waits for one slice at most, not a whole burst.
 
     def __init__(self) -> None:
-        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queue: collections.deque[Subscriber] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, waiters: list[asyncio.Future[None]]) -> None:
-        """Queue these followers for waking."""
-        if not waiters:
+    def queue(self, sub: Subscriber) -> None:
+        """Deliver to `sub` soon (no-op while it is queued, blocked or closed)."""
+        if sub.queued or sub.closed or sub.blocked is not None:
             return
-        self._queue.extend(waiters)
+        sub.queued = True
+        self._queue.append(sub)
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="scaimind-log-feed-waker")
+            self._task = asyncio.create_task(self._run(), name="scaimind-log-dispatcher")
+
+    def queue_all(self, subs: Iterable[Subscriber]) -> None:
+        """Deliver to each of `subs` soon."""
+        for sub in subs:
+            self.queue(sub)
 
     async def _run(self) -> None:
         queue = self._queue
+        while queue:
+            for _ in range(min(_FANOUT_SLICE, len(queue))):
+                self._deliver(queue.popleft())
+            await asyncio.sleep(0)
+
+    def _deliver(self, sub: Subscriber) -> None:
+        sub.queued = False
+        if sub.closed or sub.blocked is not None:
+            return
+        feed = sub.feed
+        items = feed.read(sub.cursor)
+        if items is None:
+            # Too far behind the feed: reconnecting resumes from the last id it got.
+            sub.finish(error_frames("RESOURCE_EXHAUSTED", True))
+            return
+        if items:
+            sub.cursor += len(items)
+            fresh = [item.payload for item in items if item.seq > sub.last]
+            if fresh:
+                sub.last = items[-1].seq
+                # Everything pending in one write (one line, or all a slow client missed).
+                self._write(sub, fresh[0] if len(fresh) == 1 else b"".join(fresh))
+        if feed.final is not None and sub.cursor >= feed.end_index and sub.blocked is None:
+            sub.finish(feed.final)
+
+    def _write(self, sub: Subscriber, chunk: bytes) -> None:
+        coro = sub.send({"type": "http.response.body", "body": chunk, "more_body": True})
         try:
-            while queue:
-                for _ in range(min(_WAKE_SLICE, len(queue))):
-                    fut = queue.popleft()
-                    if not fut.done():
-                        fut.set_result(None)
-                await asyncio.sleep(0)
-        finally:
-            # Cancelled half-way (shutdown): nobody may be left waiting.
-            self._flush()
+            yielded = coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return
+        except Exception as exc:
+            sub.fail(exc)
+            return
+        sub.blocked = asyncio.create_task(self._finish_write(sub, coro, yielded))
 
-    def _flush(self) -> None:
+    async def _finish_write(self, sub: Subscriber, coro: Any, yielded: Any) -> None:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await _Resume(coro, yielded)
+        except TimeoutError:
+            sub.blocked = None
+            sub.fail(SendTimeoutError())
+        except Exception as exc:
+            sub.blocked = None
+            sub.fail(exc)
+        else:
+            sub.blocked = None
+            self.queue(sub)
+
+    def close(self) -> None:
+        """Deliver to everyone still queued now (shutdown), and stop."""
         while self._queue:
-            fut = self._queue.popleft()
-            if not fut.done():
-                fut.set_result(None)
-
-    async def close(self) -> None:
-        """Stop pacing and wake everyone still queued."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._flush()
+            self._deliver(self._queue.popleft())
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 class FeedHub:
@@ -376,7 +485,7 @@ class FeedHub:
 
     def __init__(self) -> None:
         self._feeds: dict[FeedKey, LogFeed] = {}
-        self.waker = Waker()
+        self.dispatcher = Dispatcher()
 
     def feeds(self) -> int:
         """Feeds (upstream follow calls) open now."""
@@ -417,7 +526,16 @@ class FeedHub:
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError):
                 await feed.task
-        await self.waker.close()
+        self.dispatcher.close()
+
+
+class DirectSend:
+    """The ASGI `send` of a stream, for the feed to write to directly (bound by EventStream)."""
+
+    __slots__ = ("send",)
+
+    def __init__(self) -> None:
+        self.send: Send | None = None
 
 
 async def follow_logs(
@@ -425,6 +543,7 @@ async def follow_logs(
     client: CoordinatorClient,
     ctx: CallContext,
     req: coordinator_pb2.StreamJobLogsRequest,
+    direct: DirectSend,
 ) -> AsyncIterator[bytes]:
     """A following log stream: own catch-up (tail or resume), then the shared feed."""
     feed = hub.join((ctx.tenant_id, req.job_id, req.min_level), client, ctx)
@@ -464,26 +583,10 @@ async def follow_logs(
                 return
             finally:
                 await _aclose(upstream)
-        while True:
-            changed = feed.changed()
-            items = feed.read(cursor)
-            if items is None:
-                # Too far behind the feed: reconnecting resumes from our last id.
-                for b in error_frames("RESOURCE_EXHAUSTED", True):
-                    yield b
-                return
-            cursor += len(items)
-            fresh = [item for item in items if item.seq > last]
-            if fresh:
-                last = fresh[-1].seq
-                # One write for everything pending: a follower that fell behind (a busy
-                # loop, a slow client) catches up with one syscall instead of one per line.
-                yield b"".join(item.payload for item in fresh)
-            if feed.final is not None and cursor >= feed.end_index:
-                for b in feed.final:
-                    yield b
-                return
-            await changed
+        if direct.send is None:
+            raise RuntimeError("follow_logs needs the stream's send (EventStream binds it)")
+        for b in await feed.subscribe(direct.send, cursor, last):
+            yield b
     finally:
         hub.leave(feed)
 
@@ -499,7 +602,12 @@ class EventStream(EventSourceResponse):
     """An SSE response that owns a stream slot and frees it however the stream ends."""
 
     def __init__(
-        self, events: AsyncIterator[bytes], *, heartbeat_s: float, slot: StreamSlot
+        self,
+        events: AsyncIterator[bytes],
+        *,
+        heartbeat_s: float,
+        slot: StreamSlot,
+        direct: DirectSend | None = None,
     ) -> None:
         super().__init__(
             events,
@@ -514,6 +622,7 @@ class EventStream(EventSourceResponse):
             send_timeout=SEND_TIMEOUT_S,
         )
         self._slot = slot
+        self._direct = direct
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         # sse-starlette bounds every send with an anyio cancel scope, which costs nearly as
@@ -528,6 +637,11 @@ class EventStream(EventSourceResponse):
                 await send(message)
         except TimeoutError:
             raise SendTimeoutError() from None
+
+    async def _stream_response(self, send: Send) -> None:
+        if self._direct is not None:
+            self._direct.send = send
+        await super()._stream_response(send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

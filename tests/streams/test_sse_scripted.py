@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -516,3 +518,89 @@ async def test_late_followers_get_their_own_tail_or_resume_then_the_shared_feed(
                 assert [e.event for e in rest] == ["end", "message"]
     # INFO followers shared one feed, the WARNING follower had its own.
     assert follow_calls(coordinator) == 2
+
+
+class StalledClient:
+    """A raw follow=true stream whose reader stops reading (tiny receive buffer)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> StalledClient:
+        """Connect with a 4 KiB receive buffer, send the request, read only the head."""
+        parsed = httpx.URL(url)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (parsed.host, parsed.port))
+        # A small limit: the StreamReader stops reading the socket once 128 KiB are buffered.
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 16)
+        token = auth()["Authorization"]
+        writer.write(
+            f"GET {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}\r\n"
+            f"Authorization: {token}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        return cls(reader, writer)
+
+    async def ids_until(self, last_id: int, within: float = 30) -> list[int]:
+        """Read on until event `last_id` has arrived; every event id in order."""
+        raw = bytearray()
+        marker = f"\nid: {last_id}\n".encode()
+        async with asyncio.timeout(within):
+            while marker not in raw[-(1 << 16) - len(marker) :]:
+                chunk = await self.reader.read(1 << 16)
+                assert chunk, "stream ended"
+                raw += chunk
+        # Chunk framing sits between whole events, so ids always start a line.
+        return [int(m) for m in re.findall(rb"(?:^|\n)id: (\d+)\n", raw)]
+
+    def close(self) -> None:
+        """Drop the connection."""
+        self.writer.close()
+
+
+async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_stall")
+    gw = await start_gateway()
+    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
+    url = f"{gw.url}/jobs/job_stall/logs?tail=0"
+    stalled = await StalledClient.open(url)
+    dropped = await StalledClient.open(url)
+    async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", url, headers=auth()) as r:
+        healthy = EventReader(r)
+
+        async def three_followers() -> bool:
+            return bool(hub.followers() == 3)
+
+        await wait_for(three_followers, within=10)
+        lines = 1000  # 8 MB: more than loopback sockets buffer (tcp_wmem max is 4 MB here)
+        for i in range(1, lines + 1):
+            job.log(f"{i:04d} " + "x" * 8192)
+        # The reading client gets every line while the two others' sockets are full.
+        got = [int((await healthy.next()).id or 0) for _ in range(lines)]
+        assert got == list(range(1, lines + 1))
+        (feed,) = hub._feeds.values()
+
+        async def both_blocked() -> bool:
+            return sum(sub.blocked is not None for sub in feed.subscribers) == 2
+
+        await wait_for(both_blocked, within=10)
+        # One stalled client leaves: its pending write is abandoned, the feed goes on.
+        dropped.close()
+
+        async def two_followers() -> bool:
+            return bool(hub.followers() == 2)
+
+        await wait_for(two_followers, within=10)
+        job.log("after the drop")
+        assert (await healthy.next()).json()["message"] == "after the drop"
+        # The other reads again and receives everything, in order, once.
+        assert await stalled.ids_until(lines + 1) == list(range(1, lines + 2))
+        job.finish()
+        assert [e.event for e in data_events(await healthy.rest())] == ["end", "message"]
+    stalled.close()

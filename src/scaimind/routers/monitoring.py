@@ -14,6 +14,7 @@ from scaimind.auth import VIEW
 from scaimind.convert import message_to_dict
 from scaimind.deps import Caller, ClientDep, ModuleNotStarted, State, StateDep, caller
 from scaimind.streams import (
+    DirectSend,
     EventStream,
     FeedHub,
     StreamLimiter,
@@ -126,11 +127,12 @@ async def stream_job_logs(
     )
     if last_event_id is not None:
         req.after_seq = last_event_id
-    if follow:
-        events = follow_logs(hub, state.client, who.ctx, req)
-    else:
+    if not follow:
         events = relay(state.client.stream_job_logs(req, who.ctx), job_id=job_id, render=render_log)
-    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
+        return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
+    direct = DirectSend()
+    events = follow_logs(hub, state.client, who.ctx, req, direct)
+    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot, direct=direct)
 
 
 @router.get("/{job_id}/metrics/stream", response_class=Response, responses=_SSE_RESPONSES)
