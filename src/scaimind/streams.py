@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,9 +50,12 @@ SEND_TIMEOUT_S: Final = 30.0
 _CATCH_UP_BATCH: Final = 100
 # Follower writes per event-loop iteration (over all feeds) when feeds get new entries.
 # Few, because each loop pass of the dispatcher delays every other ready callback (a unary
-# request's next step) by one slice: 4 gave GET /jobs/{id} p99 1.8-2.4x idle with 1,000
-# streams, 16 gave 2.3-2.8x, 64 gave 3.3-3.5x; 1 cost more in loop passes than it saved.
+# request's next step) by one slice (measured with bench/streams.py: 16 and 64 were worse,
+# 1 cost more in loop passes than it saved).
 _FANOUT_SLICE: Final = 4
+# The dispatcher writes for at most _FANOUT_RUN_S at a stretch, then rests _FANOUT_REST_S.
+_FANOUT_RUN_S: Final = 0.001
+_FANOUT_REST_S: Final = 0.001
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
@@ -400,6 +404,14 @@ class Dispatcher:
     # SEND_TIMEOUT_S), and that follower is skipped until it is done and then sent everything
     # that arrived meanwhile in one write. Slicing lets the loop poll its sockets between
     # slices, so a unary request waits for one slice at most, not a whole burst.
+    #
+    # A burst is also cut into runs of at most _FANOUT_RUN_S with rests of _FANOUT_REST_S in
+    # between. One line to 1,000 followers is ~5 ms of writes, mostly kernel time; written in
+    # one go it kept a core busy here and the clients' reads kept the other, so a unary call
+    # (gateway, coordinator and caller all need a core) waited for the burst to end. Resting
+    # leaves the loop and the cores free at short intervals. Cost: a burst takes about twice
+    # as long, which shows in delivery lag (bench/streams.py, 1,000 streams: GET /jobs/{id}
+    # p99 1.5x idle instead of 1.8-2.4x; lag p99 40 ms instead of 15-25 ms).
 
     def __init__(self) -> None:
         self._queue: collections.deque[Subscriber] = collections.deque()
@@ -421,10 +433,15 @@ class Dispatcher:
 
     async def _run(self) -> None:
         queue = self._queue
+        run_started = time.perf_counter()
         while queue:
             for _ in range(min(_FANOUT_SLICE, len(queue))):
                 self._deliver(queue.popleft())
-            await asyncio.sleep(0)
+            if time.perf_counter() - run_started < _FANOUT_RUN_S:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(_FANOUT_REST_S)
+                run_started = time.perf_counter()
 
     def _deliver(self, sub: Subscriber) -> None:
         sub.queued = False
