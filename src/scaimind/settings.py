@@ -57,6 +57,8 @@ class Settings(BaseSettings):
 
     # Server-Sent Events.
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    # A client whose socket stays full this long (it stopped reading) loses its stream.
+    sse_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
 
     # uvicorn's names (it fails with a bare KeyError on anything else).

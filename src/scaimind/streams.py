@@ -45,7 +45,6 @@ STREAM_RETRY_AFTER_S: Final = 5
 # Entries a feed keeps for followers that are behind; one that falls further behind is told
 # to reconnect (it resumes with Last-Event-ID), so a stuck client cannot grow memory.
 FEED_BACKLOG: Final = 5000
-SEND_TIMEOUT_S: Final = 30.0
 # Catch-up entries sent per write.
 _CATCH_UP_BATCH: Final = 100
 # Follower writes per event-loop iteration (over all feeds) when feeds get new entries.
@@ -401,7 +400,7 @@ class Dispatcher:
     # switch, future or iterator step per follower and per line, which had cost more CPU than
     # the writes themselves (bench/streams.py). A send completes synchronously unless the
     # client's socket buffer is full; only then does it get a task of its own (bounded by
-    # SEND_TIMEOUT_S), and that follower is skipped until it is done and then sent everything
+    # the send timeout), and that follower is skipped until it is done and then sent everything
     # that arrived meanwhile in one write. Slicing lets the loop poll its sockets between
     # slices, so a unary request waits for one slice at most, not a whole burst.
     #
@@ -413,7 +412,8 @@ class Dispatcher:
     # as long, which shows in delivery lag (bench/streams.py, 1,000 streams: GET /jobs/{id}
     # p99 1.5x idle instead of 1.8-2.4x; lag p99 40 ms instead of 15-25 ms).
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout_s: float) -> None:
+        self._send_timeout_s = send_timeout_s
         self._queue: collections.deque[Subscriber] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -476,7 +476,7 @@ class Dispatcher:
 
     async def _finish_write(self, sub: Subscriber, coro: Any, yielded: Any) -> None:
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
+            async with asyncio.timeout(self._send_timeout_s):
                 await _Resume(coro, yielded)
         except TimeoutError:
             sub.blocked = None
@@ -500,9 +500,9 @@ class Dispatcher:
 class FeedHub:
     """The live log feeds of this process, created on demand and dropped when unused."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout_s: float) -> None:
         self._feeds: dict[FeedKey, LogFeed] = {}
-        self.dispatcher = Dispatcher()
+        self.dispatcher = Dispatcher(send_timeout_s)
 
     def feeds(self) -> int:
         """Feeds (upstream follow calls) open now."""
@@ -511,6 +511,10 @@ class FeedHub:
     def followers(self) -> int:
         """Followers of all open feeds."""
         return sum(feed.followers for feed in self._feeds.values())
+
+    def subscribed(self) -> int:
+        """Followers past their catch-up, receiving the feeds' new entries."""
+        return sum(len(feed.subscribers) for feed in self._feeds.values())
 
     def join(self, key: FeedKey, client: CoordinatorClient, ctx: CallContext) -> LogFeed:
         """The feed of `key` (started with this caller's context if new), one follower more."""
@@ -623,6 +627,7 @@ class EventStream(EventSourceResponse):
         events: AsyncIterator[bytes],
         *,
         heartbeat_s: float,
+        send_timeout_s: float,
         slot: StreamSlot,
         direct: DirectSend | None = None,
     ) -> None:
@@ -636,7 +641,7 @@ class EventStream(EventSourceResponse):
             sep="\n",
             # A client that stops reading but keeps the socket open would otherwise hold its
             # slot and task forever once the socket buffer is full.
-            send_timeout=SEND_TIMEOUT_S,
+            send_timeout=send_timeout_s,
         )
         self._slot = slot
         self._direct = direct
@@ -663,5 +668,12 @@ class EventStream(EventSourceResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # Not a server fault: the client stopped reading. Returning closes the connection.
+            logger.info(
+                "closed a stream whose client read nothing for %.0f s",
+                self.send_timeout,
+                extra={"event": "scaimind_stream_send_timeout"},
+            )
         finally:
             self._slot.release()

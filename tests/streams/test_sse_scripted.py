@@ -575,7 +575,8 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
         healthy = EventReader(r)
 
         async def three_followers() -> bool:
-            return bool(hub.followers() == 3)
+            # Subscribed: positioned on the feed, so every line logged from now on is theirs.
+            return bool(hub.subscribed() == 3)
 
         await wait_for(three_followers, within=10)
         lines = 1000  # 8 MB: more than loopback sockets buffer (tcp_wmem max is 4 MB here)
@@ -603,4 +604,29 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
         assert await stalled.ids_until(lines + 1) == list(range(1, lines + 2))
         job.finish()
         assert [e.event for e in data_events(await healthy.rest())] == ["end", "message"]
+    stalled.close()
+
+
+async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeout(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_gone")
+    gw = await start_gateway(sse_send_timeout_s=0.5)
+    extras = gw.server.config.app.state.scaimind.extras
+    hub, limiter = extras["log_feeds"], extras["stream_limiter"]
+    stalled = await StalledClient.open(f"{gw.url}/jobs/job_gone/logs?tail=0")
+
+    async def following() -> bool:
+        return bool(hub.subscribed() == 1)
+
+    await wait_for(following, within=10)
+    for i in range(1, 1001):
+        job.log(f"{i:04d} " + "x" * 8192)
+
+    async def closed() -> bool:
+        return bool(hub.followers() == 0 and limiter.open_streams() == 0)
+
+    # Its slot, its task and the upstream call go with it.
+    await wait_for(closed, within=20)
+    assert hub.feeds() == 0
     stalled.close()

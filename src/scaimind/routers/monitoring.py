@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import Annotated, Any, Final
@@ -18,6 +19,7 @@ from scaimind.streams import (
     EventStream,
     FeedHub,
     StreamLimiter,
+    StreamSlot,
     finite,
     follow_logs,
     relay,
@@ -60,7 +62,7 @@ _LEVELS: Final = {
 async def open_stream_resources(state: State, stack: AsyncExitStack) -> None:
     """Lifespan hook: the per-tenant stream limiter and the shared log feeds."""
     state.extras["stream_limiter"] = StreamLimiter(state.settings.stream_cap_per_tenant)
-    hub = FeedHub()
+    hub = FeedHub(state.settings.sse_send_timeout_s)
     state.extras["log_feeds"] = hub
     stack.push_async_callback(hub.close)
 
@@ -129,10 +131,9 @@ async def stream_job_logs(
         req.after_seq = last_event_id
     if not follow:
         events = relay(state.client.stream_job_logs(req, who.ctx), job_id=job_id, render=render_log)
-        return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
+        return _event_stream(state, events, slot)
     direct = DirectSend()
-    events = follow_logs(hub, state.client, who.ctx, req, direct)
-    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot, direct=direct)
+    return _event_stream(state, follow_logs(hub, state.client, who.ctx, req, direct), slot, direct)
 
 
 @router.get("/{job_id}/metrics/stream", response_class=Response, responses=_SSE_RESPONSES)
@@ -157,4 +158,16 @@ async def stream_job_metrics(
     events = relay(
         state.client.stream_job_metrics(req, who.ctx), job_id=job_id, render=render_snapshot
     )
-    return EventStream(events, heartbeat_s=state.settings.sse_heartbeat_s, slot=slot)
+    return _event_stream(state, events, slot)
+
+
+def _event_stream(
+    state: State, events: AsyncIterator[bytes], slot: StreamSlot, direct: DirectSend | None = None
+) -> EventStream:
+    return EventStream(
+        events,
+        heartbeat_s=state.settings.sse_heartbeat_s,
+        send_timeout_s=state.settings.sse_send_timeout_s,
+        slot=slot,
+        direct=direct,
+    )
