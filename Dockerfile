@@ -20,13 +20,15 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
  && pip install -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
-# The code: the package, its migrations and the protocol.
+# The code: the package, its migrations and the protocol. The wheel built here carries the
+# migrations inside the package (scaimind/_alembic), where `scaimind migrate` finds them;
+# alembic/ and alembic.ini stay in /app for running the alembic CLI by hand.
 COPY src ./src
 COPY alembic ./alembic
 COPY alembic.ini ./
 COPY protos ./protos
-# Editable install keeps alembic/ next to the package, where `scaimind migrate` finds it.
-RUN pip install --no-deps -e . && python -c "import scaimind.app"
+RUN pip install --no-deps . \
+ && cd / && python -c "import scaimind.cache.migrate as m, scaimind.app; print(m.script_location())"
 
 USER scaimind
 VOLUME ["/data"]

@@ -15,15 +15,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scaimind.cache.db import create_engine, ensure_sqlite_directory
 from scaimind.cache.models import VERSION_TABLE
 
-# The scripts live at the repository root (alembic/), next to src/; installs are editable.
-_SCRIPT_LOCATION = Path(__file__).resolve().parents[3] / "alembic"
+# A wheel carries the scripts inside the package (pyproject's force-include); a source checkout
+# or an editable install has them at the repository root, next to src/.
+_SCRIPT_LOCATIONS = (
+    Path(__file__).resolve().parents[1] / "_alembic",
+    Path(__file__).resolve().parents[3] / "alembic",
+)
 
 
 def script_location() -> Path:
     """Directory holding env.py and versions/."""
-    if not (_SCRIPT_LOCATION / "env.py").is_file():
-        raise FileNotFoundError(f"alembic scripts not found in {_SCRIPT_LOCATION}")
-    return _SCRIPT_LOCATION
+    for location in _SCRIPT_LOCATIONS:
+        if (location / "env.py").is_file():
+            return location
+    raise FileNotFoundError(
+        f"alembic scripts not found in {' or '.join(str(p) for p in _SCRIPT_LOCATIONS)}"
+    )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
