@@ -103,6 +103,11 @@ class TokenExchange:
         """The shared HTTP client of the exchange (None in the embedded mode)."""
         return self._http
 
+    @property
+    def in_flight(self) -> int:
+        """Exchanges waiting for the identity provider now."""
+        return len(self._inflight)
+
     async def tokens_for(self, user: CurrentUser) -> dict[str, str]:
         """The downstream metadata for a caller; TokenExchangeFailed when it cannot be had."""
         if self._signing_key is not None:

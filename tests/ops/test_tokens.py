@@ -393,6 +393,14 @@ async def test_every_artefact_route_fails_before_the_coordinator(
         assert r.status_code == 502, (path, r.text)
         assert r.json()["error"]["code"] == "TOKEN_EXCHANGE_FAILED"
     assert gw.coordinator.calls == []
+    # A request fails with the first audience that fails; the other audience's exchange may
+    # still be on its way back from the failing IdP, and a request now would share it.
+    exchange = gw.state.extras[EXTRAS_KEY]
+
+    async def settled() -> bool:
+        return bool(exchange.in_flight == 0)
+
+    await wait_for(settled, within=10)
     # Failures are not cached: once the IdP recovers, the same caller gets through.
     idp.mode = "ok"
     r = await gw.http.post(f"{PREFIX}/jobs", json=SUBMIT, headers=auth())
