@@ -22,10 +22,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
+from prometheus_client import REGISTRY
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
@@ -76,6 +78,10 @@ class StreamSlot:
             self._released = True
             self._limiter._release(self.tenant_id)
 
+    def timed_out(self) -> None:
+        """Count the stream as closed for a client that stopped reading."""
+        self._limiter.send_timeouts += 1
+
 
 class StreamLimiter:
     """Per-tenant cap on concurrent streams in this process (loop-confined, no lock needed)."""
@@ -83,6 +89,8 @@ class StreamLimiter:
     def __init__(self, cap_per_tenant: int) -> None:
         self.cap_per_tenant = cap_per_tenant
         self._open: dict[str, int] = {}
+        # Streams closed because their client read nothing for the send timeout.
+        self.send_timeouts = 0
 
     def acquire(self, tenant_id: str) -> StreamSlot:
         """Claim a slot or raise RateLimited (429 with Retry-After)."""
@@ -416,6 +424,8 @@ class Dispatcher:
         self._send_timeout_s = send_timeout_s
         self._queue: collections.deque[Subscriber] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        # Followers told to reconnect because the feed no longer held their next entry.
+        self.lagging_dropped = 0
 
     def queue(self, sub: Subscriber) -> None:
         """Deliver to `sub` soon (no-op while it is queued, blocked or closed)."""
@@ -451,6 +461,7 @@ class Dispatcher:
         items = feed.read(sub.cursor)
         if items is None:
             # Too far behind the feed: reconnecting resumes from the last id it got.
+            self.lagging_dropped += 1
             sub.finish(error_frames("RESOURCE_EXHAUSTED", True))
             return
         if items:
@@ -515,6 +526,12 @@ class FeedHub:
     def subscribed(self) -> int:
         """Followers past their catch-up, receiving the feeds' new entries."""
         return sum(len(feed.subscribers) for feed in self._feeds.values())
+
+    def blocked(self) -> int:
+        """Followers whose client's socket is full (a write of theirs is waiting)."""
+        return sum(
+            sub.blocked is not None for feed in self._feeds.values() for sub in feed.subscribers
+        )
 
     def join(self, key: FeedKey, client: CoordinatorClient, ctx: CallContext) -> LogFeed:
         """The feed of `key` (started with this caller's context if new), one follower more."""
@@ -612,6 +629,85 @@ async def follow_logs(
         hub.leave(feed)
 
 
+# --- Prometheus -------------------------------------------------------------------------------
+
+
+class StreamMetrics:
+    """Scrape-time figures of the live streams of every started app in this process."""
+
+    # One collector for the process, registered once: apps (several in one process when a host
+    # mounts the module, or in tests) add their limiter and hub for their lifetime only.
+
+    def __init__(self) -> None:
+        self._parts: dict[int, tuple[StreamLimiter, FeedHub]] = {}
+
+    def add(self, limiter: StreamLimiter, hub: FeedHub) -> Callable[[], None]:
+        """Report these until the returned callable is called."""
+        key = id(hub)
+        self._parts[key] = (limiter, hub)
+
+        def remove() -> None:
+            self._parts.pop(key, None)
+
+        return remove
+
+    def collect(self) -> Iterator[Metric]:
+        """The figures, summed over the apps."""
+        parts = list(self._parts.values())
+        figures = [
+            (
+                GaugeMetricFamily,
+                "scaimind_sse_streams_open",
+                "Open SSE streams (logs and metrics).",
+                sum(limiter.open_streams() for limiter, _ in parts),
+            ),
+            (
+                GaugeMetricFamily,
+                "scaimind_log_feeds",
+                "Shared upstream log follow calls.",
+                sum(hub.feeds() for _, hub in parts),
+            ),
+            (
+                GaugeMetricFamily,
+                "scaimind_log_followers",
+                "Following log streams.",
+                sum(hub.followers() for _, hub in parts),
+            ),
+            (
+                GaugeMetricFamily,
+                "scaimind_log_followers_blocked",
+                "Following log streams whose client's socket is full.",
+                sum(hub.blocked() for _, hub in parts),
+            ),
+            (
+                CounterMetricFamily,
+                "scaimind_sse_send_timeouts",
+                "Streams closed because their client read nothing for SSE_SEND_TIMEOUT_S.",
+                sum(limiter.send_timeouts for limiter, _ in parts),
+            ),
+            (
+                CounterMetricFamily,
+                "scaimind_log_followers_lagging",
+                "Log followers told to reconnect because they fell behind the feed's backlog.",
+                sum(hub.dispatcher.lagging_dropped for _, hub in parts),
+            ),
+        ]
+        for family, name, doc, value in figures:
+            yield family(name, doc, value=value)
+
+
+_stream_metrics: StreamMetrics | None = None
+
+
+def stream_metrics() -> StreamMetrics:
+    """The process's stream collector, registered with Prometheus on first use."""
+    global _stream_metrics
+    if _stream_metrics is None:
+        _stream_metrics = StreamMetrics()
+        REGISTRY.register(_stream_metrics)
+    return _stream_metrics
+
+
 # --- the response -----------------------------------------------------------------------------
 
 
@@ -670,6 +766,7 @@ class EventStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             # Not a server fault: the client stopped reading. Returning closes the connection.
+            self._slot.timed_out()
             logger.info(
                 "closed a stream whose client read nothing for %.0f s",
                 self.send_timeout,

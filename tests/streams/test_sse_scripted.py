@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from scaimind.app import create_app
+from scaimind.streams import FEED_BACKLOG
 from scaimind.v1 import common_pb2, coordinator_pb2
 from tests.conftest import auth, settings_for, wait_for
 from tests.gateway.conftest import Failure
@@ -520,6 +521,20 @@ async def test_late_followers_get_their_own_tail_or_resume_then_the_shared_feed(
     assert follow_calls(coordinator) == 2
 
 
+async def scrape(gw: Served) -> dict[str, float]:
+    """The gateway's Prometheus samples (name → value)."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"http://127.0.0.1:{gw.port}/metrics")
+    r.raise_for_status()
+    return {
+        name: float(value)
+        for name, _, value in (
+            line.rpartition(" ") for line in r.text.splitlines() if not line.startswith("#")
+        )
+        if name
+    }
+
+
 class StalledClient:
     """A raw follow=true stream whose reader stops reading (tiny receive buffer)."""
 
@@ -544,6 +559,14 @@ class StalledClient:
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200"), head
         return cls(reader, writer)
+
+    async def rest(self, within: float = 30) -> bytes:
+        """Everything until the server closes the stream."""
+        raw = bytearray()
+        async with asyncio.timeout(within):
+            while chunk := await self.reader.read(1 << 16):
+                raw += chunk
+        return bytes(raw)
 
     async def ids_until(self, last_id: int, within: float = 30) -> list[int]:
         """Read on until event `last_id` has arrived; every event id in order."""
@@ -591,6 +614,11 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
             return sum(sub.blocked is not None for sub in feed.subscribers) == 2
 
         await wait_for(both_blocked, within=10)
+        metrics = await scrape(gw)
+        assert metrics["scaimind_sse_streams_open"] == 3
+        assert metrics["scaimind_log_feeds"] == 1
+        assert metrics["scaimind_log_followers"] == 3
+        assert metrics["scaimind_log_followers_blocked"] == 2
         # One stalled client leaves: its pending write is abandoned, the feed goes on.
         dropped.close()
 
@@ -629,4 +657,50 @@ async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeo
     # Its slot, its task and the upstream call go with it.
     await wait_for(closed, within=20)
     assert hub.feeds() == 0
+    metrics = await scrape(gw)
+    assert metrics["scaimind_sse_send_timeouts_total"] == 1
+    assert metrics["scaimind_sse_streams_open"] == 0
     stalled.close()
+
+
+async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_behind")
+    gw = await start_gateway()
+    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
+    url = f"{gw.url}/jobs/job_behind/logs?tail=0"
+    stalled = await StalledClient.open(url)
+
+    async def subscribed() -> bool:
+        return bool(hub.subscribed() == 1)
+
+    await wait_for(subscribed, within=10)
+    # 12 MB: the stalled client's socket fills after ~4 MB, and the feed keeps 5,000-10,000
+    # lines, so by the time it reads again its next line is gone.
+    lines = 2 * FEED_BACKLOG + 2000
+    for i in range(1, lines + 1):
+        job.log(f"{i:05d} " + "x" * 1024)
+
+    async def fed() -> bool:
+        feeds = list(hub._feeds.values())
+        return bool(feeds and feeds[0].end_index == lines)
+
+    await wait_for(fed, within=30)
+    raw = (await stalled.rest()).decode()
+    stalled.close()
+    ids = [int(m) for m in re.findall(r"(?:^|\n)id: (\d+)\n", raw)]
+    assert ids == list(range(1, len(ids) + 1))
+    assert 0 < len(ids) < lines
+    # After its last line: the retryable error, then [DONE].
+    error_at = raw.index('"code":"RESOURCE_EXHAUSTED","retryable":true')
+    assert raw.rindex("\nid: ") < error_at < raw.index("data: [DONE]")
+    assert (await scrape(gw))["scaimind_log_followers_lagging_total"] == 1
+    # Resuming from the last id it got continues exactly where it stopped.
+    headers = {**auth(), "Last-Event-ID": str(ids[-1])}
+    async with (
+        httpx.AsyncClient(timeout=30) as http,
+        http.stream("GET", url, params={"tail": 100}, headers=headers) as r,
+    ):
+        reader = EventReader(r)
+        assert (await reader.next()).id == str(ids[-1] + 1)

@@ -25,6 +25,7 @@ from scaimind.streams import (
     relay,
     render_log,
     render_snapshot,
+    stream_metrics,
 )
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -61,10 +62,12 @@ _LEVELS: Final = {
 
 async def open_stream_resources(state: State, stack: AsyncExitStack) -> None:
     """Lifespan hook: the per-tenant stream limiter and the shared log feeds."""
-    state.extras["stream_limiter"] = StreamLimiter(state.settings.stream_cap_per_tenant)
+    limiter = StreamLimiter(state.settings.stream_cap_per_tenant)
+    state.extras["stream_limiter"] = limiter
     hub = FeedHub(state.settings.sse_send_timeout_s)
     state.extras["log_feeds"] = hub
     stack.push_async_callback(hub.close)
+    stack.callback(stream_metrics().add(limiter, hub))
 
 
 register_startup_hook(open_stream_resources)
