@@ -535,6 +535,20 @@ async def scrape(gw: Served) -> dict[str, float]:
     }
 
 
+def event_ids(raw: bytes) -> list[int]:
+    """The event ids in a raw chunked SSE body (framing sits between whole events)."""
+    return [int(m) for m in re.findall(rb"(?:^|\n)id: (\d+)\n", raw)]
+
+
+async def wait_subscribed(hub: Any, n: int) -> None:
+    """Wait until n followers are positioned on the feed: every line logged later is theirs."""
+
+    async def subscribed() -> bool:
+        return bool(hub.subscribed() == n)
+
+    await wait_for(subscribed, within=10)
+
+
 class StalledClient:
     """A raw follow=true stream whose reader stops reading (tiny receive buffer)."""
 
@@ -577,8 +591,7 @@ class StalledClient:
                 chunk = await self.reader.read(1 << 16)
                 assert chunk, "stream ended"
                 raw += chunk
-        # Chunk framing sits between whole events, so ids always start a line.
-        return [int(m) for m in re.findall(rb"(?:^|\n)id: (\d+)\n", raw)]
+        return event_ids(bytes(raw))
 
     def close(self) -> None:
         """Drop the connection."""
@@ -597,11 +610,7 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
     async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", url, headers=auth()) as r:
         healthy = EventReader(r)
 
-        async def three_followers() -> bool:
-            # Subscribed: positioned on the feed, so every line logged from now on is theirs.
-            return bool(hub.subscribed() == 3)
-
-        await wait_for(three_followers, within=10)
+        await wait_subscribed(hub, 3)
         lines = 1000  # 8 MB: more than loopback sockets buffer (tcp_wmem max is 4 MB here)
         for i in range(1, lines + 1):
             job.log(f"{i:04d} " + "x" * 8192)
@@ -643,11 +652,7 @@ async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeo
     extras = gw.server.config.app.state.scaimind.extras
     hub, limiter = extras["log_feeds"], extras["stream_limiter"]
     stalled = await StalledClient.open(f"{gw.url}/jobs/job_gone/logs?tail=0")
-
-    async def following() -> bool:
-        return bool(hub.subscribed() == 1)
-
-    await wait_for(following, within=10)
+    await wait_subscribed(hub, 1)
     for i in range(1, 1001):
         job.log(f"{i:04d} " + "x" * 8192)
 
@@ -671,11 +676,7 @@ async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
     hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
     url = f"{gw.url}/jobs/job_behind/logs?tail=0"
     stalled = await StalledClient.open(url)
-
-    async def subscribed() -> bool:
-        return bool(hub.subscribed() == 1)
-
-    await wait_for(subscribed, within=10)
+    await wait_subscribed(hub, 1)
     # 12 MB: the stalled client's socket fills after ~4 MB, and the feed keeps 5,000-10,000
     # lines, so by the time it reads again its next line is gone.
     lines = 2 * FEED_BACKLOG + 2000
@@ -687,9 +688,9 @@ async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
         return bool(feeds and feeds[0].end_index == lines)
 
     await wait_for(fed, within=30)
-    raw = (await stalled.rest()).decode()
+    body = await stalled.rest()
     stalled.close()
-    ids = [int(m) for m in re.findall(r"(?:^|\n)id: (\d+)\n", raw)]
+    ids, raw = event_ids(body), body.decode()
     assert ids == list(range(1, len(ids) + 1))
     assert 0 < len(ids) < lines
     # After its last line: the retryable error, then [DONE].
