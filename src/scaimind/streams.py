@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -424,12 +425,19 @@ class Dispatcher:
         self._send_timeout_s = send_timeout_s
         self._queue: collections.deque[Subscriber] = collections.deque()
         self._task: asyncio.Task[None] | None = None
+        # The writes that could not finish at once, with their followers.
+        self._writes: dict[asyncio.Task[None], Subscriber] = {}
+        self._closed = False
         # Followers told to reconnect because the feed no longer held their next entry.
         self.lagging_dropped = 0
 
     def queue(self, sub: Subscriber) -> None:
         """Deliver to `sub` soon (no-op while it is queued, blocked or closed)."""
         if sub.queued or sub.closed or sub.blocked is not None:
+            return
+        if self._closed:
+            # Shut down: no new task; a write that finished late delivers what is left now.
+            self._deliver(sub)
             return
         sub.queued = True
         self._queue.append(sub)
@@ -446,7 +454,17 @@ class Dispatcher:
         run_started = time.perf_counter()
         while queue:
             for _ in range(min(_FANOUT_SLICE, len(queue))):
-                self._deliver(queue.popleft())
+                sub = queue.popleft()
+                try:
+                    self._deliver(sub)
+                except Exception as exc:
+                    # One broken stream must not stop delivery to all the others.
+                    logger.error(
+                        "log delivery failed",
+                        exc_info=exc,
+                        extra={"event": "scaimind_stream_error"},
+                    )
+                    sub.fail(exc)
             if time.perf_counter() - run_started < _FANOUT_RUN_S:
                 await asyncio.sleep(0)
             else:
@@ -475,37 +493,60 @@ class Dispatcher:
             sub.finish(feed.final)
 
     def _write(self, sub: Subscriber, chunk: bytes) -> None:
-        coro = sub.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        # ASGI servers and Starlette's send wrappers are `async def`: calling one makes a
+        # coroutine, whose first step runs here.
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
         try:
+            coro = sub.send(message)
             yielded = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return
         except Exception as exc:
             sub.fail(exc)
             return
-        sub.blocked = asyncio.create_task(self._finish_write(sub, coro, yielded))
+        task = asyncio.create_task(self._finish_write(sub, coro, yielded))
+        task.add_done_callback(functools.partial(self._write_done, coro))
+        sub.blocked = task
+        self._writes[task] = sub
+
+    def _write_done(self, coro: Any, task: asyncio.Task[None]) -> None:
+        self._writes.pop(task, None)
+        # A write cancelled before its task began still holds the suspended send: end it.
+        coro.close()
+
+    @property
+    def blocked(self) -> int:
+        """Followers whose client's socket is full (a write of theirs is waiting)."""
+        return len(self._writes)
 
     async def _finish_write(self, sub: Subscriber, coro: Any, yielded: Any) -> None:
+        error: Exception | None = None
         try:
             async with asyncio.timeout(self._send_timeout_s):
                 await _Resume(coro, yielded)
         except TimeoutError:
-            sub.blocked = None
-            sub.fail(SendTimeoutError())
+            error = SendTimeoutError()
         except Exception as exc:
+            error = exc
+        finally:
+            # Cleared before anything below can start a new write for this follower.
             sub.blocked = None
-            sub.fail(exc)
+        if error is not None:
+            sub.fail(error)
         else:
-            sub.blocked = None
             self.queue(sub)
 
     def close(self) -> None:
-        """Deliver to everyone still queued now (shutdown), and stop."""
+        """Shut down: deliver to everyone queued now, end the writes still waiting."""
+        self._closed = True
         while self._queue:
             self._deliver(self._queue.popleft())
         if self._task is not None:
             self._task.cancel()
             self._task = None
+        for sub in list(self._writes.values()):
+            sub.close()
+            sub.fail(ConnectionAbortedError("the gateway is shutting down"))
 
 
 class FeedHub:
@@ -519,19 +560,19 @@ class FeedHub:
         """Feeds (upstream follow calls) open now."""
         return len(self._feeds)
 
+    # The counts copy before iterating: a Prometheus exporter may call them from its own thread.
+
     def followers(self) -> int:
         """Followers of all open feeds."""
-        return sum(feed.followers for feed in self._feeds.values())
+        return sum(feed.followers for feed in list(self._feeds.values()))
 
     def subscribed(self) -> int:
         """Followers past their catch-up, receiving the feeds' new entries."""
-        return sum(len(feed.subscribers) for feed in self._feeds.values())
+        return sum(len(feed.subscribers) for feed in list(self._feeds.values()))
 
     def blocked(self) -> int:
         """Followers whose client's socket is full (a write of theirs is waiting)."""
-        return sum(
-            sub.blocked is not None for feed in self._feeds.values() for sub in feed.subscribers
-        )
+        return self.dispatcher.blocked
 
     def join(self, key: FeedKey, client: CoordinatorClient, ctx: CallContext) -> LogFeed:
         """The feed of `key` (started with this caller's context if new), one follower more."""
@@ -767,8 +808,9 @@ class EventStream(EventSourceResponse):
         except SendTimeoutError:
             # Not a server fault: the client stopped reading. Returning closes the connection.
             self._slot.timed_out()
+            # (uvicorn adds an error line: the response cannot be completed on a full socket.)
             logger.info(
-                "closed a stream whose client read nothing for %.0f s",
+                "closed a stream whose client read nothing for %g s",
                 self.send_timeout,
                 extra={"event": "scaimind_stream_send_timeout"},
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,8 +56,13 @@ class Served:
         await self.task
 
 
-async def serve(app: FastAPI, port: int = 0) -> Served:
-    """Start uvicorn on 127.0.0.1:port (0 = any) and wait until it listens."""
+async def serve(app: FastAPI, port: int = 0, *, send_buffer: int | None = None) -> Served:
+    """Start uvicorn on 127.0.0.1:port (0 = any) and wait until it listens.
+
+    `send_buffer` fixes SO_SNDBUF of the listening socket, which accepted connections inherit:
+    a client that stops reading then blocks the server's writes after a few KiB whatever the
+    machine's TCP autotuning limits are.
+    """
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -69,7 +75,13 @@ async def serve(app: FastAPI, port: int = 0) -> Served:
         timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    sockets = None
+    if send_buffer is not None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        sock.bind(("127.0.0.1", port))
+        sockets = [sock]
+    task = asyncio.create_task(server.serve(sockets=sockets))
     await wait_for(_started(server, task), within=30)
     if task.done():
         task.result()

@@ -39,14 +39,14 @@ async def start_gateway(
     """Start the gateway (real uvicorn) in front of the scripted coordinator."""
     running: list[Served] = []
 
-    async def start(**overrides: Any) -> Served:
+    async def start(*, send_buffer: int | None = None, **overrides: Any) -> Served:
         settings = settings_for(
             tmp_path,
             grpc_host="127.0.0.1",
             grpc_port=streaming_coordinator.port,
             **overrides,
         )
-        s = await serve(create_app(settings))
+        s = await serve(create_app(settings), send_buffer=send_buffer)
         running.append(s)
         return s
 
@@ -521,6 +521,10 @@ async def test_late_followers_get_their_own_tail_or_resume_then_the_shared_feed(
     assert follow_calls(coordinator) == 2
 
 
+# SO_SNDBUF of the gateway's socket in the slow-client tests (the kernel doubles it).
+SMALL_SEND_BUFFER = 16384
+
+
 async def scrape(gw: Served) -> dict[str, float]:
     """The gateway's Prometheus samples (name → value)."""
     async with httpx.AsyncClient(timeout=10) as http:
@@ -602,7 +606,7 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:
     job = coordinator.job("job_stall")
-    gw = await start_gateway()
+    gw = await start_gateway(send_buffer=SMALL_SEND_BUFFER)
     hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
     url = f"{gw.url}/jobs/job_stall/logs?tail=0"
     stalled = await StalledClient.open(url)
@@ -611,7 +615,7 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
         healthy = EventReader(r)
 
         await wait_subscribed(hub, 3)
-        lines = 1000  # 8 MB: more than loopback sockets buffer (tcp_wmem max is 4 MB here)
+        lines = 100  # 800 KiB, far more than the stalled clients' sockets and buffers hold
         for i in range(1, lines + 1):
             job.log(f"{i:04d} " + "x" * 8192)
         # The reading client gets every line while the two others' sockets are full.
@@ -648,19 +652,23 @@ async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeo
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:
     job = coordinator.job("job_gone")
-    gw = await start_gateway(sse_send_timeout_s=0.5)
+    # The heartbeat (which has its own send timeout) stays out of the way: only a blocked log
+    # write can end this stream.
+    gw = await start_gateway(
+        send_buffer=SMALL_SEND_BUFFER, sse_send_timeout_s=0.5, sse_heartbeat_s=300
+    )
     extras = gw.server.config.app.state.scaimind.extras
     hub, limiter = extras["log_feeds"], extras["stream_limiter"]
     stalled = await StalledClient.open(f"{gw.url}/jobs/job_gone/logs?tail=0")
     await wait_subscribed(hub, 1)
-    for i in range(1, 1001):
+    for i in range(1, 101):
         job.log(f"{i:04d} " + "x" * 8192)
 
     async def closed() -> bool:
         return bool(hub.followers() == 0 and limiter.open_streams() == 0)
 
     # Its slot, its task and the upstream call go with it.
-    await wait_for(closed, within=20)
+    await wait_for(closed, within=10)
     assert hub.feeds() == 0
     metrics = await scrape(gw)
     assert metrics["scaimind_sse_send_timeouts_total"] == 1
@@ -672,16 +680,16 @@ async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:
     job = coordinator.job("job_behind")
-    gw = await start_gateway()
+    gw = await start_gateway(send_buffer=SMALL_SEND_BUFFER)
     hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
     url = f"{gw.url}/jobs/job_behind/logs?tail=0"
     stalled = await StalledClient.open(url)
     await wait_subscribed(hub, 1)
-    # 12 MB: the stalled client's socket fills after ~4 MB, and the feed keeps 5,000-10,000
-    # lines, so by the time it reads again its next line is gone.
+    # The stalled client's socket fills after a few hundred lines, and the feed keeps only
+    # 5,000-10,000, so by the time it reads again its next line is gone.
     lines = 2 * FEED_BACKLOG + 2000
     for i in range(1, lines + 1):
-        job.log(f"{i:05d} " + "x" * 1024)
+        job.log(f"line {i:05d}")
 
     async def fed() -> bool:
         feeds = list(hub._feeds.values())
