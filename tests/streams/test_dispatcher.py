@@ -55,12 +55,24 @@ def follower(feed: Feed, send: Any) -> Subscriber:
     return Subscriber(feed, send, cursor=0, last=0)  # type: ignore[arg-type]
 
 
-async def test_a_waiting_write_finishes_and_what_came_meanwhile_follows_in_one_write() -> None:
-    dispatcher = Dispatcher(send_timeout_s=30)
-    feed, send = Feed(b"a"), GatedSend()
+async def waiting_follower(dispatcher: Dispatcher, feed: Feed) -> tuple[Subscriber, GatedSend]:
+    """A follower whose first write is waiting for its gate."""
+    send = GatedSend()
     sub = follower(feed, send)
     dispatcher.queue(sub)
     await wait_for(lambda: dispatcher.blocked == 1, within=5)
+    return sub, send
+
+
+async def outcome(sub: Subscriber) -> Any:
+    """What the follower's direct phase ended with (frames or the exception)."""
+    (result,) = await asyncio.wait_for(asyncio.gather(sub.done, return_exceptions=True), 5)
+    return result
+
+
+async def test_a_waiting_write_finishes_and_what_came_meanwhile_follows_in_one_write() -> None:
+    dispatcher, feed = Dispatcher(send_timeout_s=30), Feed(b"a")
+    sub, send = await waiting_follower(dispatcher, feed)
     feed.append(b"b")
     feed.append(b"c")
     dispatcher.queue(sub)  # no-op while its write waits
@@ -69,15 +81,12 @@ async def test_a_waiting_write_finishes_and_what_came_meanwhile_follows_in_one_w
     assert dispatcher.blocked == 0
     feed.final = [b"end"]
     dispatcher.queue(sub)
-    assert await asyncio.wait_for(sub.done, 5) == [b"end"]
+    assert await outcome(sub) == [b"end"]
 
 
 async def test_a_waiting_write_ends_with_its_follower() -> None:
     dispatcher = Dispatcher(send_timeout_s=30)
-    send = GatedSend()
-    sub = follower(Feed(b"a"), send)
-    dispatcher.queue(sub)
-    await wait_for(lambda: dispatcher.blocked == 1, within=5)
+    sub, send = await waiting_follower(dispatcher, Feed(b"a"))
     sub.close()  # the stream went away
     await wait_for(lambda: dispatcher.blocked == 0, within=5)
     assert send.ended == [b"a"]
@@ -91,8 +100,7 @@ async def test_a_write_that_waits_too_long_fails_its_follower_only() -> None:
     feed = Feed(b"a")
     slow, quick = follower(feed, stuck), follower(feed, fine)
     dispatcher.queue_all([slow, quick])
-    err = await asyncio.wait_for(asyncio.gather(slow.done, return_exceptions=True), 5)
-    assert isinstance(err[0], SendTimeoutError)
+    assert isinstance(await outcome(slow), SendTimeoutError)
     assert fine.written == [b"a"]
     assert not quick.done.done()
 
@@ -107,18 +115,13 @@ async def test_a_send_that_raises_fails_its_follower_and_delivery_goes_on() -> N
     feed = Feed(b"a")
     bad, good = follower(feed, broken), follower(feed, send)
     dispatcher.queue_all([bad, good])
-    err = await asyncio.wait_for(asyncio.gather(bad.done, return_exceptions=True), 5)
-    assert isinstance(err[0], RuntimeError)
+    assert isinstance(await outcome(bad), RuntimeError)
     await wait_for(lambda: send.written == [b"a"], within=5)
 
 
 async def test_closing_the_dispatcher_ends_the_waiting_writes() -> None:
     dispatcher = Dispatcher(send_timeout_s=30)
-    send = GatedSend()
-    sub = follower(Feed(b"a"), send)
-    dispatcher.queue(sub)
-    await wait_for(lambda: dispatcher.blocked == 1, within=5)
+    sub, send = await waiting_follower(dispatcher, Feed(b"a"))
     dispatcher.close()
-    err = await asyncio.wait_for(asyncio.gather(sub.done, return_exceptions=True), 5)
-    assert isinstance(err[0], ConnectionAbortedError)
+    assert isinstance(await outcome(sub), ConnectionAbortedError)
     await wait_for(lambda: dispatcher.blocked == 0 and send.ended == [b"a"], within=5)
