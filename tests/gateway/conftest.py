@@ -67,13 +67,10 @@ class ScriptedCoordinator(
     calls: list[Received] = field(default_factory=list)
     responses: dict[str, Any] = field(default_factory=dict)
 
-    async def _answer(
-        self,
-        rpc: str,
-        request: Message,
-        context: grpc.aio.ServicerContext[Any, Any],
-        default: Message,
-    ) -> Any:
+    def record(
+        self, rpc: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        """Note a call as received."""
         self.calls.append(
             Received(
                 rpc=rpc,
@@ -83,6 +80,15 @@ class ScriptedCoordinator(
                 peer=context.peer(),
             )
         )
+
+    async def _answer(
+        self,
+        rpc: str,
+        request: Message,
+        context: grpc.aio.ServicerContext[Any, Any],
+        default: Message,
+    ) -> Any:
+        self.record(rpc, request, context)
         answer = self.responses.get(rpc, default)
         if callable(answer) and not isinstance(answer, Message):
             answer = answer(request)

@@ -7,7 +7,8 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import httpx
@@ -24,7 +25,10 @@ from scaimind.v1 import (
     coordinator_pb2_grpc,
 )
 from tests.conftest import wait_for
-from tests.gateway.conftest import Failure, Received, ScriptedCoordinator
+from tests.gateway.conftest import Failure, ScriptedCoordinator
+
+if TYPE_CHECKING:
+    from tests.streams.live import Live
 
 PREFIX = "/v1/modules/scaimind"
 TERMINAL = (
@@ -105,6 +109,20 @@ async def served(app: FastAPI, port: int = 0) -> AsyncIterator[Served]:
         yield s
     finally:
         await s.stop()
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    """Reference coordinator and gateway (tests/streams/live.py), stopped at the end."""
+    from tests.streams.live import Live
+
+    lv = Live(tmp_path)
+    try:
+        await lv.start_coordinator()
+        await lv.start_gateway()
+        yield lv
+    finally:
+        await lv.stop()
 
 
 # --- reading a stream -------------------------------------------------------------------------
@@ -238,18 +256,8 @@ class StreamingCoordinator(ScriptedCoordinator):
         self.jobs[job_id] = FakeJob(job_id, **kwargs)
         return self.jobs[job_id]
 
-    def _record(self, rpc: str, request: Any, context: Any) -> None:
-        self.calls.append(
-            Received(
-                rpc=rpc,
-                request=request,
-                metadata=dict(context.invocation_metadata() or ()),
-                time_remaining=context.time_remaining(),
-            )
-        )
-
     async def GetJob(self, request: Any, context: Any) -> Any:
-        self._record("GetJob", request, context)
+        self.record("GetJob", request, context)
         failure = self.responses.get("GetJob")
         if isinstance(failure, Failure):
             await context.abort(failure.code, failure.detail)
@@ -289,7 +297,7 @@ class StreamingCoordinator(ScriptedCoordinator):
             self.open_streams -= 1
 
     async def StreamJobLogs(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        self._record("StreamJobLogs", request, context)
+        self.record("StreamJobLogs", request, context)
         job = self.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")
@@ -318,7 +326,7 @@ class StreamingCoordinator(ScriptedCoordinator):
         )
 
     async def StreamJobMetrics(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        self._record("StreamJobMetrics", request, context)
+        self.record("StreamJobMetrics", request, context)
         job = self.jobs.get(request.job_id)
         if job is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no such job")

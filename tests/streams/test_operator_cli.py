@@ -6,29 +6,15 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from scaimind.operator_cli import SSEParser, sparkline
 from tests.conftest import make_token
 from tests.streams.live import Live
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR)\s+(.*)$")
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    """Coordinator and gateway, stopped at the end."""
-    lv = Live(tmp_path)
-    try:
-        await lv.start_coordinator()
-        await lv.start_gateway()
-        yield lv
-    finally:
-        await lv.stop()
 
 
 @dataclass

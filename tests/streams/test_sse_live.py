@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,18 +19,6 @@ DEBUG, INFO, WARNING, ERROR = (
     common_pb2.LOG_LEVEL_WARNING,
     common_pb2.LOG_LEVEL_ERROR,
 )
-
-
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    """Coordinator and gateway, stopped at the end."""
-    lv = Live(tmp_path)
-    try:
-        await lv.start_coordinator()
-        await lv.start_gateway()
-        yield lv
-    finally:
-        await lv.stop()
 
 
 def log_events(events: list[SSEEvent]) -> list[dict[str, Any]]:

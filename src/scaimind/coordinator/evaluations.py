@@ -81,11 +81,11 @@ def remember_token(m: JobManager, job_id: str, token: str) -> None:
         ev = m.ops.evaluation(job_id)
         parent = m.store.get_job(ev["job_id"]) if ev is not None else None
         req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"]) if ev else None
-        needed = (parent is not None and uses_drive(_submit_request(parent))) or (
+        needed = (parent is not None and uses_drive(m.request_of(parent))) or (
             req is not None and any(is_scaidrive(b.dataset) for b in req.benchmarks)
         )
     else:
-        needed = uses_drive(_submit_request(row))
+        needed = uses_drive(m.request_of(row))
     if needed:
         m.ops.put_token(job_id, token, token_expiry(token))
 
@@ -104,10 +104,6 @@ def job_drive(m: JobManager, row: sqlite3.Row) -> DriveAccess:
         ancestor = m.store.get_job(job_id)
         job_id = str(ancestor["parent_job_id"]) if ancestor is not None else ""
     return drive_access(m.config, str(row["tenant_id"]), token)
-
-
-def _submit_request(row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
-    return coordinator_pb2.SubmitJobRequest.FromString(row["request"])
 
 
 # ---- SubmitEvaluation / GetEvaluation -------------------------------------------------------
@@ -153,9 +149,9 @@ def model_path(
     final = _local_path(job["final_model_uri"])
     if final is not None and final.exists():
         return final
-    for ckpt in reversed(m.store.checkpoints(job_id)):
-        if Path(ckpt.path).exists():
-            return Path(ckpt.path)
+    latest = m.latest_checkpoint_path(job_id, "")
+    if latest:
+        return Path(latest)
     raise precondition(
         f"job {job_id} is {state} and has no model to evaluate yet "
         "(no final model and no checkpoint)"
@@ -193,7 +189,7 @@ def submit_evaluation(
     model = model_path(m, job, req)
 
     eval_id = "eval_" + secrets.token_hex(8)
-    parent = _submit_request(job)
+    parent = m.request_of(job)
     rc = parent.resource_config
     spec = coordinator_pb2.SubmitJobRequest(
         name=f"evaluation of {job['name']}"[:256],
@@ -344,7 +340,7 @@ class EvaluationWorkload:
         split, seed = 0.0, 0
         parent = m.store.get_job(ev["job_id"])
         if parent is not None and any(not b["dataset"] for b in benchmarks):
-            preq = _submit_request(parent)
+            preq = m.request_of(parent)
             split, seed = preq.data_config.validation_split, preq.data_config.seed
             fallback = await self._cached(
                 m,

@@ -255,7 +255,7 @@ class JobManager:
         for row in self.store.jobs_in_status(RUNNING):
             job_id = row["job_id"]
             self._kill_leftover(row)
-            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
             msg = "coordinator restarted while the job was running"
             ok = self.store.transition(
                 job_id,
@@ -328,6 +328,14 @@ class JobManager:
         """True while a process (or its bookkeeping) for the job exists."""
         return job_id in self._runtimes
 
+    def final_status(self, job_id: str) -> int | None:
+        """The job's status once it is terminal and its bookkeeping is done, else None."""
+        # Memory first: for a running job (what stream followers mostly wake for) no query.
+        if self.is_active(job_id):
+            return None
+        status = self.store.job_status(job_id) or 0
+        return status if status in TERMINAL else None
+
     def process_stats(self, job_id: str) -> dict[str, float]:
         """cpu_percent and memory_used_bytes of the job's process (empty when none)."""
         rt = self._runtimes.get(job_id)
@@ -370,7 +378,8 @@ class JobManager:
             self.notifier.notify(job_id)
         return ok
 
-    def _latest_resume_path(self, job_id: str, fallback: str) -> str:
+    def latest_checkpoint_path(self, job_id: str, fallback: str) -> str:
+        """The newest checkpoint of the job that still exists on disk, else `fallback`."""
         # A recorded checkpoint may be gone (pruned by keep_last_checkpoints in a process that
         # outlived its coordinator); resuming from it would fail, so the newest existing wins.
         for ckpt in reversed(self.store.checkpoints(job_id)):
@@ -604,7 +613,7 @@ class JobManager:
             resume = self._named_checkpoint(caller, checkpoint_id).path
             where = f"checkpoint {checkpoint_id}"
         else:
-            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
             where = f"checkpoint {resume}" if resume else "the beginning (no checkpoint)"
         message = f"resumed; continues from {where}"
         if not self._transition(
@@ -658,7 +667,7 @@ class JobManager:
         if req.checkpoint_id:
             resume = self._named_checkpoint(caller, req.checkpoint_id).path
         else:
-            resume = self._latest_resume_path(parent["job_id"], parent["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(parent["job_id"], parent["resume_checkpoint"])
         try:
             child_id = self._insert_job(
                 CallerContext(
@@ -688,7 +697,7 @@ class JobManager:
         if row is None or self._closing or row["retry_count"] >= row["max_retries"]:
             return
         submit = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
-        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+        resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
         child_id = self._insert_job(
             CallerContext(row["tenant_id"], row["user_id"]),
             submit,
@@ -1172,7 +1181,7 @@ class JobManager:
             rt.stop_reason = PREEMPT
             self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
         else:
-            resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
             tail = "\n".join(running.output_tail)
             msg = f"process exited with {how}" + (f"; last output:\n{tail}" if tail else "")
             if self._transition(
@@ -1190,7 +1199,7 @@ class JobManager:
     ) -> None:
         """The state a stopped job lands in, by why the coordinator stopped it."""
         job_id = rt.job_id
-        resume = self._latest_resume_path(job_id, row["resume_checkpoint"])
+        resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
         at = f"{note}; checkpoint {resume}" if resume else f"{note}; no checkpoint"
         fields: dict[str, Any] = {"resume_checkpoint": resume}
         if rt.stop_reason == PAUSE:

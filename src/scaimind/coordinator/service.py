@@ -20,7 +20,6 @@ import grpc
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.convert import (
     RUNNING,
-    TERMINAL,
     as_status,
     log_proto,
     node_status_name,
@@ -345,15 +344,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 yield coordinator_pb2.StreamJobLogsResponse(entry=log_proto(entry))
         while True:
             ev = notifier.event(job_id, LOGS)
-            status = store.job_status(job_id) or 0
-            finished = status in TERMINAL and not self.m.is_active(job_id)
+            final = self.m.final_status(job_id)
             batch = store.logs_after(job_id, last, min_level, _LOG_BATCH)
             for entry in batch:
                 yield coordinator_pb2.StreamJobLogsResponse(entry=log_proto(entry))
             if batch:
                 last = batch[-1].seq
                 continue
-            if finished or not request.follow:
+            if final is not None or not request.follow:
+                status = final if final is not None else store.job_status(job_id) or 0
                 yield coordinator_pb2.StreamJobLogsResponse(
                     end=coordinator_pb2.StreamEnd(job_id=job_id, status=as_status(status))
                 )
@@ -376,12 +375,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         store, notifier = self.m.store, self.m.notifier
         while True:
             ev = notifier.event(job_id, METRICS)
-            status = store.job_status(job_id) or 0
-            finished = status in TERMINAL and not self.m.is_active(job_id)
+            final = self.m.final_status(job_id)
             latest = store.latest_metric_step(job_id)
             if latest is not None and latest > last_step:
                 delay = last_sent + interval - time.monotonic()
-                if delay > 0 and not finished:
+                if delay > 0 and final is None:
                     await asyncio.sleep(delay)
                     continue
                 epoch, ts, values = store.metrics_at(job_id, latest)
@@ -396,9 +394,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
                 yield coordinator_pb2.StreamJobMetricsResponse(snapshot=snap)
                 last_step, last_sent = latest, time.monotonic()
                 continue
-            if finished:
+            if final is not None:
                 yield coordinator_pb2.StreamJobMetricsResponse(
-                    end=coordinator_pb2.StreamEnd(job_id=job_id, status=as_status(status))
+                    end=coordinator_pb2.StreamEnd(job_id=job_id, status=as_status(final))
                 )
                 return
             if notifier.closed:

@@ -172,6 +172,18 @@ def open_database(path: Path, schema: str) -> sqlite3.Connection:
     return db
 
 
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT on a connection from `open_database`; ROLLBACK on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class Store:
     """All SQL of the coordinator."""
 
@@ -189,17 +201,15 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            with transaction(self._db) as db:
+                yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
             # Seq counters of the rolled-back entries are ahead of the database now.
             for record in self._unpublished:
                 self._last_seq.pop(record.job_id, None)
             self._unpublished.clear()
             raise
-        self._db.execute("COMMIT")
         if self._unpublished:
             self._publish()
 

@@ -361,16 +361,7 @@ class Trainer:
                 "grad_norm": norm,
             }
             state.info["metrics"] = metrics
-            self.events.emit(
-                {
-                    "type": "metrics",
-                    "step": state.step,
-                    "epoch": state.epoch + 1,
-                    "total_steps": total_steps,
-                    "total_epochs": schedule.total_epochs,
-                    "metrics": metrics,
-                }
-            )
+            self._emit_metrics(state, schedule, metrics)
             if state.step % spec.checkpoint_interval == 0:
                 self._checkpoint(state)
 
@@ -380,19 +371,14 @@ class Trainer:
                 return self._stop(state, reason)
             self.events.emit({"type": "phase", "phase": "EVALUATING"})
             result = state.model.evaluate(encode("\n".join(validation_texts)))
-            self.events.emit(
+            self._emit_metrics(
+                state,
+                schedule,
                 {
-                    "type": "metrics",
-                    "step": state.step,
-                    "epoch": state.epoch + 1,
-                    "total_steps": total_steps,
-                    "total_epochs": schedule.total_epochs,
-                    "metrics": {
-                        "eval_loss": result.loss,
-                        "eval_perplexity": result.perplexity,
-                        "eval_token_accuracy": result.accuracy,
-                    },
-                }
+                    "eval_loss": result.loss,
+                    "eval_perplexity": result.perplexity,
+                    "eval_token_accuracy": result.accuracy,
+                },
             )
             self.events.log(
                 "INFO",
@@ -432,6 +418,20 @@ class Trainer:
     def _inside_checkpoint_dir(self) -> bool:
         resume = Path(self.resume_from.removeprefix("file://")).resolve()
         return resume.parent == self.checkpoint_dir.resolve()
+
+    def _emit_metrics(
+        self, state: TrainState, schedule: Schedule, metrics: dict[str, float]
+    ) -> None:
+        self.events.emit(
+            {
+                "type": "metrics",
+                "step": state.step,
+                "epoch": state.epoch + 1,
+                "total_steps": schedule.total_steps,
+                "total_epochs": schedule.total_epochs,
+                "metrics": metrics,
+            }
+        )
 
     def _checkpoint(self, state: TrainState) -> None:
         path = (self.checkpoint_dir / f"step-{state.step:06d}").absolute()

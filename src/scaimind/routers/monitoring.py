@@ -119,14 +119,7 @@ async def stream_job_logs(
     last_event_id: LastEventId = None,
 ) -> Response:
     """Live log entries of a job as Server-Sent Events."""
-    slot = limiter.acquire(who.user.tenant_id)
-    try:
-        # Pre-flight: a missing job, a foreign tenant or a down coordinator is an ordinary
-        # HTTP error, not a 200 stream that fails at once.
-        await state.client.get_job(job_id, who.ctx)
-    except BaseException:
-        slot.release()
-        raise
+    slot = await _preflight(limiter, state, who, job_id)
     req = coordinator_pb2.StreamJobLogsRequest(
         job_id=job_id, follow=follow, min_level=_LEVELS[level], tail=tail
     )
@@ -149,12 +142,7 @@ async def stream_job_metrics(
     last_event_id: LastEventId = None,
 ) -> Response:
     """Live metric snapshots of a job as Server-Sent Events."""
-    slot = limiter.acquire(who.user.tenant_id)
-    try:
-        await state.client.get_job(job_id, who.ctx)
-    except BaseException:
-        slot.release()
-        raise
+    slot = await _preflight(limiter, state, who, job_id)
     req = coordinator_pb2.StreamJobMetricsRequest(job_id=job_id, interval_seconds=interval)
     if last_event_id is not None:
         req.after_step = last_event_id
@@ -162,6 +150,19 @@ async def stream_job_metrics(
         state.client.stream_job_metrics(req, who.ctx), job_id=job_id, render=render_snapshot
     )
     return _event_stream(state, events, slot)
+
+
+async def _preflight(limiter: StreamLimiter, state: State, who: Caller, job_id: str) -> StreamSlot:
+    """A stream slot for the caller, once the job is known to exist and be theirs."""
+    slot = limiter.acquire(who.user.tenant_id)
+    try:
+        # Pre-flight: a missing job, a foreign tenant or a down coordinator is an ordinary
+        # HTTP error, not a 200 stream that fails at once.
+        await state.client.get_job(job_id, who.ctx)
+    except BaseException:
+        slot.release()
+        raise
+    return slot
 
 
 def _event_stream(
