@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
@@ -133,6 +136,18 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _public_key(pem: str) -> tuple[RSAPublicKey | EllipticCurvePublicKey, list[str]]:
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        key = None
+    if isinstance(key, RSAPublicKey):
+        return key, ["RS256"]
+    if isinstance(key, EllipticCurvePublicKey):
+        return key, ["ES256"]
+    raise SettingsError("SCAIMIND_JWT_PUBLIC_KEY: not an RSA or EC public key in PEM form")
+
+
 class TokenVerifier:
     """Verifies bearer JWTs with the configured key material."""
 
@@ -155,8 +170,9 @@ class TokenVerifier:
             pem = settings.jwt_public_key
             if not pem.lstrip().startswith("-----BEGIN"):
                 pem = Path(pem).read_text()
-            self._key = pem
-            self._algorithms = ["RS256", "ES256"]
+            # Parsed once, not by jwt.decode on every request; the key's type fixes the one
+            # algorithm a token may claim (a mismatch is then an ordinary invalid token).
+            self._key, self._algorithms = _public_key(pem)
         else:
             self._key = hs256_secret(settings)
             self._algorithms = ["HS256"]

@@ -27,13 +27,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway (with the embedded reference coordinator unless GRPC_HOST is set)."""
     import uvicorn
 
-    from scaimind.app import create_app
+    from scaimind.app import API_PREFIX, create_app
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     print(
-        f"scaimind {__version__}: http://{args.host}:{args.port}/v1/modules/scaimind "
+        f"scaimind {__version__}: http://{args.host}:{args.port}{API_PREFIX} "
         f"(data dir {settings.data_dir}; coordinator "
         f"{'embedded' if settings.embedded_coordinator else settings.grpc_target})",
         file=sys.stderr,
@@ -93,7 +93,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a bearer token that `scaimind serve` on the same data dir accepts."""
-    from scaimind.auth import EMBEDDED_ISSUER, hs256_secret, mint_token
+    from scaimind.auth import EMBEDDED_AUDIENCE, EMBEDDED_ISSUER, hs256_secret, mint_token
 
     settings = _settings(args)
     if settings.jwt_public_key or settings.jwt_jwks_url:
@@ -110,7 +110,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             role=args.role,
             scope=args.scope,
             ttl_s=args.ttl,
-            audience=settings.jwt_audience or "scaimind",
+            audience=settings.jwt_audience or EMBEDDED_AUDIENCE,
             # The gateway checks the issuer whenever one is configured.
             issuer=settings.jwt_issuer or EMBEDDED_ISSUER,
         )

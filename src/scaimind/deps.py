@@ -6,7 +6,7 @@ No `from __future__ import annotations` here: FastAPI must resolve the closures'
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 
@@ -18,6 +18,8 @@ from scaimind.errors import AuthTokenInvalid, request_id_of
 from scaimind.errors import ModuleNotStarted as ModuleNotStarted
 from scaimind.settings import Settings
 
+T = TypeVar("T")
+
 
 @dataclass(eq=False)
 class State:
@@ -28,6 +30,13 @@ class State:
     verifier: TokenVerifier
     # Objects owned by later subsystems (cache, token exchange, stream limiter) hang here.
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def extra(self, key: str, kind: type[T]) -> T:
+        """The subsystem object under `key`; ModuleNotStarted when its hook has not run."""
+        value = self.extras.get(key)
+        if not isinstance(value, kind):
+            raise ModuleNotStarted()
+        return value
 
 
 def state_of(request: Request) -> State:

@@ -40,7 +40,6 @@ from scaimind.v1 import common_pb2, coordinator_pb2
 
 logger = logging.getLogger("scaimind.streams")
 
-DONE: Final = "[DONE]"
 _DONE_BYTES: Final = b"data: [DONE]\n\n"
 # A tenant at its cap is told to come back after this long; streams are long-lived, so
 # an immediate retry would almost surely be refused again.

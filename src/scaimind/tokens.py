@@ -27,7 +27,7 @@ from scaimind.auth import CurrentUser, CurrentUserDep, embedded_secret
 from scaimind.client import CallContext
 from scaimind.deps import State, state_of
 from scaimind.downstream_tokens import METADATA_KEYS, sign_downstream_token
-from scaimind.errors import ModuleNotStarted, TokenExchangeFailed
+from scaimind.errors import TokenExchangeFailed
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.tokens")
@@ -123,13 +123,15 @@ class TokenExchange:
                 "token exchange is configured but the caller has no subject token to exchange"
             )
         subject_token = user.token
+        digest = hashlib.sha256(subject_token.encode()).hexdigest()
         tokens = await asyncio.gather(
-            *(self._token(user, subject_token, aud) for aud in METADATA_KEYS)
+            *(self._token(user, subject_token, digest, aud) for aud in METADATA_KEYS)
         )
         return dict(zip(METADATA_KEYS.values(), tokens, strict=True))
 
-    async def _token(self, user: CurrentUser, subject_token: str, audience: str) -> str:
-        digest = hashlib.sha256(subject_token.encode()).hexdigest()
+    async def _token(
+        self, user: CurrentUser, subject_token: str, digest: str, audience: str
+    ) -> str:
         key: _Key = (user.tenant_id, user.user_id, audience, digest)
         cached = self._cache.get(key)
         if cached is not None and self._clock() < cached.refresh_at:
@@ -269,10 +271,7 @@ class DownstreamTokens:
 
 async def get_token_exchange(request: Request) -> TokenExchange:
     """The module's token exchange service."""
-    exchange = state_of(request).extras.get(EXTRAS_KEY)
-    if not isinstance(exchange, TokenExchange):
-        raise ModuleNotStarted()
-    return exchange
+    return state_of(request).extra(EXTRAS_KEY, TokenExchange)
 
 
 async def downstream_tokens(

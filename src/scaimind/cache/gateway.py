@@ -29,7 +29,7 @@ from scaimind.cache.idempotency import (
 )
 from scaimind.cache.jobs import JobCache
 from scaimind.deps import IdempotencyKeyHeader, State, state_of
-from scaimind.errors import IdempotencyKeyInProgress, IdempotencyKeyReused, ModuleNotStarted
+from scaimind.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
 
 logger = logging.getLogger("scaimind.cache")
 
@@ -120,10 +120,7 @@ async def _cancel(task: "asyncio.Task[None]") -> None:
 
 async def get_cache(request: Request) -> CacheResources:
     """The module's cache resources."""
-    resources = state_of(request).extras.get(EXTRAS_KEY)
-    if not isinstance(resources, CacheResources):
-        raise ModuleNotStarted()
-    return resources
+    return state_of(request).extra(EXTRAS_KEY, CacheResources)
 
 
 async def get_job_cache(resources: Annotated[CacheResources, Depends(get_cache)]) -> JobCache:

@@ -11,9 +11,8 @@ from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
 from scaimind.app import register_startup_hook
-from scaimind.auth import VIEW
 from scaimind.convert import message_to_dict
-from scaimind.deps import Caller, ClientDep, ModuleNotStarted, State, StateDep, caller
+from scaimind.deps import Caller, ClientDep, State, StateDep, Viewer
 from scaimind.streams import (
     DirectSend,
     EventStream,
@@ -31,7 +30,6 @@ from scaimind.v1 import common_pb2, coordinator_pb2
 
 router = APIRouter(prefix="/jobs", tags=["monitoring"])
 
-Viewer = Annotated[Caller, Depends(caller(VIEW))]
 JobId = Annotated[str, Path(min_length=1, max_length=128)]
 # Browsers send back the last `id:` they saw; ours are always seq/step numbers.
 LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**62)]
@@ -75,18 +73,12 @@ register_startup_hook(open_stream_resources)
 
 async def stream_limiter(state: StateDep) -> StreamLimiter:
     """The per-tenant stream limiter of this process."""
-    limiter = state.extras.get("stream_limiter")
-    if not isinstance(limiter, StreamLimiter):
-        raise ModuleNotStarted()
-    return limiter
+    return state.extra("stream_limiter", StreamLimiter)
 
 
 async def feed_hub(state: StateDep) -> FeedHub:
     """The shared log feeds of this process."""
-    hub = state.extras.get("log_feeds")
-    if not isinstance(hub, FeedHub):
-        raise ModuleNotStarted()
-    return hub
+    return state.extra("log_feeds", FeedHub)
 
 
 Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
