@@ -148,12 +148,17 @@ def _public_key(pem: str) -> tuple[RSAPublicKey | EllipticCurvePublicKey, list[s
     raise SettingsError("SCAIMIND_JWT_PUBLIC_KEY: not an RSA or EC public key in PEM form")
 
 
+# Signing keys remembered by kid (an identity provider publishes a handful).
+_JWKS_KEYS_KEPT: Final = 64
+
+
 class TokenVerifier:
     """Verifies bearer JWTs with the configured key material."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._jwks: jwt.PyJWKClient | None = None
+        self._jwks_keys: dict[str, jwt.PyJWK] = {}
         self._key: Any = None
         self._algorithms: list[str]
         if settings.jwt_jwks_url:
@@ -177,13 +182,26 @@ class TokenVerifier:
             self._key = hs256_secret(settings)
             self._algorithms = ["HS256"]
 
+    async def _jwks_key(self, token: str) -> jwt.PyJWK:
+        assert self._jwks is not None
+        kid = jwt.get_unverified_header(token).get("kid")
+        found = self._jwks_keys.get(kid) if isinstance(kid, str) else None
+        if found is None:
+            # PyJWKClient fetches over blocking urllib; keep it off the event loop. Keys found
+            # are kept by kid, so known keys cost no thread hop per request.
+            found = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+            if isinstance(kid, str):
+                if len(self._jwks_keys) >= _JWKS_KEYS_KEPT:
+                    self._jwks_keys.clear()
+                self._jwks_keys[kid] = found
+        return found
+
     async def verify(self, token: str) -> CurrentUser:
         """Decode and check a token; raise AuthTokenInvalid with a reason."""
-        key = self._key
+        key, algorithms = self._key, self._algorithms
         if self._jwks is not None:
             try:
-                # PyJWKClient fetches over blocking urllib; keep it off the event loop.
-                signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+                signing_key = await self._jwks_key(token)
             except jwt.PyJWKClientConnectionError as exc:
                 # The reason names internal hosts and errors: log it, tell the caller less.
                 logger.warning(
@@ -192,13 +210,14 @@ class TokenVerifier:
                 raise AuthTokenInvalid("the token signing keys could not be fetched") from None
             except jwt.PyJWTError as exc:
                 raise AuthTokenInvalid(f"invalid bearer token: {exc}") from None
-            key = signing_key.key
+            # The published key decides the algorithm; a token claiming another is invalid.
+            key, algorithms = signing_key.key, [signing_key.algorithm_name]
         s = self._settings
         try:
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=self._algorithms,
+                algorithms=algorithms,
                 audience=s.jwt_audience,
                 issuer=s.jwt_issuer,
                 leeway=s.jwt_leeway_s,

@@ -250,6 +250,7 @@ async def test_jwks_verification(
         rsa_key.sign(iss=iss, exp=int(time.time()) - 3600),  # expired
         other_rsa_key.sign(iss=iss),  # a key the JWKS does not (or no longer) publish
         other_rsa_key.sign(iss=iss, kid=rsa_key.kid),  # right kid, wrong key
+        ec_key.sign(iss=iss, kid=rsa_key.kid),  # an RSA key's kid on an ES256 token
         jwt.encode(_claims(iss=iss), JWT_SECRET, algorithm="HS256"),  # no kid, wrong alg
     ):
         assert_401(await get(bad), "AUTH_TOKEN_INVALID", BEARER_INVALID)
