@@ -14,8 +14,6 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.settings import load_settings
-
 T = TypeVar("T")
 
 
@@ -23,13 +21,9 @@ def _run(args: argparse.Namespace, operation: Callable[[AsyncEngine], Awaitable[
     """Run `operation` on the gateway's database, migrating the embedded SQLite first."""
     from scaimind.cache import migrate
     from scaimind.cache.db import create_engine
+    from scaimind.cli import settings_from_args
 
-    overrides: dict[str, object] = {}
-    if args.data_dir is not None:
-        overrides["data_dir"] = args.data_dir
-    if args.database_url is not None:
-        overrides["database_url"] = args.database_url
-    url = load_settings(**overrides).effective_database_url
+    url = settings_from_args(args, database_url=args.database_url).effective_database_url
 
     async def main() -> T:
         engine = create_engine(url)

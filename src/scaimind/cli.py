@@ -17,7 +17,8 @@ from scaimind.settings import Settings, SettingsError, load_settings
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+def settings_from_args(args: argparse.Namespace, **overrides: object) -> Settings:
+    """Settings from the environment, with --data-dir and the given non-None overrides."""
     if getattr(args, "data_dir", None) is not None:
         overrides["data_dir"] = args.data_dir
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
@@ -29,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from scaimind.app import API_PREFIX, create_app
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     print(
@@ -63,7 +64,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from scaimind.coordinator.config import CoordinatorConfig
     from scaimind.coordinator.server import serve_forever
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     secret = settings.api_secret.get_secret_value() if settings.api_secret else None
     config = CoordinatorConfig(
         data_dir=args.data_dir or settings.data_dir / "coordinator",
@@ -85,7 +86,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the cache database to the newest schema."""
     from scaimind.cache.migrate import upgrade
 
-    settings = _settings(args, database_url=args.database_url)
+    settings = settings_from_args(args, database_url=args.database_url)
     asyncio.run(upgrade(settings.effective_database_url))
     print(f"cache database is at the newest schema: {settings.effective_database_url}")
     return 0
@@ -95,7 +96,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     """Print a bearer token that `scaimind serve` on the same data dir accepts."""
     from scaimind.auth import EMBEDDED_AUDIENCE, EMBEDDED_ISSUER, hs256_secret, mint_token
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if settings.jwt_public_key or settings.jwt_jwks_url:
         # The gateway then verifies RS256/ES256 only; an HS256 token would always be a 401.
         raise SettingsError(
