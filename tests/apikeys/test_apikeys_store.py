@@ -14,6 +14,7 @@ from scaimind.apikeys import ApiKeyStore, generate_key, hash_key
 from scaimind.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
 from scaimind.cache.db import create_engine
 from scaimind.cache.models import ApiKeyRow, Base
+from tests.conftest import closed_port
 
 TABLE = Base.metadata.tables[ApiKeyRow.__tablename__]
 
@@ -158,7 +159,7 @@ async def test_create_refuses_bad_input(
 
 async def test_an_unreachable_database_raises_instead_of_refusing() -> None:
     # Port 9 (discard) on loopback is closed: the lookup fails, it does not say "unknown".
-    engine = create_engine("postgresql+asyncpg://postgres@127.0.0.1:9/none")
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/none")
     try:
         with pytest.raises(OSError, match="Connect call failed"):
             await ApiKeyStore(engine, timeout_s=2.0).verify(generate_key())

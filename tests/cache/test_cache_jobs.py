@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scaimind.cache.db import create_engine
 from scaimind.cache.jobs import SYNC_FAILED_EVENT, SYNC_FAILURES_METRIC, JobCache
 from scaimind.cache.repository import JobRepository
+from tests.conftest import closed_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MakeJob = Callable[..., dict[str, Any]]
@@ -169,35 +170,24 @@ async def test_schedule_sync_runs_in_background_and_drains(
     assert cache.schedule_sync("tenant-a", [make_job("job_late")]) is None
 
 
-def _dead_urls(tmp_path: Path, closed_port: int) -> dict[str, str]:
+def _dead_urls(tmp_path: Path, port: int) -> dict[str, str]:
     return {
-        "postgresql": f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port}/nothing",
-        "mariadb": f"mysql+aiomysql://root@127.0.0.1:{closed_port}/nothing",
+        "postgresql": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/nothing",
+        "mariadb": f"mysql+aiomysql://root@127.0.0.1:{port}/nothing",
         # An unmigrated file: an unopenable path would leave aiosqlite's worker thread
         # reporting to a closed loop after the test.
         "sqlite": f"sqlite+aiosqlite:///{tmp_path / 'unmigrated.db'}",
     }
 
 
-@pytest.fixture
-async def closed_port() -> int:
-    """A loopback port with nothing listening on it."""
-    server = await asyncio.start_server(lambda _r, _w: None, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    server.close()
-    await server.wait_closed()
-    return port
-
-
 @pytest.mark.parametrize("dialect", ["postgresql", "mariadb", "sqlite"])
 async def test_sync_against_a_dead_database_logs_counts_and_returns(
     dialect: str,
     tmp_path: Path,
-    closed_port: int,
     make_job: MakeJob,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    engine = create_engine(_dead_urls(tmp_path, closed_port)[dialect])
+    engine = create_engine(_dead_urls(tmp_path, closed_port())[dialect])
     registry = CollectorRegistry()
     cache = JobCache(engine, registry=registry, sync_timeout=2.0)
     loop = asyncio.get_running_loop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from google.protobuf.message import Message
 
 from scaimind.v1 import common_pb2, coordinator_pb2
-from tests.conftest import auth, settings_for
+from tests.conftest import auth, closed_port, settings_for
 from tests.gateway.conftest import (
     PREFIX,
     Failure,
@@ -25,14 +24,6 @@ from tests.gateway.conftest import (
 from tests.gateway.test_metadata import MINIMAL_SUBMIT
 
 TIMEOUT_S = 0.5
-
-
-def closed_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class FailFirst:

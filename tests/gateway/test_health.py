@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import auth, settings_for
+from tests.conftest import auth, closed_port, settings_for
 from tests.gateway.conftest import PREFIX, Gateway, running_gateway
-from tests.gateway.test_backend_down import closed_port
 
 
 async def test_health_needs_no_auth(gateway: Gateway) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from scaimind.downstream_tokens import (
     verify_downstream_token,
 )
 from scaimind.tokens import EXTRAS_KEY, TokenExchange, downstream_signing_key
-from tests.conftest import auth, make_token, settings_for, wait_for
+from tests.conftest import auth, closed_port, make_token, settings_for, wait_for
 from tests.gateway.conftest import app_client
 from tests.ops.conftest import (
     ATLAS,
@@ -347,13 +346,6 @@ async def test_tokens_that_expire_too_soon_are_not_cached(
         assert len(idp.requests) == expected
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/token"
-
-
 @pytest.mark.parametrize(
     ("mode", "overrides", "message"),
     [
@@ -370,7 +362,7 @@ async def test_exchange_failure_is_502_and_nothing_reaches_the_coordinator(
     make_gateway: GatewayFactory, idp: IdP, mode: str, overrides: dict[str, Any], message: str
 ) -> None:
     if overrides.get("token_exchange_url") == "<closed>":
-        overrides = {"token_exchange_url": _closed_port_url()}
+        overrides = {"token_exchange_url": f"http://127.0.0.1:{closed_port()}/token"}
     gw = await make_gateway(**exchange_settings(idp, **overrides))
     idp.mode = mode
     started = time.monotonic()

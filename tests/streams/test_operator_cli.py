@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scaimind.operator_cli import SSEParser, sparkline
-from tests.conftest import make_token
+from tests.conftest import closed_port, make_token
 from tests.streams.live import Live
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR)\s+(.*)$")
@@ -116,7 +116,7 @@ async def test_logs_no_follow_prints_the_filtered_tail_and_exits(live: Live) -> 
             "--url",
             base_url(live),
         ],
-        url="http://127.0.0.1:9",
+        url=f"http://127.0.0.1:{closed_port()}",
         token=make_token(),
     )
     code, stdout, stderr = await cli.finish()
@@ -147,7 +147,9 @@ async def test_logs_unrecoverable_errors_exit_non_zero(live: Live, tmp_path: Pat
     assert "403" in stderr
     # Nothing listens here: a couple of quick retries, then a clear message.
     cli = await run_cli(
-        ["logs", "job_x", "--max-retries", "2"], url="http://127.0.0.1:9", token=make_token()
+        ["logs", "job_x", "--max-retries", "2"],
+        url=f"http://127.0.0.1:{closed_port()}",
+        token=make_token(),
     )
     code, _, stderr = await cli.finish()
     assert code == 1
