@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from scaimind.v1 import coordinator_pb2
-from tests.conftest import wait_for
+from tests.conftest import process_ended, wait_for
 
 from .conftest import SECRET, Client, Env, S
 
@@ -89,14 +89,6 @@ async def proc(env: Env) -> AsyncIterator[CoordinatorProcess]:
         await p.close_channel()
 
 
-def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 async def test_sigkill_restart_recovers_every_job(env: Env, proc: CoordinatorProcess) -> None:
     client = await proc.start()
     quick = {"TOTAL_STEPS": "3", "STEP_SECONDS": "0"}
@@ -134,10 +126,10 @@ async def test_sigkill_restart_recovers_every_job(env: Env, proc: CoordinatorPro
     before = await client.entries(running_id, tail=10000)
 
     await proc.kill()
-    assert not _gone(pid)  # the CUSTOM script does not watch its parent
+    assert not process_ended(pid)  # the CUSTOM script does not watch its parent
     client = await proc.start()
 
-    await wait_for(lambda: _gone(pid))  # the restarted coordinator killed the orphan
+    await wait_for(lambda: process_ended(pid))  # the restarted coordinator killed the orphan
     running = await client.get(running_id)
     assert running.status == S.JOB_STATUS_PREEMPTED
     assert "coordinator restarted" in running.status_message

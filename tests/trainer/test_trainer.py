@@ -15,6 +15,7 @@ import pytest
 from scaimind.coordinator.datasets import load_texts
 from scaimind.coordinator.model import META_FILE, PARAMS_FILE, load_model, load_state
 from scaimind.coordinator.trainer import EXIT_BAD_INPUT, EXIT_STOPPED
+from tests.conftest import process_ended
 from tests.trainer.conftest import (
     PROCESS_TIMEOUT,
     FinishedRun,
@@ -143,9 +144,9 @@ def test_orphaned_trainer_checkpoints_and_stops(corpus: Path, tmp_path: Path) ->
         wait_until(lambda: len(training_metrics(job.events())) >= 2)
         parent.kill()
         parent.wait(timeout=PROCESS_TIMEOUT)
-        wait_until(lambda: not _alive(trainer_pid))
+        wait_until(lambda: process_ended(trainer_pid))
     finally:
-        if _alive(trainer_pid):
+        if not process_ended(trainer_pid):
             os.kill(trainer_pid, signal.SIGKILL)
         parent.stdout.close()
 
@@ -154,15 +155,6 @@ def test_orphaned_trainer_checkpoints_and_stops(corpus: Path, tmp_path: Path) ->
     checkpoints = [e for e in events if e["type"] == "checkpoint"]
     assert checkpoints[-1]["step"] == training_metrics(events)[-1]["step"]
     assert Path(checkpoints[-1]["path"], META_FILE).is_file()
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie waiting for a non-reaping init counts as ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_keep_last_checkpoints_prunes_older_ones(corpus: Path, tmp_path: Path) -> None:
