@@ -65,6 +65,11 @@ async def wait_for(
     raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
 
 
+def gateway_settings(root: Path, port: int, **overrides: Any) -> Settings:
+    """`settings_for` with the coordinator on 127.0.0.1:port."""
+    return settings_for(root, grpc_host="127.0.0.1", grpc_port=port, **overrides)
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on (bound and released, so nothing else took it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from scaimind.apikeys import ApiKeyStore
 from scaimind.settings import Settings
 from tests.cache import conftest as cache_fixtures
-from tests.conftest import settings_for
+from tests.conftest import gateway_settings
 from tests.gateway import conftest as gateway_fixtures
 from tests.gateway.conftest import ScriptedCoordinator, running_gateway
 
@@ -46,8 +46,6 @@ async def gw(
 ) -> AsyncIterator[KeyedGateway]:
     """The standalone gateway on `database_url` (emptied), in front of a scripted coordinator."""
     servicer, port = scripted
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, database_url=database_url
-    )
+    settings = gateway_settings(tmp_path, port, database_url=database_url)
     async with running_gateway(settings) as client:
         yield KeyedGateway(client, servicer, ApiKeyStore(engine), engine, settings)

@@ -14,7 +14,7 @@ from scaimind.auth import MANAGE, VIEW
 from scaimind.downstream_tokens import verify_downstream_token
 from scaimind.tokens import downstream_signing_key
 from tests.apikeys.conftest import KeyedGateway
-from tests.conftest import auth, closed_port, settings_for
+from tests.conftest import auth, closed_port, gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 from tests.gateway.test_metadata import MINIMAL_SUBMIT
 
@@ -92,10 +92,9 @@ async def test_a_database_outage_is_503_not_a_refused_key(
     scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
 ) -> None:
     _, port = scripted
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         # Port 9 (discard) on loopback is closed: every database call fails fast.
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{closed_port()}/none",
     )
@@ -114,10 +113,9 @@ async def test_with_token_exchange_configured_key_callers_get_no_downstream_toke
     tmp_path: Path,
 ) -> None:
     servicer, port = scripted
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         database_url=database_url,
         # Never reached: there is no subject token to send it.
         token_exchange_url=f"http://127.0.0.1:{closed_port()}/token",

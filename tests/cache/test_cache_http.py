@@ -28,7 +28,7 @@ from scaimind.v1 import (
     common_pb2,
     coordinator_pb2,
 )
-from tests.conftest import auth, settings_for, wait_for
+from tests.conftest import auth, gateway_settings, settings_for, wait_for
 from tests.gateway.conftest import Failure, ScriptedCoordinator, running_gateway, serving
 from tests.ops.conftest import OpsCoordinator
 
@@ -70,7 +70,7 @@ async def scripted_gateway(
     """The gateway in front of a scripted coordinator on a real grpc.aio server."""
     servicer = OpsCoordinator()
     async with serving(servicer) as port:
-        settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
+        settings = gateway_settings(tmp_path, port)
         async with running_gateway(settings) as client:
             yield client, servicer, settings
 
@@ -326,7 +326,7 @@ async def test_duplicate_waiting_on_a_failed_owner_takes_over(tmp_path: Path, co
 
     servicer.responses["SubmitJob"] = first_hangs_then_ok
     async with serving(servicer) as port:
-        settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=1.0)
+        settings = gateway_settings(tmp_path, port, grpc_timeout_s=1.0)
         async with running_gateway(settings) as client:
             headers = {**auth(), "Idempotency-Key": "owner-dies"}
             owner = asyncio.create_task(

@@ -30,7 +30,7 @@ from scaimind.app import create_app, lifespan
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
 from scaimind.settings import Settings
-from tests.conftest import API_SECRET, auth, settings_for, wait_for
+from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.coordinator.conftest import CUSTOM_SCRIPT, write_corpus
 
 PREFIX = "/v1/modules/scaimind"
@@ -38,6 +38,9 @@ NODE = "node-a"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 FAR_FUTURE = "2099-01-01T00:00:00Z"
+
+# Real training processes on a loaded machine: a roomier coordinator deadline than unit tests.
+E2E_GRPC_TIMEOUT_S = 10.0
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -259,12 +262,6 @@ class Stack:
 StackFactory = Callable[..., Awaitable[Stack]]
 
 
-def gateway_settings(root: Path, port: int, **overrides: Any) -> Settings:
-    """Gateway settings pointing at a coordinator on 127.0.0.1:port."""
-    values: dict[str, Any] = {"grpc_host": "127.0.0.1", "grpc_port": port, "grpc_timeout_s": 10.0}
-    return settings_for(root, **{**values, **overrides})
-
-
 async def open_gateway(stack: AsyncExitStack, settings: Settings) -> httpx.AsyncClient:
     """The standalone app for `settings` with its lifespan entered, behind an httpx client."""
     app = create_app(settings)
@@ -299,7 +296,8 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
                 )
             )
             stack.push_async_callback(coordinator.stop, 1.0)
-            http = await open_gateway(stack, gateway_settings(root, coordinator.port))
+            settings = gateway_settings(root, coordinator.port, grpc_timeout_s=E2E_GRPC_TIMEOUT_S)
+            http = await open_gateway(stack, settings)
             corpus, script = job_files(root)
             return Stack(http, root, corpus, script)
 

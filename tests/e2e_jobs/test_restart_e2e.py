@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import API_SECRET, auth, wait_for
+from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 
 from .conftest import (
     FAR_FUTURE,
@@ -20,7 +20,6 @@ from .conftest import (
     ChildProcess,
     Stack,
     clean_env,
-    gateway_settings,
     inventory,
     job_files,
     open_gateway,

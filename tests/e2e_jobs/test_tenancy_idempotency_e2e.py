@@ -20,12 +20,12 @@ from scaimind.cache import migrate
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
 from tests.cache.cache_support import DatabaseFactory
-from tests.conftest import API_SECRET, auth
+from tests.conftest import API_SECRET, auth, gateway_settings
 
 from .conftest import (
+    E2E_GRPC_TIMEOUT_S,
     PREFIX,
     Stack,
-    gateway_settings,
     inventory,
     job_files,
     open_gateway,
@@ -135,6 +135,7 @@ async def replicas(
             coordinator.port,
             database_url=database_urls[i],
             cache_sync_timeout_s=10.0,
+            grpc_timeout_s=E2E_GRPC_TIMEOUT_S,
         )
         clients.append(await open_gateway(stack, settings))
     corpus, script = job_files(root)

@@ -22,7 +22,7 @@ import pytest
 from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
-from tests.conftest import API_SECRET, auth, settings_for, wait_for
+from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.gateway.conftest import app_client
 from tests.trainer.conftest import write_corpus
 
@@ -181,10 +181,9 @@ async def make_ops(tmp_path: Path) -> AsyncIterator[OpsFactory]:
                 )
             )
             stack.push_async_callback(coordinator.stop, 1.0)
-            settings = settings_for(
+            settings = gateway_settings(
                 root,
-                grpc_host="127.0.0.1",
-                grpc_port=coordinator.port,
+                coordinator.port,
                 token_signing_key=DOWNSTREAM_KEY,
                 grpc_timeout_s=10.0,
             )

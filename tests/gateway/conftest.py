@@ -28,7 +28,7 @@ from scaimind.v1 import (
     coordinator_pb2,
     coordinator_pb2_grpc,
 )
-from tests.conftest import settings_for
+from tests.conftest import gateway_settings
 
 
 @dataclass
@@ -248,10 +248,9 @@ async def module_gateway(
     tmp = tmp_path_factory.mktemp("module-gateway")
     shutil.copyfile(migrated_cache_db, tmp / "cache.db")
     async with serving(servicer) as port:
-        settings = settings_for(
+        settings = gateway_settings(
             tmp,
-            grpc_host="127.0.0.1",
-            grpc_port=port,
+            port,
             database_url=f"sqlite+aiosqlite:///{tmp / 'cache.db'}",
         )
         async with running_gateway(settings) as client:
@@ -273,7 +272,5 @@ async def gateway(
 ) -> AsyncIterator[Gateway]:
     """The standalone app, lifespan entered, talking to the scripted coordinator."""
     servicer, port = scripted
-    async with running_gateway(
-        settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
-    ) as client:
+    async with running_gateway(gateway_settings(tmp_path, port)) as client:
         yield client, servicer

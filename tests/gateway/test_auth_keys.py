@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import JWT_SECRET, auth, make_token, settings_for
+from tests.conftest import JWT_SECRET, auth, gateway_settings, make_token
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 from tests.gateway.test_auth import BEARER_INVALID, _claims, assert_401
 
@@ -27,9 +27,7 @@ async def test_issuer_checked_when_configured(
     scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
 ) -> None:
     servicer, port = scripted
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, jwt_issuer="https://id.example"
-    )
+    settings = gateway_settings(tmp_path, port, jwt_issuer="https://id.example")
     async with running_gateway(settings) as client:
         wrong = await client.get(f"{PREFIX}/jobs", headers=auth())  # iss scaimind-embedded
         assert_401(wrong, "AUTH_TOKEN_INVALID", BEARER_INVALID)
@@ -43,7 +41,7 @@ async def test_audience_not_checked_when_unset(
     scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
 ) -> None:
     _, port = scripted
-    settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, jwt_audience=None)
+    settings = gateway_settings(tmp_path, port, jwt_audience=None)
     async with running_gateway(settings) as client:
         r = await client.get(f"{PREFIX}/jobs", headers=auth(audience="anything"))
         assert r.status_code == 200, r.text
@@ -116,9 +114,7 @@ async def test_pem_key_verification(
         path = tmp_path / "jwt.pem"
         path.write_text(key.public_pem)
         public = str(path)
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, jwt_secret=None, jwt_public_key=public
-    )
+    settings = gateway_settings(tmp_path, port, jwt_secret=None, jwt_public_key=public)
     async with running_gateway(settings) as client:
 
         async def status(token: str) -> int:
@@ -144,10 +140,9 @@ async def test_public_key_algorithm_mismatch_is_rejected(
     scripted: tuple[ScriptedCoordinator, int], tmp_path: Path, rsa_key: KeyPair, ec_key: KeyPair
 ) -> None:
     _, port = scripted
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         jwt_secret=None,
         jwt_public_key=rsa_key.public_pem,
     )
@@ -212,10 +207,9 @@ async def jwks_gateway(
     scripted: tuple[ScriptedCoordinator, int], tmp_path: Path, jwks: JwksServer
 ) -> AsyncIterator[httpx.AsyncClient]:
     _, port = scripted
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         jwt_secret=None,
         jwt_jwks_url=jwks.url,
         jwt_issuer="https://id.example",
@@ -271,9 +265,7 @@ async def test_jwks_unreachable_is_401_not_500(
     with JwksServer([]) as server:
         url = server.url
     # The server is closed now: nothing listens on the URL.
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, jwt_secret=None, jwt_jwks_url=url
-    )
+    settings = gateway_settings(tmp_path, port, jwt_secret=None, jwt_jwks_url=url)
     async with running_gateway(settings) as client:
         r = await client.get(
             f"{PREFIX}/jobs", headers={"Authorization": f"Bearer {rsa_key.sign()}"}
@@ -294,10 +286,9 @@ async def test_hung_jwks_endpoint_times_out(
 ) -> None:
     servicer, port = scripted
     with JwksServer([rsa_key.jwk()], hang=True) as server:
-        settings = settings_for(
+        settings = gateway_settings(
             tmp_path,
-            grpc_host="127.0.0.1",
-            grpc_port=port,
+            port,
             jwt_secret=None,
             jwt_jwks_url=server.url,
             jwt_jwks_timeout_s=0.5,

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf.message import Message
 
 from scaimind.v1 import common_pb2, coordinator_pb2
-from tests.conftest import auth, closed_port, settings_for
+from tests.conftest import auth, closed_port, gateway_settings
 from tests.gateway.conftest import (
     PREFIX,
     Failure,
@@ -46,9 +46,7 @@ async def fast_gateway(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ScriptedCoordinator]]:
     """The gateway with a short deadline in front of the scripted coordinator."""
     servicer, port = scripted
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=TIMEOUT_S
-    )
+    settings = gateway_settings(tmp_path, port, grpc_timeout_s=TIMEOUT_S)
     async with running_gateway(settings) as client:
         yield client, servicer
 
@@ -56,9 +54,7 @@ async def fast_gateway(
 @pytest.fixture
 async def down_gateway(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway pointed at a closed port."""
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=closed_port(), grpc_timeout_s=TIMEOUT_S
-    )
+    settings = gateway_settings(tmp_path, closed_port(), grpc_timeout_s=TIMEOUT_S)
     async with running_gateway(settings) as client:
         yield client
 

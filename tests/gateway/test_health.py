@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import auth, closed_port, settings_for
+from tests.conftest import auth, closed_port, gateway_settings
 from tests.gateway.conftest import PREFIX, Gateway, running_gateway
 
 
@@ -29,9 +29,7 @@ async def test_ready_when_the_coordinator_answers(gateway: Gateway) -> None:
 
 
 async def test_not_ready_when_the_coordinator_is_down(tmp_path: Path) -> None:
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=closed_port(), grpc_timeout_s=0.5
-    )
+    settings = gateway_settings(tmp_path, closed_port(), grpc_timeout_s=0.5)
     async with running_gateway(settings) as client:
         started = time.monotonic()
         r = await client.get("/health/ready")

@@ -15,7 +15,7 @@ from scaimind import app as scaimind_app
 from scaimind.auth import ALL_PERMISSIONS, CurrentUser
 from scaimind.manifest import MANIFEST
 from scaimind.settings import Settings
-from tests.conftest import settings_for
+from tests.conftest import gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator
 from tests.gateway.test_metadata import MINIMAL_SUBMIT
 
@@ -64,7 +64,7 @@ async def client_for(host: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def host_settings(scripted: tuple[ScriptedCoordinator, int], tmp_path: Path) -> Settings:
     _, port = scripted
-    return settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port)
+    return gateway_settings(tmp_path, port)
 
 
 def who(tenant: str, user: str, *perms: str) -> dict[str, str]:

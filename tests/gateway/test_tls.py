@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from scaimind.v1 import coordinator_pb2_grpc
-from tests.conftest import auth, settings_for
+from tests.conftest import auth, gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 
 
@@ -137,9 +137,7 @@ async def test_tls_with_the_right_ca(
     tls_server: tuple[ScriptedCoordinator, int], pki: Pki, tmp_path: Path
 ) -> None:
     servicer, port = tls_server
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=port, tls_enabled=True, tls_ca_path=pki.ca
-    )
+    settings = gateway_settings(tmp_path, port, tls_enabled=True, tls_ca_path=pki.ca)
     async with running_gateway(settings) as client:
         r = await client.get(f"{PREFIX}/jobs", headers=auth())
     assert r.status_code == 200, r.text
@@ -150,10 +148,9 @@ async def test_tls_with_an_untrusted_certificate_is_unavailable(
     tls_server: tuple[ScriptedCoordinator, int], pki: Pki, tmp_path: Path
 ) -> None:
     servicer, port = tls_server
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         grpc_timeout_s=0.5,
         tls_enabled=True,
         tls_ca_path=pki.other_ca,
@@ -169,7 +166,7 @@ async def test_plaintext_gateway_cannot_talk_to_a_tls_coordinator(
     tls_server: tuple[ScriptedCoordinator, int], tmp_path: Path
 ) -> None:
     servicer, port = tls_server
-    settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, grpc_timeout_s=0.5)
+    settings = gateway_settings(tmp_path, port, grpc_timeout_s=0.5)
     async with running_gateway(settings) as client:
         r = await client.post(f"{PREFIX}/jobs/job_1/cancel", headers=auth())
     assert r.status_code == 503
@@ -189,10 +186,9 @@ async def test_mutual_tls(
         if with_client_cert
         else {}
     )
-    settings = settings_for(
+    settings = gateway_settings(
         tmp_path,
-        grpc_host="127.0.0.1",
-        grpc_port=port,
+        port,
         grpc_timeout_s=0.5,
         tls_enabled=True,
         tls_ca_path=pki.ca,

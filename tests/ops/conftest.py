@@ -30,7 +30,7 @@ from scaimind.v1 import (
     common_pb2,
     coordinator_pb2,
 )
-from tests.conftest import settings_for
+from tests.conftest import gateway_settings
 from tests.gateway.conftest import ScriptedCoordinator, app_client, serving
 
 PREFIX = "/v1/modules/scaimind"
@@ -178,7 +178,7 @@ async def make_gateway(
     async with AsyncExitStack() as stack:
 
         async def open_gateway(**overrides: Any) -> Gateway:
-            settings = settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, **overrides)
+            settings = gateway_settings(tmp_path, port, **overrides)
             app = create_app(settings)
             client = await stack.enter_async_context(app_client(app))
             return Gateway(client, servicer, app, settings)

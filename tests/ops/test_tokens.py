@@ -24,7 +24,7 @@ from scaimind.downstream_tokens import (
     verify_downstream_token,
 )
 from scaimind.tokens import EXTRAS_KEY, TokenExchange, downstream_signing_key
-from tests.conftest import auth, closed_port, make_token, settings_for, wait_for
+from tests.conftest import auth, closed_port, gateway_settings, make_token, settings_for, wait_for
 from tests.gateway.conftest import app_client
 from tests.ops.conftest import (
     ATLAS,
@@ -279,9 +279,7 @@ async def test_exchange_success_and_cache(make_gateway: GatewayFactory, idp: IdP
 async def test_one_http_client_per_lifespan_closed_on_shutdown(
     coordinator: tuple[OpsCoordinator, int], tmp_path: Path, idp: IdP
 ) -> None:
-    settings = settings_for(
-        tmp_path, grpc_host="127.0.0.1", grpc_port=coordinator[1], **exchange_settings(idp)
-    )
+    settings = gateway_settings(tmp_path, coordinator[1], **exchange_settings(idp))
     app = create_app(settings)
     async with lifespan(app):
         exchange = app.state.scaimind.extras[EXTRAS_KEY]
@@ -294,7 +292,7 @@ async def test_one_http_client_per_lifespan_closed_on_shutdown(
         user = CurrentUser(user_id="u", tenant_id="t", token="opaque")
         assert set(await exchange.tokens_for(user)) == {DRIVE, ATLAS}
     assert http.is_closed
-    embedded = create_app(settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=1))
+    embedded = create_app(gateway_settings(tmp_path, 1))
     async with lifespan(embedded):
         assert embedded.state.scaimind.extras[EXTRAS_KEY].http is None
 
@@ -478,7 +476,7 @@ async def host_app(
 
     mount_module(
         host,
-        settings_for(tmp_path, grpc_host="127.0.0.1", grpc_port=port, **overrides),
+        gateway_settings(tmp_path, port, **overrides),
         current_user=host_user,
     )
     async with app_client(host, base_url="http://host") as client:

@@ -14,7 +14,7 @@ from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
-from tests.conftest import API_SECRET, auth, settings_for, wait_for
+from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.streams.conftest import Served, serve
 
 # Prints LINES lines on stdout (INFO), every third also a line on stderr (WARNING), and a DEBUG
@@ -74,10 +74,9 @@ class Live:
     async def start_gateway(self, port: int = 0, **overrides: Any) -> Served:
         """Start the gateway on real uvicorn in front of the coordinator."""
         assert self.coordinator is not None
-        settings = settings_for(
+        settings = gateway_settings(
             self.tmp,
-            grpc_host="127.0.0.1",
-            grpc_port=self.coordinator.port,
+            self.coordinator.port,
             **overrides,
         )
         self.gateway = await serve(create_app(settings), port)

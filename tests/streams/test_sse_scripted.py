@@ -18,7 +18,7 @@ import pytest
 from scaimind.app import create_app
 from scaimind.streams import FEED_BACKLOG
 from scaimind.v1 import common_pb2, coordinator_pb2
-from tests.conftest import auth, settings_for, wait_for
+from tests.conftest import auth, gateway_settings, wait_for
 from tests.gateway.conftest import Failure
 from tests.streams.conftest import (
     EventReader,
@@ -40,10 +40,9 @@ async def start_gateway(
     running: list[Served] = []
 
     async def start(*, send_buffer: int | None = None, **overrides: Any) -> Served:
-        settings = settings_for(
+        settings = gateway_settings(
             tmp_path,
-            grpc_host="127.0.0.1",
-            grpc_port=streaming_coordinator.port,
+            streaming_coordinator.port,
             **overrides,
         )
         s = await serve(create_app(settings), send_buffer=send_buffer)
