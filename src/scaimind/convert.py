@@ -8,6 +8,7 @@ silently (an unknown field raises).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -57,6 +58,17 @@ def _scalar_to_json(fd: Any, value: Any) -> Any:
         return enum_name(fd.enum_type, value)
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         return message_to_dict(value)
+    return value
+
+
+def finite(value: Any) -> Any:
+    """Replace NaN/±inf (which JSON cannot carry) with None, recursively (keys become str)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
     return value
 
 

@@ -21,7 +21,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from scaimind.client import CallContext, CoordinatorClient
-from scaimind.convert import enum_name, message_to_dict
+from scaimind.convert import enum_name, finite, message_to_dict
 from scaimind.errors import CoordinatorError, RateLimited
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -119,17 +118,6 @@ class StreamLimiter:
 
 
 # --- framing ----------------------------------------------------------------------------------
-
-
-def finite(value: Any) -> Any:
-    """Replace NaN/±inf (which JSON cannot carry) with None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
 
 
 def _json(data: Any) -> str:

@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import pickle
 import re
 import weakref
@@ -25,6 +24,7 @@ from sqlalchemy.sql.dml import Insert
 
 from scaimind.cache.db import is_transient
 from scaimind.cache.models import Base, CachedJobRow
+from scaimind.convert import finite
 
 logger = logging.getLogger("scaimind.cache")
 
@@ -75,18 +75,6 @@ def _text(value: Any, limit: int) -> str | None:
     if value is None or value == "":
         return None
     return str(value)[:limit]
-
-
-def _json_safe(value: Any) -> Any:
-    # NaN/Infinity (a diverged loss in latest_metrics) are not JSON: PostgreSQL's jsonb and
-    # MariaDB's JSON_VALID reject them, which would fail the whole batch.
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _int(value: Any) -> int | None:
@@ -209,7 +197,9 @@ def _finite(job: Mapping[str, Any]) -> Mapping[str, Any]:
     try:
         json.dumps(job, allow_nan=False, default=str)
     except ValueError:
-        return cast(Mapping[str, Any], _json_safe(job))
+        # NaN/Infinity (a diverged loss in latest_metrics) are not JSON: PostgreSQL's jsonb
+        # and MariaDB's JSON_VALID reject them, which would fail the whole batch.
+        return cast(Mapping[str, Any], finite(job))
     return job
 
 

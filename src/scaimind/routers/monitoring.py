@@ -19,7 +19,6 @@ from scaimind.streams import (
     FeedHub,
     StreamLimiter,
     StreamSlot,
-    finite,
     follow_logs,
     relay,
     render_log,
@@ -95,7 +94,8 @@ async def get_job_metrics(
     """Metric series of a job, downsampled to max_points per series."""
     req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
     resp = await client.get_job_metrics(req, who.ctx)
-    return {"data": finite(message_to_dict(resp))}
+    # NaN/±inf (a diverged loss) go out as null: FastAPI's encoder does that for dict bodies.
+    return {"data": message_to_dict(resp)}
 
 
 @router.get("/{job_id}/logs", response_class=Response, responses=_SSE_RESPONSES)
