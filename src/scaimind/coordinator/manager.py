@@ -798,7 +798,7 @@ class JobManager:
         free = self._free_slots()
         blocked: set[tuple[str, str]] = set()
         queued = self.store.jobs_in_status([S.JOB_STATUS_QUEUED])
-        waiting: list[sqlite3.Row] = []
+        waiting: list[tuple[sqlite3.Row, list[NodeSpec]]] = []
         for row in queued:
             job_id = row["job_id"]
             if row["max_queue_wait"] > 0 and now - row["queued_at"] > row["max_queue_wait"]:
@@ -828,7 +828,7 @@ class JobManager:
                 continue
             due = row["start_after"] <= now
             if not (due and self._try_start(row, candidates, free, blocked)):
-                waiting.append(row)
+                waiting.append((row, candidates))
         self._estimate(waiting)
 
     def _try_start(
@@ -913,8 +913,9 @@ class JobManager:
             )
             self._request_stop(rt, PREEMPT, graceful=True)
 
-    def _estimate(self, waiting: list[sqlite3.Row]) -> None:
-        """Seconds until each waiting job likely starts, by simulating the queue on the slots."""
+    def _estimate(self, waiting: list[tuple[sqlite3.Row, list[NodeSpec]]]) -> None:
+        """Seconds until each waiting job (with its eligible nodes) likely starts, by simulating
+        the queue on the slots."""
         runtimes = self.store.recent_runtimes(S.JOB_STATUS_COMPLETED)
         typical = statistics.median(runtimes) if runtimes else _DEFAULT_JOB_SECONDS
         free_at: dict[str, list[float]] = {}
@@ -929,15 +930,10 @@ class JobManager:
         now = time.time()
         estimates: dict[str, int] = {}
         view: dict[str, list[str]] = {}
-        for row in waiting:
+        for row, candidates in waiting:
             view.setdefault(row["queue_name"], []).append(row["job_id"])
-            req = self.request_of(row)
             need = max(int(row["gpu_count"]), 1)
-            nodes = [
-                n.node_id
-                for n in eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
-                if n.node_id in free_at
-            ]
+            nodes = [n.node_id for n in candidates if n.node_id in free_at]
             options = []
             for nid in nodes:
                 times = sorted(free_at[nid])
