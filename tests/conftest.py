@@ -38,12 +38,14 @@ def auth(tenant: str = "tenant-a", **kwargs: Any) -> dict[str, str]:
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings isolated in tmp_path with the test secrets."""
+    """Settings isolated in tmp_path with the test secrets; tmp_path is the tenants' local data
+    root (its data dir stays out of reach)."""
     values: dict[str, Any] = {
         "data_dir": tmp_path / "data",
         "jwt_secret": JWT_SECRET,
         "api_secret": API_SECRET,
         "grpc_timeout_s": 3.0,
+        "local_data_roots": str(tmp_path),
     }
     values.update(overrides)
     return Settings(**values)
@@ -76,6 +78,21 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def job_processes(job_id: str) -> list[int]:
+    """Host pids of the processes of a job (found by SCAIMIND_JOB_ID in their environment)."""
+    marker = f"SCAIMIND_JOB_ID={job_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if marker in environ.split(b"\0"):
+                pids.append(int(entry.name))
+    return pids
 
 
 def process_ended(pid: int) -> bool:

@@ -65,18 +65,19 @@ def embedded_api_secret(data_dir: Path) -> str:
 async def _start_embedded_coordinator(
     settings: Settings, api_secret: str, stack: AsyncExitStack
 ) -> str:
-    from scaimind.coordinator.config import CoordinatorConfig
     from scaimind.coordinator.server import start_coordinator
     from scaimind.tokens import downstream_signing_key
 
     running = await start_coordinator(
-        CoordinatorConfig(
+        settings.coordinator_config(
             data_dir=settings.data_dir / "coordinator",
             host="127.0.0.1",
             port=0,
             api_secret=api_secret,
             # Verifies the x-scaidrive-token the gateway signs for scaidrive:// sources.
             downstream_token_key=downstream_signing_key(settings),
+            # The gateway's secrets and cache database sit beside the coordinator's data dir.
+            protected_dirs=(settings.data_dir,),
         )
     )
     stack.push_async_callback(running.stop)

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
+from scaimind.private_files import private_dir, private_file
 from scaimind.settings import Settings, SettingsError
 
 logger = logging.getLogger("scaimind.auth")
@@ -76,7 +77,7 @@ def permissions_for(role: str, scope: str | Iterable[str] | None) -> frozenset[s
 
 def secret_file(data_dir: Path, name: str) -> str:
     """A random secret kept in `data_dir/name`, generated once with mode 0600."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     path = data_dir / name
     if not path.exists():
         # Write a private temp file, then link it into place. The link is atomic, so concurrent
@@ -89,6 +90,7 @@ def secret_file(data_dir: Path, name: str) -> str:
                 os.link(tmp, path)
         finally:
             os.unlink(tmp)
+    private_file(path)  # fixed at every start, should it have been widened
     secret = path.read_text().strip()
     if len(secret) < _MIN_SECRET_CHARS:
         # An empty key (left by an interrupted first run) would verify tokens anyone can forge.

@@ -29,9 +29,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from scaimind.app import API_PREFIX, create_app
+    from scaimind.private_files import private_dir
 
     settings = settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     app = create_app(settings)
     print(
         f"scaimind {__version__}: http://{args.host}:{args.port}{API_PREFIX} "
@@ -61,12 +62,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     """Run the reference coordinator as a standalone gRPC server."""
-    from scaimind.coordinator.config import CoordinatorConfig
     from scaimind.coordinator.server import serve_forever
 
     settings = settings_from_args(args)
     secret = settings.api_secret.get_secret_value() if settings.api_secret else None
-    config = CoordinatorConfig(
+    config = settings.coordinator_config(
         data_dir=args.data_dir or settings.data_dir / "coordinator",
         host=args.host,
         port=args.port,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from scaimind.coordinator.config import CoordinatorConfig
 
 ENV_PREFIX = "SCAIMIND_"
 
@@ -61,6 +64,23 @@ class Settings(BaseSettings):
     sse_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
 
+    # Job confinement (the reference coordinator, embedded or standalone; see README "Security
+    # model"). Local paths a tenant may name: ":"-separated dirs, `{tenant}` = the caller's id.
+    local_data_roots: str = ""
+    bwrap: str = "bwrap"
+    allow_unsandboxed_jobs: bool = False
+    sandbox_network: bool = False
+    sandbox_uid: Annotated[int, Field(ge=1)] = 65534
+    sandbox_gid: Annotated[int, Field(ge=1)] = 65534
+    job_memory_mb: Annotated[int, Field(ge=0)] = 4096
+    job_cpu_seconds: Annotated[int, Field(ge=0)] = 86_400
+    job_file_size_mb: Annotated[int, Field(ge=0)] = 16_384
+    job_open_files: Annotated[int, Field(ge=0)] = 1024
+    job_processes: Annotated[int, Field(ge=0)] = 256
+    job_tmp_mb: Annotated[int, Field(ge=0)] = 1024
+    job_max_runtime_s: Annotated[int, Field(ge=0)] = 86_400
+    validate_max_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
+
     # uvicorn's names (it fails with a bare KeyError on anything else).
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"] = "INFO"
 
@@ -69,9 +89,21 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Jobs run in their own directories, so a relative data dir would mean another place.
+        return value.expanduser().absolute()
+
     @model_validator(mode="after")
     def _check_tls_and_keys(self) -> Self:
         problems: list[str] = []
+        for root in self.data_roots:
+            if not root.startswith("/"):
+                problems.append(
+                    f"{ENV_PREFIX}LOCAL_DATA_ROOTS: {root!r} is not an absolute path "
+                    "(entries are separated by ':')"
+                )
         if self.tls_enabled:
             for name in ("tls_ca_path", "tls_cert_path", "tls_key_path"):
                 path: Path | None = getattr(self, name)
@@ -99,6 +131,41 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def data_roots(self) -> tuple[str, ...]:
+        """LOCAL_DATA_ROOTS as a list (empty entries dropped)."""
+        return tuple(r.strip() for r in self.local_data_roots.split(":") if r.strip())
+
+    def coordinator_config(self, **fields: Any) -> CoordinatorConfig:
+        """The reference coordinator's configuration from these settings plus `fields`
+        (data_dir, host, port, api_secret, ...): the one place both `serve` (embedded) and
+        `scaimind coordinator` build it, so they read the same SCAIMIND_* variables."""
+        from scaimind.coordinator.config import CoordinatorConfig, JobLimits, SandboxConfig
+
+        limits = JobLimits(
+            memory_mb=self.job_memory_mb,
+            cpu_seconds=self.job_cpu_seconds,
+            file_size_mb=self.job_file_size_mb,
+            open_files=self.job_open_files,
+            processes=self.job_processes,
+        )
+        sandbox = SandboxConfig(
+            bwrap=self.bwrap,
+            allow_unsandboxed=self.allow_unsandboxed_jobs,
+            network=self.sandbox_network,
+            uid=self.sandbox_uid,
+            gid=self.sandbox_gid,
+            tmp_mb=self.job_tmp_mb,
+            limits=limits,
+        )
+        return CoordinatorConfig(
+            local_data_roots=self.data_roots,
+            sandbox=sandbox,
+            max_runtime_seconds=self.job_max_runtime_s,
+            validate_max_bytes=self.validate_max_bytes,
+            **fields,
+        )
 
     @property
     def embedded_coordinator(self) -> bool:

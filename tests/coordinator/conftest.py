@@ -35,13 +35,14 @@ import json, os, signal, sys, time
 from pathlib import Path
 
 env = os.environ
+here = lambda name: str(Path(__file__).parent / Path(name).name) if name else ""
 metrics = open(env["SCAIMIND_METRICS_FILE"], "a")
 ckpt_dir = Path(env["SCAIMIND_CHECKPOINT_DIR"])
 total = int(env.get("TOTAL_STEPS", "20"))
 pause = float(env.get("STEP_SECONDS", "0.02"))
 every = int(env.get("CKPT_EVERY", "5"))
 fail_at = int(env.get("FAIL_AT", "0"))
-gate = env.get("GATE", "")
+gate = here(env.get("GATE", ""))
 gate_step = int(env.get("GATE_STEP", "0"))
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -69,7 +70,7 @@ for step in range(start + 1, total + 1):
     while gate and step > gate_step and not os.path.exists(gate) and not stop:
         time.sleep(0.01)
     if stop:
-        while env.get("STOP_GATE") and not os.path.exists(env["STOP_GATE"]):
+        while env.get("STOP_GATE") and not os.path.exists(here(env["STOP_GATE"])):
             time.sleep(0.01)
         checkpoint(step - 1) if step > 1 else None
         print(f"stopping after step {step - 1}", flush=True)
@@ -83,7 +84,7 @@ for step in range(start + 1, total + 1):
         checkpoint(step)
 if env.get("PHASE_GATE"):
     emit({"type": "phase", "phase": "EVALUATING"})
-    while not os.path.exists(env["PHASE_GATE"]):
+    while not os.path.exists(here(env["PHASE_GATE"])):
         time.sleep(0.01)
     emit({"type": "phase", "phase": "EXPORTING"})
 out = Path(json.loads(Path(env["SCAIMIND_SPEC_FILE"]).read_text())["output_path"])
@@ -168,6 +169,9 @@ class Env:
     """Everything a test needs: the coordinator, a client, files."""
 
     def __init__(self, tmp_path: Path) -> None:
+        # The CUSTOM script's folder is visible to the sandboxed job (which runs as another
+        # user): pytest makes it 0700.
+        tmp_path.chmod(0o755)
         self.tmp = tmp_path
         self.data_dir = tmp_path / "data"
         self.corpus = write_corpus(tmp_path / "corpus.jsonl")
@@ -176,6 +180,11 @@ class Env:
         self.running: RunningCoordinator | None = None
         self.channel: grpc.aio.Channel | None = None
         self.client: Client
+
+    def host_path(self, uri: str) -> Path:
+        """Where a scaidrive://<tenant>/<path> of this coordinator lives on the host."""
+        tenant, _, rel = uri.removeprefix("scaidrive://").partition("/")
+        return self.data_dir / "storage" / tenant / rel
 
     async def start(self, nodes: list[dict[str, Any]] | None = None, **config: Any) -> Client:
         """(Re)start the coordinator on the data dir; nodes = an inventory file."""
@@ -186,6 +195,7 @@ class Env:
         cfg = CoordinatorConfig(
             data_dir=self.data_dir,
             api_secret=SECRET,
+            local_data_roots=(str(self.tmp),),
             inventory_path=inventory,
             stop_grace_seconds=10,
             **config,

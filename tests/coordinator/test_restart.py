@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from scaimind.v1 import coordinator_pb2
-from tests.conftest import process_ended, wait_for
+from tests.conftest import job_processes, process_ended, wait_for
 
 from .conftest import SECRET, Client, Env, S
 
@@ -40,7 +40,11 @@ class CoordinatorProcess:
             str(self.data_dir),
             "--inventory",
             str(self.inventory),
-            env={**os.environ, "SCAIMIND_API_SECRET": SECRET},
+            env={
+                **os.environ,
+                "SCAIMIND_API_SECRET": SECRET,
+                "SCAIMIND_LOCAL_DATA_ROOTS": str(self.inventory.parent),
+            },
             stdout=asyncio.subprocess.PIPE,
         )
         assert self.proc.stdout is not None
@@ -122,14 +126,15 @@ async def test_sigkill_restart_recovers_every_job(env: Env, proc: CoordinatorPro
     running_id = await client.submit(env.custom("running", env=running_env, max_retries=1))
     await client.wait(running_id, check=lambda j: [c.step for c in j.checkpoints] == [1, 2])
     queued_id = await client.submit(env.custom("queued", start_after=time.time() + 3600))
-    pid = int((env.data_dir / "jobs" / running_id / "script.pid").read_text())
+    pids = job_processes(running_id)
+    assert pids
     before = await client.entries(running_id, tail=10000)
 
     await proc.kill()
-    assert not process_ended(pid)  # the CUSTOM script does not watch its parent
+    # The CUSTOM script does not watch its parent; its sandbox ends with the coordinator.
+    await wait_for(lambda: all(process_ended(pid) for pid in pids))
     client = await proc.start()
 
-    await wait_for(lambda: process_ended(pid))  # the restarted coordinator killed the orphan
     running = await client.get(running_id)
     assert running.status == S.JOB_STATUS_PREEMPTED
     assert "coordinator restarted" in running.status_message

@@ -258,5 +258,7 @@ async def test_queues_are_separate(env: Env, client: Client) -> None:
     seen = await other.cluster.GetQueueStatus(
         cluster_pb2.GetQueueStatusRequest(), metadata=other.md()
     )
-    assert seen.total_depth == 2  # depth is cluster-wide, the job list only the caller's
+    # Another tenant sees only the queues it uses (and the default one, whose depth counts
+    # every tenant's jobs), never this tenant's jobs or queue names.
+    assert [(q.queue_name, q.depth, list(q.jobs)) for q in seen.queues] == [("default", 1, [])]
     assert all(not q.jobs for q in seen.queues)

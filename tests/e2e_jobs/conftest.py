@@ -118,6 +118,11 @@ class Stack:
         """A gate file path (not created): CUSTOM jobs wait for it past GATE_STEP."""
         return self.root / f"gate-{name}"
 
+    def host_path(self, uri: str) -> Path:
+        """Where a scaidrive://<tenant>/<path> of the coordinator lives on the host."""
+        tenant, _, rel = uri.removeprefix("scaidrive://").partition("/")
+        return self.root / "coordinator" / "storage" / tenant / rel
+
     def body(
         self,
         name: str = "job",
@@ -273,7 +278,8 @@ async def open_gateway(stack: AsyncExitStack, settings: Settings) -> httpx.Async
 
 
 def job_files(root: Path) -> tuple[Path, Path]:
-    """The corpus and the CUSTOM script under root."""
+    """The corpus and the CUSTOM script under root (readable by the sandboxed job's user)."""
+    root.chmod(0o755)
     script = root / "train.py"
     script.write_text(CUSTOM_SCRIPT)
     return write_corpus(root / "corpus.jsonl"), script
@@ -293,6 +299,7 @@ async def make_stack(tmp_path: Path) -> AsyncIterator[StackFactory]:
                     api_secret=API_SECRET,
                     inventory_path=inventory(root / "inventory.json", slots),
                     stop_grace_seconds=10,
+                    local_data_roots=(str(root),),
                 )
             )
             stack.push_async_callback(coordinator.stop, 1.0)

@@ -132,7 +132,7 @@ async def test_paused_and_resumed_builtin_run_equals_uninterrupted_run(two_slots
     assert [step for step, _ in resumed] == list(range(1, 251))
     # Bit-for-bit: the same seed gives the same losses with or without the interruption.
     assert resumed == await s.losses(straight)
-    resume_from = f"resume from {job['checkpoints'][-1]['path']}"
+    resume_from = f"resuming from {job['checkpoints'][-1]['path']}"
     assert any(resume_from in m for m in await s.messages(paused))
 
 

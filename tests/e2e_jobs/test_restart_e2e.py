@@ -48,7 +48,10 @@ class CoordinatorProcess(ChildProcess):
                 str(self.data_dir),
                 "--inventory",
                 str(self.inventory),
-                env=clean_env(SCAIMIND_API_SECRET=API_SECRET),
+                env=clean_env(
+                    SCAIMIND_API_SECRET=API_SECRET,
+                    SCAIMIND_LOCAL_DATA_ROOTS=str(self.data_dir.parent),
+                ),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
             )

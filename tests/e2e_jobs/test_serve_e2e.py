@@ -51,7 +51,10 @@ class Serve(ChildProcess):
                 str(port),
                 "--data-dir",
                 str(self.data_dir),
-                env=clean_env(SCAIMIND_LOG_LEVEL="WARNING"),
+                env=clean_env(
+                    SCAIMIND_LOG_LEVEL="WARNING",
+                    SCAIMIND_LOCAL_DATA_ROOTS=str(self.data_dir.parent),
+                ),
                 stdout=out,
                 stderr=out,
             )
@@ -171,7 +174,7 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
         assert job["retry_count"] == 0
         # Continued from its shutdown checkpoint: every step once, the counter never restarted.
         assert [p for p, _ in await s.losses(builtin)] == list(range(1, 201))
-        resume = f"resume from {job['checkpoints'][0]['path']}"
+        resume = f"resuming from {job['checkpoints'][0]['path']}"
         assert any(resume in m for m in await s.messages(builtin))
         assert (await s.list_jobs())["total_count"] == 2
     assert await serve.terminate(within=30) == 0

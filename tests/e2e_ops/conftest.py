@@ -39,7 +39,7 @@ from pathlib import Path
 env = os.environ
 metrics = open(env["SCAIMIND_METRICS_FILE"], "a")
 ckpt = Path(env["SCAIMIND_CHECKPOINT_DIR"])
-gate = Path(env["GATE"])
+gate = Path(__file__).parent / Path(env["GATE"]).name
 total = int(env.get("TOTAL_STEPS", "1000"))
 stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -178,6 +178,7 @@ async def make_ops(tmp_path: Path) -> AsyncIterator[OpsFactory]:
                     downstream_token_key=DOWNSTREAM_KEY,
                     dataset_cache_capacity_bytes=cache_capacity_bytes,
                     stop_grace_seconds=10,
+                    local_data_roots=(str(root),),
                 )
             )
             stack.push_async_callback(coordinator.stop, 1.0)

@@ -163,30 +163,49 @@ async def test_cache_fills_hits_and_evicts_lru(make_ops: OpsFactory) -> None:
 
 
 async def test_cache_never_evicts_data_of_a_running_job(make_ops: OpsFactory) -> None:
-    ops = await make_ops(slots=2, cache_capacity_bytes=100)
+    corpus_bytes = 5176  # write_corpus(records=60)
+    ops = await make_ops(slots=2, cache_capacity_bytes=corpus_bytes + 1000)
+    assert ops.corpus.stat().st_size == corpus_bytes
     gate = ops.root / "gate"
     running = (await ops.submit("holder", gate=gate))["data"]["job_id"]
     await ops.wait_status(running, "TRAINING")
-    other = _write(ops.root / "other.jsonl", json.dumps({"prompt": "x", "completion": "y"}) + "\n")
+    record = json.dumps({"prompt": "x", "completion": "y"}) + "\n"
+    other = _write(ops.root / "other.jsonl", record * 40)
     finished = (await ops.submit("short", sources=[{"path": str(other)}], max_steps=1))["data"][
         "job_id"
     ]
-    await ops.wait_status(finished, "COMPLETED", "FAILED")
+    assert (await ops.wait_status(finished, "COMPLETED", "FAILED"))["status"] == "COMPLETED"
 
     async def uris() -> set[str]:
         r = await ops.http.get(f"{PREFIX}/data/cache", headers=auth())
         return {e["dataset_uri"] for e in r.json()["data"]["entries"]}
 
-    # Over capacity, but the running job's corpus stays; the short job's entry was in use while
-    # it ran and goes at the next eviction.
-    assert str(ops.corpus) in await uris()
+    # Making room for the short job's data could not evict the running job's corpus: both
+    # are cached (over capacity while the job runs).
+    assert {str(ops.corpus), str(other)} <= await uris()
     gate.touch()
     await ops.wait_status(running, "COMPLETED")
-    third = (await ops.submit("third", sources=[{"path": str(other)}], max_steps=1))["data"][
+    third_file = _write(ops.root / "third.jsonl", record * 4)
+    third = (await ops.submit("third", sources=[{"path": str(third_file)}], max_steps=1))["data"][
         "job_id"
     ]
-    await ops.wait_status(third, "COMPLETED", "FAILED")
+    assert (await ops.wait_status(third, "COMPLETED", "FAILED"))["status"] == "COMPLETED"
+    # Now the corpus is the least recently used entry that nothing reads: it made the room.
     assert str(ops.corpus) not in await uris()
+    assert {str(other), str(third_file)} <= await uris()
+
+
+async def test_a_source_larger_than_the_cache_is_refused_before_copying(
+    make_ops: OpsFactory,
+) -> None:
+    ops = await make_ops(slots=1, cache_capacity_bytes=1000)
+    job = (await ops.submit("too-big"))["data"]["job_id"]
+    failed = await ops.wait_status(job, "FAILED", "COMPLETED")
+    assert failed["error"]["code"] == "DATA_ERROR"
+    assert "larger than the dataset cache" in failed["error"]["message"]
+    assert str(ops.root / "coordinator") not in failed["error"]["message"]
+    cache = ops.root / "coordinator" / "dataset-cache"
+    assert not [p for p in cache.rglob("*") if p.is_file()]
 
 
 async def test_scaidrive_sources_need_the_tenants_token(ops: Ops) -> None:
@@ -319,7 +338,10 @@ async def test_cache_entries_survive_a_coordinator_restart(tmp_path: Path) -> No
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps([{"node_id": NODE, "gpu_type": "CPU", "gpu_count": 1}]))
     config = CoordinatorConfig(
-        data_dir=tmp_path / "coordinator", api_secret=API_SECRET, inventory_path=inventory
+        data_dir=tmp_path / "coordinator",
+        api_secret=API_SECRET,
+        inventory_path=inventory,
+        local_data_roots=(str(tmp_path),),
     )
     md = (("x-api-secret", API_SECRET), ("x-tenant-id", "tenant-a"))
     req = coordinator_pb2.SubmitJobRequest(name="cached")

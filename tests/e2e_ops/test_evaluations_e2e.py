@@ -95,7 +95,15 @@ async def test_evaluation_refusals(ops: Ops, tmp_path: Path) -> None:
     gate = tmp_path / "never"
     job_id = (await ops.submit("no-model", gate=gate))["data"]["job_id"]
     await ops.wait_status(job_id, "TRAINING")
-    body = {"job_id": job_id, "model_uri": "scaiatlas://models/x", "benchmarks": [{"name": "loss"}]}
+    body = {"job_id": job_id, "benchmarks": [{"name": "loss"}]}
+
+    # A model this coordinator cannot read is refused, never replaced by another one.
+    for uri in ("scaiatlas://models/x", "s3://bucket/other", "final"):
+        r = await ops.http.post(
+            f"{PREFIX}/evaluations", json={**body, "model_uri": uri}, headers=auth()
+        )
+        assert r.status_code == 400, (uri, r.text)
+        assert "model_uri" in r.json()["error"]["message"]
 
     # No final model and no checkpoint yet: 409 naming the state.
     r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=auth())
@@ -116,7 +124,9 @@ async def test_evaluation_refusals(ops: Ops, tmp_path: Path) -> None:
 
     # A directory that holds no model: the evaluation runs and fails per benchmark; it is
     # not retried (a new evaluation is submitted instead).
-    not_a_model = {**body, "model_uri": tmp_path.as_uri()}
+    empty = ops.root / "empty-model"
+    empty.mkdir()
+    not_a_model = {**body, "model_uri": empty.as_uri()}
     r = await ops.http.post(f"{PREFIX}/evaluations", json=not_a_model, headers=auth())
     assert r.status_code == 201, r.text
     eval_id = r.json()["data"]["evaluation_id"]

@@ -72,7 +72,7 @@ async def test_submit_evaluation_unknown_benchmark_is_400(gw: Gateway) -> None:
     [
         ({"job_id": None}, "job_id"),
         ({"job_id": ""}, "job_id"),
-        ({"model_uri": None}, "model_uri"),
+        ({"model_uri": 5}, "model_uri"),
         ({"benchmarks": None}, "benchmarks"),
         ({"benchmarks": []}, "benchmarks"),
         ({"benchmarks": [{"dataset": "d"}]}, "benchmarks.0.name"),

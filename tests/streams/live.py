@@ -27,6 +27,7 @@ metrics = open(env["SCAIMIND_METRICS_FILE"], "a")
 lines = int(env.get("LINES", "10"))
 pause = float(env.get("PAUSE", "0"))
 gate = env.get("GATE", "")
+gate = os.path.join(os.path.dirname(__file__), os.path.basename(gate)) if gate else ""
 gate_at = int(env.get("GATE_AT", "0"))
 for i in range(1, lines + 1):
     while gate and i > gate_at and not os.path.exists(gate):
@@ -57,6 +58,7 @@ class Live:
     corpus: Path = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tmp.chmod(0o755)  # the script's folder is read by the sandboxed job's user
         self.script = self.tmp / "logger.py"
         self.script.write_text(LOGGING_SCRIPT)
         self.corpus = self.tmp / "corpus.jsonl"
@@ -67,7 +69,11 @@ class Live:
     async def start_coordinator(self) -> RunningCoordinator:
         """Start (or restart) the reference coordinator on the test's data dir."""
         self.coordinator = await start_coordinator(
-            CoordinatorConfig(data_dir=self.tmp / "coordinator", api_secret=API_SECRET)
+            CoordinatorConfig(
+                data_dir=self.tmp / "coordinator",
+                api_secret=API_SECRET,
+                local_data_roots=(str(self.tmp),),
+            )
         )
         return self.coordinator
 

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Final
 
 from fastapi import Depends, Request, Response
@@ -30,6 +31,7 @@ from scaimind.cache.idempotency import (
 from scaimind.cache.jobs import JobCache
 from scaimind.deps import IdempotencyKeyHeader, State, state_of
 from scaimind.errors import IdempotencyKeyInProgress, IdempotencyKeyReused
+from scaimind.private_files import private_database
 
 logger = logging.getLogger("scaimind.cache")
 
@@ -63,6 +65,9 @@ async def start_cache(state: State, stack: AsyncExitStack) -> None:
         # `scaimind migrate` so several gateway replicas never race on DDL.
         try:
             await migrate.upgrade(engine)
+            if engine.url.database:
+                # Every tenant's jobs live in it: not readable by other local users.
+                private_database(Path(engine.url.database))
         except Exception:
             logger.exception(
                 "cache migration failed; the gateway runs without a working cache",

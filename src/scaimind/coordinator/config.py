@@ -6,9 +6,10 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GIB = 1024**3
+MIB = 1024**2
 
 
 def is_loopback(host: str) -> bool:
@@ -19,6 +20,34 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class JobLimits(BaseModel):
+    """Per-job resource limits (rlimits); 0 means no limit of that kind."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_mb: Annotated[int, Field(ge=0)] = 4096  # address space
+    cpu_seconds: Annotated[int, Field(ge=0)] = 86_400
+    file_size_mb: Annotated[int, Field(ge=0)] = 16_384  # largest file a job may write
+    open_files: Annotated[int, Field(ge=0)] = 1024
+    processes: Annotated[int, Field(ge=0)] = 256
+
+
+class SandboxConfig(BaseModel):
+    """How job processes are confined (see sandbox.py)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bwrap: str = "bwrap"
+    # CUSTOM jobs need the sandbox unless this is set (meant for single-user machines).
+    allow_unsandboxed: bool = False
+    network: bool = False
+    # The user a job runs as when the coordinator runs as root ("nobody" by default).
+    uid: Annotated[int, Field(ge=1)] = 65534
+    gid: Annotated[int, Field(ge=1)] = 65534
+    tmp_mb: Annotated[int, Field(ge=0)] = 1024  # size of the job's private /tmp
+    limits: JobLimits = JobLimits()
 
 
 class CoordinatorConfig(BaseModel):
@@ -41,10 +70,35 @@ class CoordinatorConfig(BaseModel):
     dataset_cache_capacity_bytes: Annotated[int, Field(ge=0)] = GIB
     default_checkpoint_interval_steps: Annotated[int, Field(ge=1)] = 10
     cluster_name: str = "local"
+    # Local paths a tenant may name (":"-separated in SCAIMIND_LOCAL_DATA_ROOTS; `{tenant}`
+    # expands to the caller's tenant id). Nothing outside them (and the tenant's storage area).
+    local_data_roots: tuple[str, ...] = ()
+    # Directories no root may expose besides data_dir (the gateway's data dir when embedded).
+    protected_dirs: tuple[Path, ...] = ()
+    sandbox: SandboxConfig = SandboxConfig()
+    # Operator maximum of resource_config.max_runtime_seconds (and the limit of jobs without
+    # one); 0 = none.
+    max_runtime_seconds: Annotated[int, Field(ge=0)] = 86_400
+    # ValidateData reads at most this many bytes of each source.
+    validate_max_bytes: Annotated[int, Field(ge=1)] = 64 * MIB
     # Queued + running jobs one tenant may have before SubmitJob answers RESOURCE_EXHAUSTED.
     tenant_queue_quota: Annotated[int, Field(ge=1)] = 10_000
     # How long a stop (pause, preemption, shutdown) waits for the checkpoint before SIGKILL.
     stop_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+    @field_validator("data_dir", "storage_root", "inventory_path")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # Jobs run in their own directories, so a relative data dir would mean another place.
+        return value.absolute() if value is not None else None
+
+    @field_validator("local_data_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for root in value:
+            if not root.startswith("/"):
+                raise ValueError(f"local data root {root!r} is not an absolute path")
+        return value
 
     @model_validator(mode="after")
     def _require_secret(self) -> Self:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from scaimind.coordinator.jobenv import MASK, is_secret
 from scaimind.coordinator.store import CheckpointRecord, LogRecord
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 
@@ -56,12 +58,12 @@ def set_time(msg: Timestamp, ts: float) -> None:
         msg.FromNanoseconds(round(ts * 1e9))
 
 
-def checkpoint_proto(c: CheckpointRecord) -> common_pb2.Checkpoint:
-    """A checkpoint record as a message."""
+def checkpoint_proto(c: CheckpointRecord, show: Callable[[str], str]) -> common_pb2.Checkpoint:
+    """A checkpoint record as a message; `show` turns its host path into what views show."""
     msg = common_pb2.Checkpoint(
         checkpoint_id=c.checkpoint_id,
         step=c.step,
-        path=c.path,
+        path=show(c.path),
         size_bytes=c.size_bytes,
         metrics=c.metrics,
     )
@@ -87,8 +89,13 @@ def job_proto(
     row: sqlite3.Row,
     req: coordinator_pb2.SubmitJobRequest,
     checkpoints: list[CheckpointRecord],
+    show: Callable[[str], str],
 ) -> common_pb2.Job:
-    """A job row, its definition and its checkpoints as a Job; queue fields are the caller's."""
+    """A job row, its definition and its checkpoints as a Job; queue fields are the caller's.
+
+    Secret-looking environment values are masked and checkpoint paths pass through `show`, so
+    no view carries a credential or a server path.
+    """
     job = common_pb2.Job(
         job_id=row["job_id"],
         name=row["name"],
@@ -125,7 +132,11 @@ def job_proto(
     if row["error_code"]:
         job.error.code = row["error_code"]
         job.error.message = row["error_message"]
-    job.checkpoints.extend(checkpoint_proto(c) for c in checkpoints)
+    job.checkpoints.extend(checkpoint_proto(c, show) for c in checkpoints)
+    env = job.training_config.environment
+    secret = [k for k in env if is_secret(k)]
+    for name in secret:
+        env[name] = MASK
     set_time(job.created_at, row["created_at"])
     set_time(job.started_at, row["started_at"])
     set_time(job.completed_at, row["completed_at"])

@@ -1,19 +1,23 @@
 """ValidateData: read every source for real and report rows, columns, size and row errors.
 
-An unreadable, missing or malformed source is `valid: false` with precise errors, never an RPC
-error; only a refused scaidrive:// access (PERMISSION_DENIED) and a malformed request
-(INVALID_ARGUMENT) fail the call. Messages name the source as the caller wrote it, never the
-server-side path of a scaidrive:// file.
+Every source path goes through the caller's local-path policy first (paths.py): a path outside
+its roots and storage area fails the whole call with INVALID_ARGUMENT, before anything is read,
+and a refused scaidrive:// access with PERMISSION_DENIED. Within the policy, a missing,
+unreadable or malformed source is `valid: false` with precise errors, never an RPC error.
+Sources are streamed and read up to a byte limit (SCAIMIND_VALIDATE_MAX_BYTES); messages name
+the source as the caller wrote it, never a server path.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from urllib.parse import urlparse
+
+import grpc
 
 from scaimind.coordinator.datasets import SourceReport, validate_source
-from scaimind.coordinator.errors import invalid
-from scaimind.coordinator.storage import DriveAccess, is_scaidrive
+from scaimind.coordinator.errors import CoordinatorError, invalid
+from scaimind.coordinator.paths import PathRefused, TenantFiles
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 _FORMATS = {
@@ -27,9 +31,9 @@ MAX_SAMPLE_SIZE = 100_000
 
 
 def validate_data(
-    req: coordinator_pb2.ValidateDataRequest, drive: DriveAccess
+    req: coordinator_pb2.ValidateDataRequest, files: TenantFiles, max_bytes: int
 ) -> coordinator_pb2.ValidateDataResponse:
-    """Validate every source of the request."""
+    """Validate every source of the request (runs in a thread: it reads files)."""
     if not req.sources:
         raise invalid("sources: at least one source is required")
     if not 0 <= req.sample_size <= MAX_SAMPLE_SIZE:
@@ -37,13 +41,26 @@ def validate_data(
     if req.training_type not in common_pb2.TrainingType.values():
         raise invalid(f"training_type: unknown value {req.training_type}")
     training_type = common_pb2.TrainingType.Name(req.training_type) if req.training_type else ""
+    # Every path is checked before any is read: a refusal leaves no partial answer.
+    resolved = [_resolve(files, s.path, f"sources[{i}].path") for i, s in enumerate(req.sources)]
     resp = coordinator_pb2.ValidateDataResponse(valid=True)
-    for i, source in enumerate(req.sources):
+    for i, (source, real) in enumerate(zip(req.sources, resolved, strict=True)):
         raw = source.path.strip()
-        if not raw:
-            raise invalid(f"sources[{i}].path: is required")
         fmt = common_pb2.DataFormat.Name(source.format) if source.format else ""
-        report = _report(raw, fmt, training_type, req.sample_size, drive, f"sources[{i}]")
+        report = (
+            _report(
+                files,
+                real,
+                raw,
+                f"sources[{i}].path",
+                fmt,
+                training_type,
+                req.sample_size,
+                max_bytes,
+            )
+            if isinstance(real, Path)
+            else SourceReport(path=raw, valid=False, format="", errors=[(0, real)])
+        )
         result = resp.results.add(
             path=raw,
             valid=report.valid,
@@ -59,33 +76,43 @@ def validate_data(
     return resp
 
 
+def _resolve(files: TenantFiles, raw: str, field: str) -> Path | str:
+    """The source's resolved path, or why it cannot be read (an unsupported scheme, a relative
+    path: the caller's own problem to see); policy refusals and denied scaidrive:// access
+    fail the whole call."""
+    try:
+        return files.resolve(raw, field)
+    except PathRefused:
+        raise
+    except CoordinatorError as e:
+        if e.code != grpc.StatusCode.INVALID_ARGUMENT or field + ": is required" in e.message:
+            raise
+        return e.message.removeprefix(f"{field}: ")
+
+
 def _report(
-    raw: str, fmt: str, training_type: str, sample_size: int, drive: DriveAccess, field: str
+    files: TenantFiles,
+    real: Path,
+    raw: str,
+    field: str,
+    fmt: str,
+    training_type: str,
+    sample_size: int,
+    max_bytes: int,
 ) -> SourceReport:
-    if is_scaidrive(raw):
-        local = drive.resolve(raw, f"{field}.path")
-        report = validate_source(local, fmt, training_type, sample_size)
-        # The caller knows the URI, not where the storage root is.
-        report.path = raw
-        report.errors = [(r, m.replace(str(local), raw)) for r, m in report.errors]
-        report.warnings = [w.replace(str(local), raw) for w in report.warnings]
-        return report
-    scheme = urlparse(raw).scheme
-    if scheme and scheme != "file" and len(scheme) > 1:
+    if not os.path.lexists(real):
         return SourceReport(
-            path=raw,
-            valid=False,
-            format="",
-            errors=[
-                (
-                    0,
-                    f"{raw}: {scheme}:// sources are not supported by this coordinator; use a "
-                    "local path, file:// or scaidrive://",
-                )
-            ],
+            path=raw, valid=False, format="", errors=[(0, f"{raw}: file not found")]
         )
-    if scheme != "file" and not Path(raw).is_absolute():
+    try:
+        with files.open_file(real, field, raw) as fd, os.fdopen(os.dup(fd), "rb") as handle:
+            return validate_source(
+                raw, fmt, training_type, sample_size, handle=handle, label=raw, max_bytes=max_bytes
+            )
+    except PathRefused:
+        raise
+    except CoordinatorError as e:
+        # Not a regular file, unreadable: the caller's own problem to see and fix.
         return SourceReport(
-            path=raw, valid=False, format="", errors=[(0, f"{raw}: is not an absolute path")]
+            path=raw, valid=False, format="", errors=[(0, e.message.removeprefix(f"{field}: "))]
         )
-    return validate_source(raw, fmt, training_type, sample_size)

@@ -11,9 +11,12 @@ Choices (documented for operators):
   nodes share one local disk. A job's data is cached for its first node (where its process runs).
 - A hit is an entry whose source still has the size and mtime recorded when it was copied;
   otherwise the source is copied again (a miss). hit_rate = hits / (hits + misses) per tenant.
-- After each copy, least recently used entries are evicted until the cache fits its capacity;
-  an entry used by a job whose process is still running is never evicted (so a dataset larger
-  than the capacity stays while its job runs and goes at the next eviction).
+- Before each copy, least recently used entries are evicted until the cache has room for it;
+  a source larger than the whole capacity is refused before anything is copied. An entry used
+  by a job whose process is still running is never evicted (so while such jobs run the cache
+  may stay above its capacity).
+- Sources are opened once, with the path policy re-checked on the open file (paths.py), and
+  copied from that open file; copies are mode 0600 in 0700 directories.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -34,6 +38,7 @@ from scaimind.coordinator.convert import set_time
 from scaimind.coordinator.data import LocalSource
 from scaimind.coordinator.errors import not_found
 from scaimind.coordinator.ops_store import OpsStore
+from scaimind.coordinator.paths import TenantFiles
 from scaimind.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -51,10 +56,13 @@ class DatasetCache:
         root: Path,
         capacity_bytes: int,
         is_active: Callable[[str], bool],
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.ops = ops
         self.root = root
         self.capacity = capacity_bytes
+        # Owner of the cached files (the sandbox's user when jobs run as another user).
+        self.owner = owner
         self._is_active = is_active
         # (tenant, uri, node) -> jobs that read the entry; in memory because after a restart no
         # process is running, so nothing is in use.
@@ -71,63 +79,88 @@ class DatasetCache:
                 self._remove(row)
 
     async def fetch(
-        self, tenant_id: str, node_id: str, job_id: str, sources: Iterable[LocalSource]
+        self,
+        tenant_id: str,
+        node_id: str,
+        job_id: str,
+        sources: Iterable[LocalSource],
+        files: TenantFiles,
     ) -> list[LocalSource]:
-        """PREPARING: the cached copy of each source (copied now on a miss), then evict."""
+        """PREPARING: the cached copy of each source (copied now on a miss)."""
         async with self._fetching:
-            out = [await self._fetch_one(tenant_id, node_id, job_id, src) for src in sources]
-            self.evict()
-        return out
+            return [
+                await self._fetch_one(tenant_id, node_id, job_id, src, files) for src in sources
+            ]
 
     async def _fetch_one(
-        self, tenant_id: str, node_id: str, job_id: str, src: LocalSource
+        self, tenant_id: str, node_id: str, job_id: str, src: LocalSource, files: TenantFiles
     ) -> LocalSource:
         uri = src.uri or str(src.path)
+        # Opened (and re-checked against the path policy) once; size, copy and rows all come
+        # from this one open file, so a swapped symlink cannot change what is cached.
+        opened = await asyncio.to_thread(_open_source, files, src)
+        fd, st = opened
         try:
-            st = src.path.stat()
-        except OSError as e:
-            raise FileNotFoundError(f"data source {uri} is not readable: {e.strerror or e}") from e
-        key = (tenant_id, uri, node_id)
-        self._users.setdefault(key, set()).add(job_id)
-        now = time.time()
-        row = self.ops.cache_entry(*key)
-        if (
-            row is not None
-            and row["status"] == C.CACHE_ENTRY_STATUS_READY
-            and row["source_size"] == st.st_size
-            and row["source_mtime_ns"] == st.st_mtime_ns
-            and _size_of(Path(row["path"])) == row["size_bytes"]
-        ):
-            self.ops.touch_cache_entry(*key, now)
-            self.ops.count_access(tenant_id, hit=True)
-            return LocalSource(Path(row["path"]), src.format, list(src.columns), uri)
-        digest = hashlib.sha256(f"{tenant_id}\0{uri}".encode()).hexdigest()[:24]
-        dest = self.root / node_id / digest / (src.path.name or "data")
-        entry = {
-            "tenant_id": tenant_id,
-            "dataset_uri": uri,
-            "node_id": node_id,
-            "path": str(dest),
-            "size_bytes": 0,
-            "num_rows": 0,
-            "status": C.CACHE_ENTRY_STATUS_LOADING,
-            "source_size": st.st_size,
-            "source_mtime_ns": st.st_mtime_ns,
-            "cached_at": now,
-            "last_accessed_at": now,
-            "hit_count": 0,
-        }
-        self.ops.put_cache_entry(entry)
-        self.ops.count_access(tenant_id, hit=False)
-        try:
-            size, rows = await asyncio.to_thread(_copy_in, src.path, dest, src.format)
-        except OSError as e:
-            self.ops.put_cache_entry({**entry, "status": C.CACHE_ENTRY_STATUS_FAILED})
-            raise OSError(f"cannot copy data source {uri} into the dataset cache: {e}") from e
-        self.ops.put_cache_entry(
-            {**entry, "size_bytes": size, "num_rows": rows, "status": C.CACHE_ENTRY_STATUS_READY}
-        )
-        return LocalSource(dest, src.format, list(src.columns), uri)
+            key = (tenant_id, uri, node_id)
+            self._users.setdefault(key, set()).add(job_id)
+            now = time.time()
+            row = self.ops.cache_entry(*key)
+            if (
+                row is not None
+                and row["status"] == C.CACHE_ENTRY_STATUS_READY
+                and row["source_size"] == st.st_size
+                and row["source_mtime_ns"] == st.st_mtime_ns
+                and _size_of(Path(row["path"])) == row["size_bytes"]
+            ):
+                self.ops.touch_cache_entry(*key, now)
+                self.ops.count_access(tenant_id, hit=True)
+                return LocalSource(Path(row["path"]), src.format, list(src.columns), uri)
+            if st.st_size > self.capacity:
+                raise OSError(
+                    f"data source {uri} ({st.st_size} bytes) is larger than the dataset cache "
+                    f"({self.capacity} bytes); the operator can raise its capacity"
+                )
+            # Room first, then the copy: the cache never grows past its capacity by a copy
+            # (only entries that running jobs still read can keep it above for a while).
+            self.evict(reserve=st.st_size)
+            digest = hashlib.sha256(f"{tenant_id}\0{uri}".encode()).hexdigest()[:24]
+            dest = self.root / node_id / digest / (src.path.name or "data")
+            entry = {
+                "tenant_id": tenant_id,
+                "dataset_uri": uri,
+                "node_id": node_id,
+                "path": str(dest),
+                "size_bytes": 0,
+                "num_rows": 0,
+                "status": C.CACHE_ENTRY_STATUS_LOADING,
+                "source_size": st.st_size,
+                "source_mtime_ns": st.st_mtime_ns,
+                "cached_at": now,
+                "last_accessed_at": now,
+                "hit_count": 0,
+            }
+            self.ops.put_cache_entry(entry)
+            self.ops.count_access(tenant_id, hit=False)
+            try:
+                size, rows = await asyncio.to_thread(
+                    _copy_in, fd, dest, src.format, self.root, self.owner
+                )
+            except OSError as e:
+                self.ops.put_cache_entry({**entry, "status": C.CACHE_ENTRY_STATUS_FAILED})
+                raise OSError(
+                    f"cannot copy data source {uri} into the dataset cache ({e.strerror or e})"
+                ) from e
+            self.ops.put_cache_entry(
+                {
+                    **entry,
+                    "size_bytes": size,
+                    "num_rows": rows,
+                    "status": C.CACHE_ENTRY_STATUS_READY,
+                }
+            )
+            return LocalSource(dest, src.format, list(src.columns), uri)
+        finally:
+            os.close(fd)
 
     def in_use(self, key: tuple[str, str, str]) -> bool:
         """True while a job that reads the entry has a running process."""
@@ -137,10 +170,11 @@ class DatasetCache:
         users.intersection_update({j for j in users if self._is_active(j)})
         return bool(users)
 
-    def evict(self) -> list[str]:
-        """Drop least recently used entries until the cache fits; returns the evicted URIs."""
+    def evict(self, reserve: int = 0) -> list[str]:
+        """Drop least recently used entries until the cache (plus `reserve` bytes about to be
+        copied) fits; returns the evicted URIs."""
         rows = self.ops.cache_entries()
-        total = sum(int(r["size_bytes"]) for r in rows)
+        total = sum(int(r["size_bytes"]) for r in rows) + reserve
         evicted: list[str] = []
         for row in rows:
             if total <= self.capacity:
@@ -191,12 +225,30 @@ class DatasetCache:
         return resp
 
 
-def _copy_in(source: Path, dest: Path, fmt: str) -> tuple[int, int]:
-    """Copy `source` to `dest` atomically; its size and row count (runs in a thread)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _open_source(files: TenantFiles, src: LocalSource) -> tuple[int, os.stat_result]:
+    """The source opened read-only and re-checked, with its fstat (runs in a thread)."""
+    with files.open_file(src.path, src.field, src.uri) as fd:
+        # The context closes its fd; the copy needs one that outlives it.
+        dup = os.dup(fd)
+    return dup, os.fstat(dup)
+
+
+def _copy_in(
+    fd: int, dest: Path, fmt: str, root: Path, owner: tuple[int, int] | None
+) -> tuple[int, int]:
+    """Copy the open source to `dest` atomically (mode 0600); its size and rows (a thread)."""
+    for directory in (root, dest.parent.parent, dest.parent):
+        directory.mkdir(mode=0o700, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    with source.open("rb") as fin, tmp.open("wb") as fout:
-        shutil.copyfileobj(fin, fout, _COPY_CHUNK)
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(out, "wb") as fout:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while chunk := os.read(fd, _COPY_CHUNK):
+            fout.write(chunk)
+    os.chmod(tmp, 0o600)
+    if owner is not None:
+        # The sandbox's user reads it through a read-only bind; nobody else can.
+        os.chown(tmp, *owner)
     tmp.replace(dest)
     return dest.stat().st_size, count_rows(dest, fmt)
 

@@ -6,11 +6,13 @@ import csv
 import importlib
 import io
 import json
+import os
 import random
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlparse
 
 FORMATS = ("jsonl", "json", "csv", "text", "parquet")
@@ -28,6 +30,8 @@ _EXTENSIONS = {
 MAX_REPORTED_ERRORS = 20
 DEFAULT_SAMPLE_SIZE = 100
 LONG_ROW_CHARS = 100_000
+# json and parquet sources are parsed whole; larger ones are not validated (memory).
+WHOLE_DOCUMENT_MAX_BYTES = 16 * 1024 * 1024
 
 # Alternatives of field sets that make a usable record, per training type.
 _CHAT_FIELDS: tuple[tuple[str, ...], ...] = (("prompt", "completion"), ("messages",), ("text",))
@@ -139,73 +143,107 @@ class _Row:
     blank: bool = False
 
 
-def _iter_rows(path: Path, fmt: str) -> Iterator[_Row]:
+class CappedReader(io.RawIOBase):
+    """A binary file read up to `limit` bytes; `truncated` says whether more was there."""
+
+    def __init__(self, handle: BinaryIO, limit: int | None) -> None:
+        super().__init__()
+        self._handle = handle
+        self._left = limit
+        self.truncated = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._left is not None:
+            if self._left <= 0:
+                # One byte more tells a file of exactly `limit` bytes from a longer one.
+                self.truncated = self.truncated or bool(self._handle.read(1))
+                return 0
+            view = view[: self._left]
+        data = self._handle.read(len(view))
+        view[: len(data)] = data
+        if self._left is not None:
+            self._left -= len(data)
+        return len(data)
+
+
+def _iter_rows(handle: BinaryIO, fmt: str, label: str) -> Iterator[_Row]:
     """Yield the rows of a source; raises DataFormatError for file-level failures."""
     try:
         if fmt == "jsonl":
-            yield from _jsonl_rows(path)
+            yield from _jsonl_rows(handle)
         elif fmt == "json":
-            yield from _json_rows(path)
+            yield from _json_rows(handle, label)
         elif fmt == "csv":
-            yield from _csv_rows(path)
+            yield from _csv_rows(handle)
         elif fmt == "text":
-            yield from _text_rows(path)
+            yield from _text_rows(handle)
         else:
-            yield from _parquet_rows(path)
-    except FileNotFoundError as exc:
-        raise DataFormatError(f"{path}: file not found") from exc
-    except IsADirectoryError as exc:
-        raise DataFormatError(f"{path}: is a directory, not a file") from exc
-    except PermissionError as exc:
-        raise DataFormatError(f"{path}: permission denied") from exc
+            yield from _parquet_rows(handle, label)
     except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from exc
+        raise DataFormatError(f"{label}: not valid UTF-8 (byte offset {exc.start})") from exc
     except OSError as exc:
-        raise DataFormatError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise DataFormatError(f"{label}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _jsonl_rows(path: Path) -> Iterator[_Row]:
-    # Rows are numbered by line so that an error points straight at the line to fix.
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield _Row(number, error="line is not valid UTF-8")
-                continue
-            if not line.strip():
-                yield _Row(number, blank=True)
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield _Row(number, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
-                continue
-            yield _as_record(number, value)
-
-
-def _json_rows(path: Path) -> Iterator[_Row]:
+def _open_source(path: Path, label: str) -> BinaryIO:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        return path.open("rb")
+    except FileNotFoundError as exc:
+        raise DataFormatError(f"{label}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataFormatError(f"{label}: not a regular file (a directory)") from exc
+    except PermissionError as exc:
+        raise DataFormatError(f"{label}: permission denied") from exc
+    except OSError as exc:
+        raise DataFormatError(f"{label}: cannot read: {exc.strerror or exc}") from exc
+
+
+def _jsonl_rows(handle: BinaryIO) -> Iterator[_Row]:
+    # Rows are numbered by line so that an error points straight at the line to fix.
+    for number, raw in enumerate(handle, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield _Row(number, error="line is not valid UTF-8")
+            continue
+        if not line.strip():
+            yield _Row(number, blank=True)
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield _Row(number, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        yield _as_record(number, value)
+
+
+def _json_rows(handle: BinaryIO, label: str) -> Iterator[_Row]:
+    try:
+        document = json.loads(handle.read().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise DataFormatError(
-            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from exc
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if not isinstance(document, list):
         raise DataFormatError(
-            f"{path}: a json source must be a list of records or an object with a 'data' list"
+            f"{label}: a json source must be a list of records or an object with a 'data' list"
         )
     for number, value in enumerate(document, start=1):
         yield _as_record(number, value)
 
 
-def _csv_rows(path: Path) -> Iterator[_Row]:
+def _csv_rows(handle: BinaryIO) -> Iterator[_Row]:
     # The csv module's default 128 KiB field limit is too small for long documents.
     csv.field_size_limit(1 << 30)
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+    try:
+        reader = csv.DictReader(text)
         if not reader.fieldnames:
             return
         for number, row in enumerate(reader, start=1):
@@ -223,6 +261,8 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
                     continue
                 record[key] = _decode_csv_json(value) if key == "messages" else value
             yield _Row(number, record=record)
+    finally:
+        text.detach()  # the caller closes the file it opened
 
 
 def _decode_csv_json(value: str) -> Any:
@@ -233,29 +273,32 @@ def _decode_csv_json(value: str) -> Any:
         return value
 
 
-def _text_rows(path: Path) -> Iterator[_Row]:
-    text = path.read_text(encoding="utf-8")
-    for number, line in enumerate(io.StringIO(text), start=1):
-        stripped = line.rstrip("\r\n")
-        if not stripped.strip():
-            yield _Row(number, blank=True)
-        else:
-            yield _Row(number, record={"text": stripped})
+def _text_rows(handle: BinaryIO) -> Iterator[_Row]:
+    text = io.TextIOWrapper(handle, encoding="utf-8")
+    try:
+        for number, line in enumerate(text, start=1):
+            stripped = line.rstrip("\r\n")
+            if not stripped.strip():
+                yield _Row(number, blank=True)
+            else:
+                yield _Row(number, record={"text": stripped})
+    finally:
+        text.detach()  # the caller closes the file it opened
 
 
-def _parquet_rows(path: Path) -> Iterator[_Row]:
+def _parquet_rows(handle: BinaryIO, label: str) -> Iterator[_Row]:
     try:
         parquet: Any = importlib.import_module("pyarrow.parquet")
     except ImportError as exc:
         raise DataFormatError(
-            f"{path}: reading parquet needs the pyarrow package, which is not installed"
+            f"{label}: reading parquet needs the pyarrow package, which is not installed"
         ) from exc
     try:
-        rows = parquet.read_table(str(path)).to_pylist()
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
+        # Parquet keeps its index at the end of the file: it is read whole (size-capped by
+        # the caller), never streamed.
+        rows = parquet.read_table(io.BytesIO(handle.read())).to_pylist()
     except Exception as exc:  # pyarrow raises its own hierarchy (ArrowInvalid, ...)
-        raise DataFormatError(f"{path}: not a readable parquet file: {exc}") from exc
+        raise DataFormatError(f"{label}: not a readable parquet file: {exc}") from exc
     for number, value in enumerate(rows, start=1):
         yield _as_record(number, value)
 
@@ -332,10 +375,13 @@ def load_texts(data_files: Sequence[Mapping[str, Any]]) -> list[str]:
         if not raw_path:
             raise DataFormatError("a data file entry has no path")
         path = resolve_path(raw_path)
+        label = str(entry.get("source") or path)
         fmt = infer_format(path, str(entry.get("format") or ""))
         columns = [str(column) for column in entry.get("columns") or ()]
         problems: list[str] = []
-        for row in _iter_rows(path, fmt):
+        with _open_source(path, label) as handle:
+            rows = list(_iter_rows(handle, fmt, label))
+        for row in rows:
             if row.blank:
                 continue
             if row.record is None:
@@ -355,7 +401,7 @@ def load_texts(data_files: Sequence[Mapping[str, Any]]) -> list[str]:
             if len(problems) >= 3:
                 break
         if problems:
-            raise DataFormatError(f"{path} ({fmt}): " + "; ".join(problems))
+            raise DataFormatError(f"{label} ({fmt}): " + "; ".join(problems))
     if not texts:
         raise DataFormatError("the data files contain no records")
     return texts
@@ -417,46 +463,88 @@ def _type_problem(record: Record, fields: Sequence[str]) -> str | None:
 
 
 def validate_source(
-    path: Path | str, fmt: str, training_type: str, sample_size: int
+    path: Path | str,
+    fmt: str,
+    training_type: str,
+    sample_size: int,
+    *,
+    handle: BinaryIO | None = None,
+    label: str | None = None,
+    max_bytes: int | None = None,
 ) -> SourceReport:
-    """Read a whole source and report rows, columns, size, per-row errors and warnings."""
-    report = SourceReport(path=str(path), valid=False, format="")
+    """Read a source and report rows, columns, size, per-row errors and warnings.
+
+    `handle` is the source already opened (by the path policy) and `label` how messages name
+    it (the caller's URI, never a server path). At most `max_bytes` are read: line formats are
+    streamed and stop there with a warning; json and parquet, which are parsed whole, are
+    refused above `min(max_bytes, WHOLE_DOCUMENT_MAX_BYTES)`.
+    """
+    name = label or str(path)
+    report = SourceReport(path=name, valid=False, format="")
     try:
-        local = resolve_path(path)
-        report.format = infer_format(local, fmt)
-        report.size_bytes = local.stat().st_size
+        # The suffix of the name the caller gave (a URI is not a local path).
+        report.format = infer_format(
+            Path(urlparse(name).path) if label else resolve_path(path), fmt
+        )
+        opened = handle if handle is not None else _open_source(resolve_path(path), name)
     except DataFormatError as exc:
         report.errors.append((0, str(exc)))
         return report
-    except FileNotFoundError:
-        report.errors.append((0, f"{path}: file not found"))
+    try:
+        return _validate_open(report, opened, training_type, sample_size, max_bytes)
+    finally:
+        if handle is None:
+            opened.close()
+
+
+def _validate_open(
+    report: SourceReport,
+    handle: BinaryIO,
+    training_type: str,
+    sample_size: int,
+    max_bytes: int | None,
+) -> SourceReport:
+    name = report.path
+    st = os.fstat(handle.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        report.errors.append((0, f"{name}: not a regular file"))
         return report
-    except OSError as exc:
-        report.errors.append((0, f"{path}: cannot read: {exc.strerror or exc}"))
-        return report
-    if not local.is_file():
-        report.errors.append((0, f"{path}: not a regular file"))
-        return report
+    report.size_bytes = st.st_size
+    cap = max_bytes
+    if report.format in ("json", "parquet"):
+        cap = min(cap or WHOLE_DOCUMENT_MAX_BYTES, WHOLE_DOCUMENT_MAX_BYTES)
+        if st.st_size > cap:
+            report.errors.append(
+                (
+                    0,
+                    f"{name}: {report.format} sources are validated whole, up to {cap} bytes; "
+                    f"this one has {st.st_size} (jsonl, csv and text are validated in part)",
+                )
+            )
+            return report
+    capped = CappedReader(handle, cap)
 
     kind = normalise_training_type(training_type)
     depth = sample_size if sample_size > 0 else DEFAULT_SAMPLE_SIZE
     columns: dict[str, None] = {}
-    error_count = 0
-    checked = 0
-    blank_rows: list[int] = []
-    long_rows: list[int] = []
-    empty_fields: list[int] = []
+    errors: list[tuple[int, str]] = []
+    error_count = checked = last_row = 0
+    blank = long = empty = 0
+    first_blank = first_long = first_empty = 0
 
     def add_error(row: int, message: str) -> None:
         nonlocal error_count
         error_count += 1
-        if len(report.errors) < MAX_REPORTED_ERRORS:
-            report.errors.append((row, message))
+        if len(errors) < MAX_REPORTED_ERRORS + 1:
+            errors.append((row, message))
 
+    buffered = io.BufferedReader(capped)
     try:
-        for row in _iter_rows(local, report.format):
+        for row in _iter_rows(buffered, report.format, name):
+            last_row = row.number
             if row.blank:
-                blank_rows.append(row.number)
+                blank += 1
+                first_blank = first_blank or row.number
                 continue
             report.num_rows += 1
             if row.record is None:
@@ -469,33 +557,43 @@ def validate_source(
                 if problem:
                     add_error(row.number, problem)
                 if any(value == "" for value in row.record.values()):
-                    empty_fields.append(row.number)
+                    empty += 1
+                    first_empty = first_empty or row.number
             if len(record_text(row.record) or "") > LONG_ROW_CHARS:
-                long_rows.append(row.number)
+                long += 1
+                first_long = first_long or row.number
     except DataFormatError as exc:
         add_error(0, str(exc))
+    finally:
+        buffered.detach()
 
+    if capped.truncated:
+        # The row cut in half by the limit is not the file's fault.
+        if errors and errors[-1][0] == last_row and last_row:
+            errors.pop()
+            error_count -= 1
+        report.warnings.append(
+            f"read the first {cap} of {st.st_size} bytes only (the validation limit); rows, "
+            "columns and errors cover that part"
+        )
+    report.errors = errors[:MAX_REPORTED_ERRORS]
     report.columns = list(columns)
     if report.num_rows == 0 and error_count == 0:
-        add_error(0, f"{path}: contains no rows")
+        report.errors.append((0, f"{name}: contains no rows"))
+        error_count = 1
     if error_count > MAX_REPORTED_ERRORS:
         report.warnings.append(
             f"{error_count} errors in total; only the first {MAX_REPORTED_ERRORS} are listed"
         )
-    if blank_rows:
+    if blank:
+        report.warnings.append(f"{blank} empty row(s) skipped (first: row {first_blank})")
+    if empty:
+        report.warnings.append(f"{empty} row(s) have empty field values (first: row {first_empty})")
+    if long:
         report.warnings.append(
-            f"{len(blank_rows)} empty row(s) skipped (first: row {blank_rows[0]})"
+            f"{long} row(s) longer than {LONG_ROW_CHARS} characters (first: row {first_long})"
         )
-    if empty_fields:
-        report.warnings.append(
-            f"{len(empty_fields)} row(s) have empty field values (first: row {empty_fields[0]})"
-        )
-    if long_rows:
-        report.warnings.append(
-            f"{len(long_rows)} row(s) longer than {LONG_ROW_CHARS} characters "
-            f"(first: row {long_rows[0]})"
-        )
-    unknown = [name for name in report.columns if name not in _KNOWN_COLUMNS]
+    unknown = [column for column in report.columns if column not in _KNOWN_COLUMNS]
     if unknown:
         report.warnings.append(f"columns not used for training: {', '.join(unknown)}")
     if report.num_rows > checked > 0:

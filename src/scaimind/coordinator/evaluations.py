@@ -7,9 +7,11 @@ like any job and ListJobs with the label filter lists it; its process is
 `benchmark` lines and are kept in `ops.db`.
 
 Which model is evaluated (first that applies): the named `checkpoint_id` (a checkpoint of the
-job that still exists on disk); `model_uri` when it is a local path or `file://` URI that exists;
-the job's final model; the job's latest checkpoint. When none exists the job has no model yet:
-FAILED_PRECONDITION naming the job's state. A benchmark without a dataset scores the job's
+job that still exists on disk); `model_uri` when set, which must name a model directory the
+caller may read (`scaidrive://<tenant>/…` or a path under its local data roots; any other URI is
+refused, never replaced by another model); the job's final model; the job's latest checkpoint.
+When none exists the job has no model yet: FAILED_PRECONDITION naming the job's state. The
+evaluation record shows the model actually scored. A benchmark without a dataset scores the job's
 validation split (or its data when it has none), read through the dataset cache.
 
 The evaluation runs on one slot of the evaluated job's gpu_type (a CPU slot for CPU jobs), in the
@@ -26,16 +28,18 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 from scaimind.coordinator.convert import S, as_status, set_time, status_name
 from scaimind.coordinator.data import LocalSource, resolve_source
 from scaimind.coordinator.errors import invalid, not_found, precondition
 from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
 from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env
+from scaimind.coordinator.jobfiles import JOB, MODEL, MountPlan
 from scaimind.coordinator.manager import to_numbers
-from scaimind.coordinator.storage import DriveAccess, drive_access, is_scaidrive, token_expiry
+from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.storage import is_scaidrive, token_expiry
 from scaimind.coordinator.store import IdempotencyConflict, PendingLog
+from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 if TYPE_CHECKING:
@@ -90,44 +94,16 @@ def remember_token(m: JobManager, job_id: str, token: str) -> None:
         m.ops.put_token(job_id, token, token_expiry(token))
 
 
-def job_drive(m: JobManager, row: sqlite3.Row) -> DriveAccess:
-    """ScaiDrive access of a job at PREPARING: the newest token of the job or its ancestors."""
-    token = ""
-    job_id = str(row["job_id"])
-    seen: set[str] = set()
-    while job_id and job_id not in seen:
-        seen.add(job_id)
-        found = m.ops.token(job_id)
-        if found:
-            token = found
-            break
-        ancestor = m.store.get_job(job_id)
-        job_id = str(ancestor["parent_job_id"]) if ancestor is not None else ""
-    return drive_access(m.config, str(row["tenant_id"]), token)
-
-
 # ---- SubmitEvaluation / GetEvaluation -------------------------------------------------------
 
 
-def _local_path(uri: str) -> Path | None:
-    """The absolute path of a local path or file:// URI, else None (other schemes, relative)."""
-    text = uri.strip()
-    if not text:
-        return None
-    parsed = urlparse(text)
-    if parsed.scheme == "file":
-        path = Path(unquote(parsed.path))
-    elif parsed.scheme and len(parsed.scheme) > 1:
-        return None
-    else:
-        path = Path(text)
-    return path if path.is_absolute() else None
-
-
 def model_path(
-    m: JobManager, job: sqlite3.Row, req: coordinator_pb2.SubmitEvaluationRequest
+    m: JobManager,
+    caller: CallerContext,
+    job: sqlite3.Row,
+    req: coordinator_pb2.SubmitEvaluationRequest,
 ) -> Path:
-    """The model an evaluation scores (see the module docstring), else FAILED_PRECONDITION."""
+    """The model an evaluation scores (see the module docstring): a host directory."""
     job_id = job["job_id"]
     state = status_name(job["status"])
     if req.checkpoint_id:
@@ -139,15 +115,24 @@ def model_path(
                 f"checkpoint {req.checkpoint_id} of job {job_id} ({state}) no longer exists on disk"
             )
         return Path(ckpt.path)
-    requested = _local_path(req.model_uri)
-    if requested is not None:
-        # A named local model must exist and be the tenant's own; another tenant's model looks
-        # exactly like a missing one, and a wrong path never silently evaluates something else.
-        if not requested.exists() or not m.tenant_may_read(str(job["tenant_id"]), requested):
-            raise invalid(f"model_uri: no model at {req.model_uri}")
+    if req.model_uri.strip():
+        # Only a model the caller may read: its storage area or a local data root. Anything
+        # else (s3://, "final", another tenant's path) is refused, never silently replaced.
+        text = req.model_uri.strip()
+        if "://" in text and not text.lower().startswith(("file://", "scaidrive://")):
+            raise invalid(
+                f"model_uri: {text} is not a model this coordinator can read; give a "
+                f"checkpoint_id, scaidrive://{caller.tenant_id}/<path>, a path under a local "
+                "data root, or leave model_uri empty to score the job's final model"
+            )
+        requested = m.files.for_tenant(caller.tenant_id, caller.scaidrive_token).resolve(
+            text, "model_uri"
+        )
+        if not requested.is_dir():
+            raise invalid(f"model_uri: {text} is not a model directory")
         return requested
-    final = _local_path(job["final_model_uri"])
-    if final is not None and final.exists():
+    final = m.files.output_dir(job)
+    if job["final_model_uri"] and final.is_dir():
         return final
     latest = m.latest_checkpoint_path(job_id, "")
     if latest:
@@ -182,11 +167,11 @@ def submit_evaluation(
         raise invalid("job_id: is required")
     job = m.caller_job(caller, req.job_id)
     _validate(req)
-    drive = drive_access(m.config, caller.tenant_id, caller.scaidrive_token)
+    files = m.files.for_tenant(caller.tenant_id, caller.scaidrive_token)
     for i, b in enumerate(req.benchmarks):
         if b.dataset:
-            resolve_source(common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", drive)
-    model = model_path(m, job, req)
+            resolve_source(common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", files)
+    model = model_path(m, caller, job, req)
 
     eval_id = "eval_" + secrets.token_hex(8)
     parent = m.request_of(job)
@@ -233,7 +218,10 @@ def submit_evaluation(
         m.store.insert_job(
             fields,
             [
-                _clog(f"evaluation of job {job['job_id']} submitted: {names} on {model}"),
+                _clog(
+                    f"evaluation of job {job['job_id']} submitted: {names} on "
+                    f"{m.shown(caller.tenant_id, str(model))}"
+                ),
                 _clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
             ],
             key or None,
@@ -277,7 +265,7 @@ def get_evaluation(
     out = coordinator_pb2.Evaluation(
         evaluation_id=evaluation_id,
         job_id=ev["job_id"],
-        model_uri=req.model_uri or Path(ev["model_path"]).as_uri(),
+        model_uri=m.shown(caller.tenant_id, ev["model_path"]),
         checkpoint_id=req.checkpoint_id,
         status=as_status(row["status"]),
         tenant_id=ev["tenant_id"],
@@ -317,17 +305,25 @@ class EvaluationWorkload:
             raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
         req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
         model = Path(ev["model_path"])
-        if not model.exists():  # noqa: ASYNC240 (one stat; a thread would cost more)
-            raise FileNotFoundError(f"the model to evaluate ({model}) no longer exists")
-        drive = job_drive(m, row)
+        files = m.files.for_job(row)
+        # Checked again: the roots may have changed since submit, a checkpoint may be gone.
+        if not m.files.readable_dir(rt.tenant_id, model):
+            raise invalid(f"the model to evaluate ({m.shown(rt.tenant_id, str(model))}) is gone")
+        sandboxed = m.files.sandboxed(custom=False)
+        owner = m.files.owner if sandboxed else None
+        plan = MountPlan(sandboxed)
+        work = private_dir(m.files.layout.work_dir(rt.job_id), owner)
+        job_dir = plan.add(work, JOB, writable=True)
+        m.files.check_visible(model, "the model to evaluate", owner)
+        model_seen = plan.add(model, MODEL)
         benchmarks: list[dict[str, Any]] = []
         for i, b in enumerate(req.benchmarks):
             dataset = ""
             if b.dataset:
                 src = resolve_source(
-                    common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", drive
+                    common_pb2.DataSource(path=b.dataset), f"benchmarks[{i}].dataset", files
                 )
-                dataset = str((await self._cached(m, rt, [src]))[0].path)
+                dataset = plan.add_input((await self._cached(m, rt, [src], files))[0].path)
             benchmarks.append(
                 {
                     "name": b.name,
@@ -336,29 +332,29 @@ class EvaluationWorkload:
                     "parameters": dict(b.parameters),
                 }
             )
-        fallback: list[LocalSource] = []
+        fallback: list[dict[str, Any]] = []
         split, seed = 0.0, 0
         parent = m.store.get_job(ev["job_id"])
         if parent is not None and any(not b["dataset"] for b in benchmarks):
             preq = m.request_of(parent)
             split, seed = preq.data_config.validation_split, preq.data_config.seed
-            fallback = await self._cached(
+            cached = await self._cached(
                 m,
                 rt,
                 [
-                    resolve_source(s, f"data_config.sources[{i}] of job {parent['job_id']}", drive)
+                    resolve_source(s, f"data_config.sources[{i}] of job {parent['job_id']}", files)
                     for i, s in enumerate(preq.data_config.sources)
                 ],
+                files,
             )
-        work = m.jobs_dir / rt.job_id
-        work.mkdir(parents=True, exist_ok=True)
+            fallback = [{**c.as_spec(), "path": plan.add_input(c.path)} for c in cached]
         spec_file = work / f"spec-{attempt}.json"
         metrics = work / f"metrics-{attempt}.jsonl"
         spec = {
             "evaluation_id": rt.job_id,
-            "model_path": str(model),
+            "model_path": model_seen,
             "benchmarks": benchmarks,
-            "fallback_data_files": [s.as_spec() for s in fallback],
+            "fallback_data_files": fallback,
             "validation_split": split,
             "seed": seed,
         }
@@ -366,18 +362,32 @@ class EvaluationWorkload:
         env = process_env(
             {
                 "SCAIMIND_JOB_ID": rt.job_id,
-                "SCAIMIND_SPEC_FILE": str(spec_file),
-                "SCAIMIND_METRICS_FILE": str(metrics),
-            }
+                "SCAIMIND_SPEC_FILE": f"{job_dir}/{spec_file.name}",
+                "SCAIMIND_METRICS_FILE": f"{job_dir}/{metrics.name}",
+            },
+            home="/tmp" if sandboxed else str(work),
         )
-        argv = [sys.executable, "-m", "scaimind.coordinator.evaluator"]
-        return ProcessSpec(argv=argv, env=env, cwd=work, metrics_file=metrics)
+        return ProcessSpec(
+            argv=[sys.executable, "-m", "scaimind.coordinator.evaluator"],
+            env=env,
+            cwd=work,
+            metrics_file=metrics,
+            mounts=plan.mounts,
+            inside_cwd=job_dir,
+            sandbox=m.sandbox if sandboxed else None,
+            limits=m.config.sandbox.limits,
+            owner=owner,
+        )
 
     @staticmethod
     async def _cached(
-        m: JobManager, rt: JobRuntime, sources: list[LocalSource]
+        m: JobManager, rt: JobRuntime, sources: list[LocalSource], files: TenantFiles
     ) -> list[LocalSource]:
-        return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources)
+        return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources, files)
+
+    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+        """The built-in evaluator."""
+        return "the built-in evaluator"
 
     def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
         """Benchmark results, logs."""

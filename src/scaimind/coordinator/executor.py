@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sys
 from collections import deque
@@ -19,6 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from scaimind.coordinator.config import JobLimits
+from scaimind.coordinator.sandbox import Mount, Sandbox, apply_rlimits, prlimit_args
 
 # How often the metrics file is checked for new lines while the process runs. The file is a
 # plain append-only file (the contract allows no other channel), so it is polled; 0.1 s keeps
@@ -29,12 +33,30 @@ _CHUNK = 65536
 
 @dataclass(slots=True)
 class ProcessSpec:
-    """What to run."""
+    """What to run, and where: host paths for the coordinator, `mounts` for the job's view.
+
+    `argv`, `env` and `inside_cwd` use the job's paths (those of `mounts`); without a sandbox
+    the job sees the host paths themselves, and every mount maps a path onto itself.
+    """
 
     argv: list[str]
     env: dict[str, str]
     cwd: Path
     metrics_file: Path
+    mounts: list[Mount] = field(default_factory=list)
+    inside_cwd: str = ""
+    sandbox: Sandbox | None = None
+    limits: JobLimits = field(default_factory=JobLimits)
+    # Who owns what the job writes (the sandbox's user when the coordinator runs as root).
+    owner: tuple[int, int] | None = None
+
+    def to_host(self, inside: str) -> Path | None:
+        """The host path of a path the job reported (None when outside every mount)."""
+        path = os.path.normpath(inside)
+        for mount in sorted(self.mounts, key=lambda m: len(m.inside), reverse=True):
+            if path == mount.inside or path.startswith(mount.inside.rstrip("/") + "/"):
+                return mount.host / os.path.relpath(path, mount.inside)
+        return None
 
 
 class OutputSink(Protocol):
@@ -55,50 +77,91 @@ class RunningProcess:
     """Handle to a started process: pid and signalling."""
 
     process: asyncio.subprocess.Process
+    # The process group that receives signals: the sandbox's first process (bwrap's pid 1,
+    # whose group holds the job) or, without a sandbox, the process itself.
+    group: int = 0
+    main: int = 0  # the job's own process, once found
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
     @property
     def pid(self) -> int:
-        """The process id (also its process group id)."""
+        """The process id of what the coordinator started (bwrap, or the job itself)."""
         return self.process.pid
 
+    def main_pid(self) -> int:
+        """The job's own process (for CPU and memory figures): inside the sandbox, pid 2."""
+        if self.main:
+            return self.main
+        if self.group in (0, self.process.pid):
+            return self.process.pid
+        try:
+            with open(f"/proc/{self.group}/task/{self.group}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return self.process.pid
+        if children:
+            self.main = int(children[0])
+        return self.main or self.group
+
     def signal(self, sig: signal.Signals) -> None:
-        """Signal the whole process group (a script's children too); ignore a gone process."""
+        """Signal the job's process group (a script's children too); ignore a gone process."""
         if self.process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, sig)
+            os.killpg(self.group or self.process.pid, sig)
 
 
-def process_env(extra: dict[str, str], user: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a workload process: ours, the user's variables, then the contract's."""
-    # None of ScaiMind's own settings reach user code: they hold the API secret, the downstream
-    # token key (anyone holding it could mint scaidrive tokens for every tenant), JWT secrets
-    # and database URLs.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCAIMIND_")}
-    env.update(user or {})
-    env.update(extra)
+# The job's environment starts from this, never from the coordinator's own environment.
+BASE_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
     # Line-buffered output so stdout becomes log entries as it happens.
-    env["PYTHONUNBUFFERED"] = "1"
+    "PYTHONUNBUFFERED": "1",
+    # Jobs share the machine's cores: one BLAS thread each unless the job says otherwise.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+def process_env(
+    contract: dict[str, str], user: dict[str, str] | None = None, home: str = "/tmp"
+) -> dict[str, str]:
+    """A job's environment: a clean base, the user's variables, then the contract's.
+
+    Nothing of the coordinator's own environment reaches a job (API secret, downstream token
+    key, database URLs, JWT secrets); the user's variable names were checked at submit
+    (`jobenv.check_environment`), so none of them can hook the interpreter or the loader.
+    """
+    env = {**BASE_ENV, "HOME": home, "TMPDIR": "/tmp"}
+    env.update(user or {})
+    env.update(contract)
     return env
 
 
-def script_argv(script: Path) -> list[str]:
-    """How a CUSTOM script is started: directly when executable, else a .py with our Python."""
-    if os.access(script, os.X_OK):
-        return [str(script)]
-    if script.suffix == ".py":
-        return [sys.executable, str(script)]
-    return ["/bin/sh", str(script)]
+def script_argv(script: str) -> list[str]:
+    """How a CUSTOM script (already checked: executable or .py) is started."""
+    if script.endswith(".py"):
+        return [sys.executable, script]
+    return [script]
 
 
 async def start_process(spec: ProcessSpec) -> RunningProcess:
-    """Start the process in a new session; raises OSError when it cannot be started."""
+    """Start the process (sandboxed when `spec.sandbox`); raises OSError when it cannot."""
     spec.cwd.mkdir(parents=True, exist_ok=True)
     spec.metrics_file.parent.mkdir(parents=True, exist_ok=True)
     spec.metrics_file.write_bytes(b"")
+    if spec.owner is not None:
+        os.chown(spec.metrics_file, *spec.owner)
+    if spec.sandbox is not None:
+        proc, group = await spec.sandbox.start(
+            spec.argv, spec.env, spec.mounts, spec.inside_cwd or str(spec.cwd), spec.limits
+        )
+        return RunningProcess(proc, group)
+    prlimit = shutil.which("prlimit")
+    argv = [prlimit, *prlimit_args(spec.limits), "--", *spec.argv] if prlimit else spec.argv
     proc = await asyncio.create_subprocess_exec(
-        *spec.argv,
+        *argv,
         cwd=str(spec.cwd),
         env=spec.env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -106,7 +169,9 @@ async def start_process(spec: ProcessSpec) -> RunningProcess:
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
-    return RunningProcess(proc)
+    if prlimit is None:
+        apply_rlimits(proc.pid, spec.limits)
+    return RunningProcess(proc, proc.pid)
 
 
 async def follow_process(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -33,6 +34,7 @@ import secrets
 import shutil
 import signal
 import sqlite3
+import stat
 import statistics
 import time
 from collections import Counter, deque
@@ -64,9 +66,11 @@ from scaimind.coordinator.executor import (
     start_process,
 )
 from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
+from scaimind.coordinator.jobfiles import JobFiles
 from scaimind.coordinator.notifier import LOGS, JobNotifier, wait_event
 from scaimind.coordinator.ops_store import OpsStore
-from scaimind.coordinator.storage import drive_access
+from scaimind.coordinator.sandbox import Sandbox
+from scaimind.coordinator.storage import storage_root
 from scaimind.coordinator.store import (
     CheckpointRecord,
     IdempotencyConflict,
@@ -92,6 +96,11 @@ _DEFAULT_JOB_SECONDS = 60.0
 _TICK_SECONDS = 0.5
 # Retry-After of a full tenant quota: long enough for some queued work to finish.
 _QUOTA_RETRY_AFTER_SECONDS = 30
+
+# Idempotency keys of one tenant are namespaced per operation: a key first used on a submit
+# never answers a retry (or an evaluation, "evaluation:") with that job.
+SUBMIT_KEY = "submit:"
+RETRY_KEY = "retry:"
 
 # Stop reasons: what the coordinator asked the process to do, decided before its exit.
 CANCEL, PAUSE, PREEMPT, SHUTDOWN, TIMEOUT = "cancel", "pause", "preempt", "shutdown", "timeout"
@@ -119,6 +128,10 @@ class Workload(Protocol):
 
     def max_runtime_seconds(self, row: sqlite3.Row) -> int:
         """Runtime limit of one attempt (0 = none)."""
+        ...
+
+    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+        """What runs, for the job's log (no server paths)."""
         ...
 
     def completed(
@@ -155,7 +168,7 @@ class JobRuntime:
     steps: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=20))
     current_step: int = 0
     total_steps: int = 0
-    final_model: str = ""
+    spec: ProcessSpec | None = None  # what runs (paths the process reports map back through it)
     graceful: bool = True
     escalation: asyncio.TimerHandle | None = None
 
@@ -205,15 +218,22 @@ class JobManager:
         self.store = store
         # Evaluations, the dataset cache and data-access tokens (evaluations.py, dataset_cache.py).
         self.ops = OpsStore(config.data_dir / "ops.db")
+        self.sandbox = Sandbox(
+            config.sandbox,
+            protected=(config.data_dir, *config.protected_dirs, storage_root(config)),
+        )
+        # Paths tenants may name, where jobs write, what a process sees (jobfiles.py, paths.py).
+        self.files = JobFiles(config, store, self.ops, self.sandbox, self.request_of)
         self.data_cache = DatasetCache(
             self.ops,
             config.data_dir / "dataset-cache",
             config.dataset_cache_capacity_bytes,
             self.is_active,
+            owner=self.files.owner,
         )
         self.notifier = JobNotifier()
         self.sampler = ProcessSampler()
-        self.jobs_dir = config.data_dir / "jobs"
+        self.jobs_dir = self.files.layout.jobs_dir
         self._slots: dict[str, list[str | None]] = {n.node_id: [None] * n.gpu_count for n in nodes}
         self._runtimes: dict[str, JobRuntime] = {}
         self._drained: dict[str, str] = {k: r for k, (d, r) in store.node_states().items() if d}
@@ -312,7 +332,13 @@ class JobManager:
 
     def job_message(self, row: sqlite3.Row) -> common_pb2.Job:
         """The full Job message, with queue position and estimate while queued."""
-        job = job_proto(row, self.request_of(row), self.store.checkpoints(row["job_id"]))
+        tenant = str(row["tenant_id"])
+        job = job_proto(
+            row,
+            self.request_of(row),
+            self.store.checkpoints(row["job_id"]),
+            lambda host: self.shown(tenant, host),
+        )
         if row["status"] == S.JOB_STATUS_QUEUED:
             job.queue_position = self.store.queue_position(
                 row["queue_name"],
@@ -341,7 +367,7 @@ class JobManager:
         rt = self._runtimes.get(job_id)
         if rt is None or rt.process is None:
             return {}
-        cpu, rss = self.sampler.sample(rt.process.pid)
+        cpu, rss = self.sampler.sample(rt.process.main_pid())
         return {"cpu_percent": round(cpu, 2), "memory_used_bytes": float(rss)}
 
     def log(self, job_id: str, message: str, level: int = L.LOG_LEVEL_INFO) -> None:
@@ -397,29 +423,20 @@ class JobManager:
         return ckpt
 
     def _resolve_checkpoint(self, caller: CallerContext, ref: str, field_name: str) -> str:
-        """A checkpoint id of the tenant, or an existing directory, to a path."""
+        """A checkpoint id of the tenant, or a directory the tenant may name, to a host path."""
         ckpt = self.store.checkpoint(ref)
         if ckpt is not None and self.store.get_job(ckpt.job_id, caller.tenant_id) is not None:
             return ckpt.path
-        path = Path(ref)
-        if path.is_absolute() and path.is_dir() and self.tenant_may_read(caller.tenant_id, path):
-            return str(path)
-        raise invalid(f"{field_name}: unknown checkpoint {ref!r}")
+        path = self.files.for_tenant(caller.tenant_id, caller.scaidrive_token).resolve(
+            ref, field_name
+        )
+        if not path.is_dir():
+            raise invalid(f"{field_name}: {ref} is neither a checkpoint id nor a directory")
+        return str(path)
 
-    def tenant_may_read(self, tenant_id: str, path: Path) -> bool:
-        """Whether a local path given by a tenant is not another tenant's (or ours).
-
-        Inside the data dir only the tenant's own job directories are readable: a path into
-        another tenant's checkpoints or models must look exactly like a missing one. Paths
-        outside the data dir are the operator's filesystem (CUSTOM scripts can read them too).
-        """
-        resolved = path.resolve()
-        if not resolved.is_relative_to(self.config.data_dir.resolve()):
-            return True
-        if not resolved.is_relative_to(self.jobs_dir.resolve()):
-            return False
-        parts = resolved.relative_to(self.jobs_dir.resolve()).parts
-        return bool(parts) and self.store.get_job(parts[0], tenant_id) is not None
+    def shown(self, tenant_id: str, host: str) -> str:
+        """A host path as a log line or message shows it (scaidrive:// or just its name)."""
+        return self.files.display(tenant_id, host) if host else ""
 
     # ---- submit -----------------------------------------------------------------------------
 
@@ -428,13 +445,17 @@ class JobManager:
     ) -> coordinator_pb2.SubmitJobResponse:
         """Validate, persist and enqueue a job (idempotent per tenant and key)."""
         if caller.idempotency_key:
-            existing = self.store.job_for_key(caller.tenant_id, caller.idempotency_key)
+            existing = self.store.job_for_key(caller.tenant_id, SUBMIT_KEY + caller.idempotency_key)
             if existing is not None:
                 return self._submit_replay(existing)
-        validate_submit(
-            req,
-            self.nodes,
-            drive_access(self.config, caller.tenant_id, caller.scaidrive_token),
+        files = self.files.for_tenant(caller.tenant_id, caller.scaidrive_token)
+        validate_submit(req, self.nodes, files, self.config.max_runtime_seconds)
+        custom = req.training_config.framework.type == common_pb2.FRAMEWORK_TYPE_CUSTOM
+        self.files.sandboxed(custom)
+        output = (
+            self.files.check_output(files, req.output_config.output_path)
+            if req.output_config.output_path
+            else None
         )
         resume = ""
         if req.training_config.resume_from_checkpoint:
@@ -454,9 +475,17 @@ class JobManager:
                 retry_after=_QUOTA_RETRY_AFTER_SECONDS,
             )
         try:
-            job_id = self._insert_job(caller, req, resume=resume, parent=None)
+            job_id = self._insert_job(
+                caller,
+                req,
+                resume=resume,
+                parent=None,
+                key=SUBMIT_KEY + caller.idempotency_key if caller.idempotency_key else "",
+            )
         except IdempotencyConflict as e:
             return self._submit_replay(e.job_id)
+        if output is not None:
+            self.ops.claim_output(str(output), caller.tenant_id, job_id)
         self.schedule()
         row = self.store.get_job(job_id)
         assert row is not None
@@ -485,7 +514,9 @@ class JobManager:
         resume: str,
         parent: sqlite3.Row | None,
         note: str = "",
+        key: str = "",
     ) -> str:
+        """Persist a QUEUED job; `key` is its namespaced idempotency key (may be empty)."""
         job_id = "job_" + secrets.token_hex(8)
         now = time.time()
         tc, rc, sc = req.training_config, req.resource_config, req.scheduling_config
@@ -524,10 +555,11 @@ class JobManager:
             _clog(
                 f"PENDING → QUEUED: queue {fields['queue_name']!r}, priority {fields['priority']}, "
                 f"needs {max(rc.gpu_count, 1) * fields['num_nodes']} slot(s) "
-                f"of {gpu_type or 'any type'}" + (f", resuming from {resume}" if resume else "")
+                f"of {gpu_type or 'any type'}"
+                + (f", resuming from {self.shown(caller.tenant_id, resume)}" if resume else "")
             ),
         ]
-        self.store.insert_job(fields, logs, caller.idempotency_key or None)
+        self.store.insert_job(fields, logs, key or None)
         return job_id
 
     # ---- cancel / pause / resume / retry -----------------------------------------------------
@@ -614,7 +646,11 @@ class JobManager:
             where = f"checkpoint {checkpoint_id}"
         else:
             resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
-            where = f"checkpoint {resume}" if resume else "the beginning (no checkpoint)"
+            where = (
+                f"checkpoint {self.shown(caller.tenant_id, resume)}"
+                if resume
+                else "the beginning (no checkpoint)"
+            )
         message = f"resumed; continues from {where}"
         if not self._transition(
             job_id,
@@ -636,8 +672,9 @@ class JobManager:
         self, caller: CallerContext, req: coordinator_pb2.RetryJobRequest
     ) -> coordinator_pb2.RetryJobResponse:
         """A FAILED or PREEMPTED job → a new child job from its latest (or a named) checkpoint."""
-        if caller.idempotency_key:
-            existing = self.store.job_for_key(caller.tenant_id, caller.idempotency_key)
+        key = f"{RETRY_KEY}{req.job_id}:{caller.idempotency_key}" if caller.idempotency_key else ""
+        if key:
+            existing = self.store.job_for_key(caller.tenant_id, key)
             if existing is not None:
                 child = self.store.get_job(existing)
                 assert child is not None
@@ -670,13 +707,12 @@ class JobManager:
             resume = self.latest_checkpoint_path(parent["job_id"], parent["resume_checkpoint"])
         try:
             child_id = self._insert_job(
-                CallerContext(
-                    caller.tenant_id, caller.user_id or parent["user_id"], caller.idempotency_key
-                ),
+                CallerContext(caller.tenant_id, caller.user_id or parent["user_id"]),
                 submit,
                 resume=resume,
                 parent=parent,
                 note=f"retry of {parent['job_id']}",
+                key=key,
             )
         except IdempotencyConflict as e:
             child_id = e.job_id
@@ -689,7 +725,9 @@ class JobManager:
             parent_job_id=parent["job_id"],
             status=child["status"],
             message=f"job {child_id} retries {parent['job_id']}"
-            + (f" from {resume}" if resume else " from the beginning"),
+            + (
+                f" from {self.shown(caller.tenant_id, resume)}" if resume else " from the beginning"
+            ),
         )
 
     def _auto_retry(self, job_id: str, why: str) -> None:
@@ -961,9 +999,15 @@ class JobManager:
         """Estimated seconds until a queued job starts."""
         return self._estimates.get(job_id, 0)
 
-    def running_in_queue(self) -> dict[str, int]:
-        """Queue name → number of placed jobs."""
-        return dict(Counter(rt.queue_name for rt in self._runtimes.values()))
+    def running_in_queue(self, tenant_id: str | None = None) -> dict[str, int]:
+        """Queue name → number of placed jobs (of one tenant, when given)."""
+        return dict(
+            Counter(
+                rt.queue_name
+                for rt in self._runtimes.values()
+                if tenant_id is None or rt.tenant_id == tenant_id
+            )
+        )
 
     def _start(self, row: sqlite3.Row, placement: list[tuple[str, int]]) -> None:
         job_id = row["job_id"]
@@ -1053,7 +1097,7 @@ class JobManager:
                 if self._slots[nid][i] == rt.job_id:
                     self._slots[nid][i] = None
             if rt.process is not None:
-                self.sampler.forget(rt.process.pid)
+                self.sampler.forget(rt.process.main_pid())
                 self.store.update_job(rt.job_id, {"pid": 0, "pid_start": ""}, bump=False)
             self._runtimes.pop(rt.job_id, None)
             rt.done.set()
@@ -1076,7 +1120,9 @@ class JobManager:
         try:
             pspec = await workload.prepare(self, rt, row, attempt)
         except (CoordinatorError, OSError) as e:
-            msg = e.message if isinstance(e, CoordinatorError) else str(e)
+            msg = e.message if isinstance(e, CoordinatorError) else _os_message(e)
+            if not isinstance(e, CoordinatorError):
+                log.warning("job %s: preparing failed: %s", job_id, e)
             self._transition(
                 job_id,
                 RUNNING,
@@ -1093,13 +1139,15 @@ class JobManager:
         resume = row["resume_checkpoint"]
         self.log(
             job_id,
-            f"starting attempt {attempt}: {' '.join(pspec.argv)}"
-            + (f" (resume from {resume})" if resume else ""),
+            f"starting attempt {attempt}: {workload.describe(self, row)}"
+            + (" in the job sandbox" if pspec.sandbox is not None else " without a sandbox")
+            + (f", resuming from {self.shown(rt.tenant_id, resume)}" if resume else ""),
         )
         try:
             running = await start_process(pspec)
         except OSError as e:
-            msg = f"cannot start the process: {e.strerror or e}"
+            msg = f"cannot start the process: {_os_message(e)}"
+            log.warning("job %s: cannot start the process: %s", job_id, e)
             self._transition(
                 job_id,
                 RUNNING,
@@ -1110,6 +1158,7 @@ class JobManager:
             )
             return
         rt.process = running
+        rt.spec = pspec
         rt.started_mono = time.monotonic()
         self.store.update_job(
             job_id,
@@ -1178,8 +1227,10 @@ class JobManager:
             self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
         else:
             resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
-            tail = "\n".join(running.output_tail)
-            msg = f"process exited with {how}" + (f"; last output:\n{tail}" if tail else "")
+            # One line for error.message: the last thing the process said (its whole output
+            # stays in the job's logs).
+            last = running.output_tail[-1].split("] ", 1)[-1] if running.output_tail else ""
+            msg = f"process exited with {how}" + (f": {last[:300]}" if last else "")
             if self._transition(
                 job_id,
                 RUNNING,
@@ -1196,7 +1247,8 @@ class JobManager:
         """The state a stopped job lands in, by why the coordinator stopped it."""
         job_id = rt.job_id
         resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
-        at = f"{note}; checkpoint {resume}" if resume else f"{note}; no checkpoint"
+        shown = self.shown(rt.tenant_id, resume)
+        at = f"{note}; checkpoint {shown}" if resume else f"{note}; no checkpoint"
         fields: dict[str, Any] = {"resume_checkpoint": resume}
         if rt.stop_reason == PAUSE:
             self._transition(job_id, RUNNING, S.JOB_STATUS_PAUSED, fields, f"paused ({at})")
@@ -1230,31 +1282,51 @@ class JobManager:
     def record_checkpoint(
         self, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest, event: dict[str, Any]
     ) -> None:
-        """A complete checkpoint reported by the process."""
+        """A complete checkpoint reported by the process (a folder in its checkpoint dir)."""
         step = to_int(event.get("step"))
-        path = str(event.get("path") or "")
-        if not path:
+        reported = str(event.get("path") or "")
+        inside = rt.spec.to_host(reported) if rt.spec is not None and reported else None
+        host = self.files.checkpoint_host(rt.tenant_id, rt.job_id, inside)
+        if host is None:
+            # Anything else (say "/") would make the coordinator measure, prune or hand on a
+            # directory that is not the job's.
             self.log(
-                rt.job_id, f"checkpoint event without a path ignored: {event}", L.LOG_LEVEL_WARNING
+                rt.job_id,
+                "checkpoint event ignored: its path must be a folder inside "
+                "SCAIMIND_CHECKPOINT_DIR",
+                L.LOG_LEVEL_WARNING,
             )
             return
         record = CheckpointRecord(
             checkpoint_id=f"{rt.job_id}-step-{step:06d}",
             job_id=rt.job_id,
             step=step,
-            path=path,
-            size_bytes=to_int(event.get("size_bytes")) or _dir_size(Path(path)),
+            path=str(host),
+            size_bytes=to_int(event.get("size_bytes")),
             metrics=to_numbers(event.get("metrics") or {}),
             created_at=time.time(),
         )
         dropped = self.store.add_checkpoint(record, req.output_config.keep_last_checkpoints)
-        ckpt_root = (self.jobs_dir / rt.job_id / "checkpoints").resolve()
+        loop = asyncio.get_running_loop()
+        if not record.size_bytes:
+            # Walking a folder is file I/O: off the event loop, inside the job's folder only.
+            walk = loop.run_in_executor(None, _dir_size, host)
+            walk.add_done_callback(functools.partial(self._measured, record.checkpoint_id))
         for old in dropped:
-            p = Path(old).resolve()
-            # Only directories this job owns are removed; a path elsewhere is the user's.
-            if p.is_relative_to(ckpt_root) and p != ckpt_root and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-        self.log(rt.job_id, f"checkpoint {record.checkpoint_id} saved at step {step} ({path})")
+            # Only folders inside this job's checkpoint dir are removed; a path elsewhere is
+            # not the job's.
+            path = self.files.checkpoint_host(rt.tenant_id, rt.job_id, Path(old))
+            if path is not None:
+                loop.run_in_executor(None, functools.partial(shutil.rmtree, path, True))
+        self.log(
+            rt.job_id,
+            f"checkpoint {record.checkpoint_id} saved at step {step} "
+            f"({self.shown(rt.tenant_id, str(host))})",
+        )
+
+    def _measured(self, checkpoint_id: str, walk: asyncio.Future[int]) -> None:
+        if not walk.cancelled() and walk.exception() is None:
+            self.store.set_checkpoint_size(checkpoint_id, walk.result())
 
     def phase(self, rt: JobRuntime, phase: str) -> None:
         """EVALUATING / EXPORTING announced by the process."""
@@ -1278,6 +1350,13 @@ class JobManager:
 
 def _clog(message: str, level: int = L.LOG_LEVEL_INFO, node_id: str = "") -> PendingLog:
     return PendingLog(level, message, "coordinator", node_id)
+
+
+def _os_message(e: OSError) -> str:
+    """An OSError for the job's view: our own message, or the reason without the server path."""
+    if e.filename is not None or e.filename2 is not None:
+        return f"cannot prepare the job's files ({e.strerror})"
+    return str(e)
 
 
 def to_int(value: Any) -> int:
@@ -1306,9 +1385,12 @@ def to_numbers(raw: Any) -> dict[str, float]:
 
 
 def _dir_size(path: Path) -> int:
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    except OSError:
-        return 0
+    """Bytes of the regular files under `path`, never following a symlink (runs in a thread)."""
+    total = 0
+    for root, _dirs, names in os.walk(path, followlinks=False):
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(root, name))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,6 +279,38 @@ def save(path: Path, state: TrainState) -> int:
     os.replace(staging, path)
     shutil.rmtree(retired, ignore_errors=True)
     return sum(p.stat().st_size for p in path.iterdir())
+
+
+def save_into(directory: str | Path, state: TrainState) -> int:
+    """Write `state` into an existing directory (the job's /output, a mount point that cannot
+    be renamed): staged inside it, then each file moved into place. Returns its size."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".partial-{os.getpid()}"
+    save(staging, state)
+    for item in staging.iterdir():
+        os.replace(item, directory / item.name)
+    staging.rmdir()
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def relative_traceback(exc: BaseException) -> str:
+    """A traceback whose file names are relative to their package (no installation paths)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    for frame in frames:
+        frame.filename = _package_relative(frame.filename)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    return "".join(lines).rstrip()
+
+
+def _package_relative(filename: str) -> str:
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return "/".join(parts[parts.index(marker) + 1 :])
+    if "scaimind" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index("scaimind") :])
+    return Path(filename).name
 
 
 def _read(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, npt.NDArray[Any]]]:

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS evaluations (
     model_path TEXT NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS output_claims (
+    path TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS benchmark_results (
     evaluation_id TEXT NOT NULL,
     position INTEGER NOT NULL,
@@ -97,6 +103,22 @@ class OpsStore:
             "SELECT token FROM job_tokens WHERE job_id = ?", (job_id,)
         ).fetchone()
         return None if row is None else str(row["token"])
+
+    # ---- output directories -----------------------------------------------------------------
+
+    def output_claims(self) -> list[sqlite3.Row]:
+        """Every claimed output directory (path, tenant_id, job_id)."""
+        return self._db.execute("SELECT * FROM output_claims").fetchall()
+
+    def claim_output(self, path: str, tenant_id: str, job_id: str) -> bool:
+        """Claim a directory for a job; False when another claim holds it already."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO output_claims (path, tenant_id, job_id, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (path, tenant_id, job_id, time.time()),
+            )
+            return cur.rowcount == 1
 
     # ---- dataset cache ----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import os
+import logging
 import signal
 import sys
 from dataclasses import dataclass
@@ -28,7 +28,10 @@ from scaimind.coordinator.inventory import load_inventory
 from scaimind.coordinator.manager import JobManager
 from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
 from scaimind.coordinator.store import Store
+from scaimind.private_files import private_database, private_dir, secure_children
 from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 class CoordinatorStartError(RuntimeError):
@@ -67,7 +70,7 @@ class RunningCoordinator:
 
 async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     """Recover state, start the scheduler and listen; returns once the port is bound."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     lock = (config.data_dir / "coordinator.lock").open("ab")
     try:
         # Two coordinators on one data dir would both run the same jobs. The kernel drops the
@@ -85,6 +88,16 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         raise CoordinatorStartError(str(e)) from e
     store = Store(config.data_dir / "coordinator.db")
     manager = JobManager(config, nodes, store)
+    _secure(config, manager)
+    await manager.sandbox.probe()
+    if manager.sandbox.usable:
+        log.info("job sandbox: bubblewrap at %s", manager.sandbox.bwrap)
+    else:
+        log.warning(
+            "job sandbox unavailable: %s; built-in jobs run without it%s",
+            manager.sandbox.problem,
+            "" if config.sandbox.allow_unsandboxed else ", CUSTOM jobs are refused until it works",
+        )
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
         CoordinatorServicer(manager, config), server
@@ -108,6 +121,15 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         _store=store,
         _lock=lock,
     )
+
+
+def _secure(config: CoordinatorConfig, manager: JobManager) -> None:
+    """File modes of the coordinator's data dir, fixed at every start (private_files.py)."""
+    for name in ("coordinator.db", "ops.db"):
+        private_database(config.data_dir / name)
+    for directory in (manager.jobs_dir, config.data_dir / "dataset-cache"):
+        private_dir(directory)
+        secure_children(directory)
 
 
 def serve_forever(config: CoordinatorConfig) -> int:
@@ -153,16 +175,27 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inventory", type=Path, default=None)
     parser.add_argument("--allow-unauthenticated", action="store_true")
     args = parser.parse_args(argv)
+    from scaimind.settings import SettingsError, load_settings
+
     try:
-        config = CoordinatorConfig(
+        # The same SCAIMIND_* settings as `scaimind coordinator` (roots, sandbox, limits).
+        settings = load_settings()
+        config = settings.coordinator_config(
             data_dir=args.data_dir,
             host=args.host,
             port=args.port,
-            api_secret=os.environ.get("SCAIMIND_API_SECRET") or None,
+            api_secret=settings.api_secret.get_secret_value() if settings.api_secret else None,
             allow_unauthenticated=args.allow_unauthenticated,
             inventory_path=args.inventory,
-            downstream_token_key=os.environ.get("SCAIMIND_TOKEN_SIGNING_KEY") or None,
+            downstream_token_key=(
+                settings.token_signing_key.get_secret_value()
+                if settings.token_signing_key
+                else None
+            ),
         )
+    except SettingsError as e:
+        print(f"scaimind coordinator: {e}", file=sys.stderr)
+        return 2
     except ValidationError as e:
         for error in e.errors():
             print(

@@ -38,7 +38,7 @@ from scaimind.coordinator.evaluations import (
 from scaimind.coordinator.inventory import slot_memory_bytes
 from scaimind.coordinator.manager import CallerContext, JobManager
 from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
-from scaimind.coordinator.storage import TOKEN_METADATA, drive_access
+from scaimind.coordinator.storage import TOKEN_METADATA
 from scaimind.coordinator.store import ORDER_COLUMNS
 from scaimind.v1 import (
     cluster_pb2,
@@ -420,9 +420,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.ValidateDataRequest, context: Ctx
     ) -> coordinator_pb2.ValidateDataResponse:
         caller = self.auth.caller(context)
-        drive = drive_access(self.m.config, caller.tenant_id, caller.scaidrive_token)
-        # Reads every source in full: in a thread, so jobs and other calls are served meanwhile.
-        return await asyncio.to_thread(validate_data, request, drive)
+        files = self.m.files.for_tenant(caller.tenant_id, caller.scaidrive_token)
+        # Reads the sources (up to the byte limit): in a thread, so jobs and other calls are
+        # served meanwhile.
+        return await asyncio.to_thread(
+            validate_data, request, files, self.m.config.validate_max_bytes
+        )
 
     @_unary
     async def GetDataCache(
@@ -585,7 +588,15 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         self.m.schedule()
         view = self.m.queue_view()
         running = self.m.running_in_queue()
-        names = sorted(set(view) | set(running) | {"default"})
+        # Only queues the caller has work in (and the default) are listed: another tenant's
+        # queue names are theirs; its load shows only as the numbers of a shared queue.
+        mine = set(self.m.running_in_queue(caller.tenant_id))
+        mine |= {
+            name
+            for name, ids in view.items()
+            if any(self.m.store.get_job(j, caller.tenant_id) is not None for j in ids)
+        }
+        names = sorted(mine | {"default"})
         if request.queue_name:
             names = [request.queue_name]
         resp = cluster_pb2.GetQueueStatusResponse()

@@ -546,6 +546,14 @@ class Store:
                     dropped.append(str(r["path"]))
         return dropped
 
+    def set_checkpoint_size(self, checkpoint_id: str, size_bytes: int) -> None:
+        """Fill in a checkpoint's size measured after it was recorded."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE checkpoints SET size_bytes = ? WHERE checkpoint_id = ?",
+                (size_bytes, checkpoint_id),
+            )
+
     def checkpoints(self, job_id: str) -> list[CheckpointRecord]:
         """A job's checkpoints in step order."""
         rows = self._db.execute(

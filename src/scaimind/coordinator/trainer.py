@@ -45,7 +45,9 @@ from scaimind.coordinator.model import (  # noqa: E402
     encode,
     grad_norm,
     load_state,
+    relative_traceback,
     save,
+    save_into,
 )
 
 EXIT_OK = 0
@@ -324,6 +326,8 @@ class Trainer:
             data_fingerprint=fingerprint,
         )
         windows = context_windows(train_tokens, state.model.config.context)
+        # About ten progress lines per run, at least one every 100 steps.
+        log_every = max(1, min(100, total_steps // 10))
         starts = np.arange(num_chunks, dtype=np.int64) * seq_length
         offsets = np.arange(seq_length, dtype=np.int64)
 
@@ -362,6 +366,12 @@ class Trainer:
             }
             state.info["metrics"] = metrics
             self._emit_metrics(state, schedule, metrics)
+            if state.step % log_every == 0 or state.step in (1, total_steps):
+                self.events.log(
+                    "INFO",
+                    f"step {state.step}/{total_steps} loss {loss:.4f} lr {lr:.3g} "
+                    f"grad_norm {norm:.3f}",
+                )
             if state.step % spec.checkpoint_interval == 0:
                 self._checkpoint(state)
 
@@ -391,7 +401,7 @@ class Trainer:
                 return self._stop(state, reason)
             self.events.emit({"type": "phase", "phase": "EXPORTING"})
             state.info["kind"] = "final_model"
-            save(spec.output_path, state)
+            save_into(spec.output_path, state)
             self.events.emit({"type": "final_model", "path": str(spec.output_path)})
         self.events.log("INFO", f"training finished after {state.step} steps")
         return EXIT_OK
@@ -402,7 +412,9 @@ class Trainer:
             model = CharLM.initialise(ModelConfig(), rng)
             return TrainState(model=model, optimizer=Adam(), rng=rng)
         state = load_state(self.resume_from)
-        self.events.log("INFO", f"resuming from {self.resume_from} at step {state.step}")
+        self.events.log(
+            "INFO", f"resuming from checkpoint {Path(self.resume_from).name} at step {state.step}"
+        )
         if state.info.get("data_fingerprint") != fingerprint:
             # Different data or batching: the saved data order no longer indexes this dataset.
             self.events.log(
@@ -492,6 +504,8 @@ def main() -> int:
     )
     try:
         return trainer.run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
     except DataFormatError as exc:
         events.log("ERROR", f"data error: {exc}")
         print(f"data error: {exc}", file=sys.stderr)
@@ -500,6 +514,12 @@ def main() -> int:
         events.log("ERROR", f"cannot resume: {exc}")
         print(f"cannot resume: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as exc:
+        # The job's log gets the traceback with package-relative file names (never where the
+        # service is installed); the last line, the error itself, becomes error.message.
+        print(relative_traceback(exc), file=sys.stderr)
+        print(f"trainer crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_CRASHED
     finally:
         if stream is not sys.stdout:
             stream.close()

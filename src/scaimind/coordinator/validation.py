@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from scaimind.coordinator.data import resolve_source
 from scaimind.coordinator.errors import invalid
 from scaimind.coordinator.inventory import CPU, NodeSpec
+from scaimind.coordinator.jobenv import check_environment
+from scaimind.coordinator.paths import TenantFiles
 from scaimind.v1 import common_pb2, coordinator_pb2
 
-if TYPE_CHECKING:
-    from scaimind.coordinator.storage import DriveAccess
+SCRIPT_FIELD = "training_config.framework.custom_script_path"
 
 MAX_NAME = 256
 DEFAULT_PRIORITY = 5
@@ -21,11 +22,13 @@ DEFAULT_PRIORITY = 5
 def validate_submit(
     req: coordinator_pb2.SubmitJobRequest,
     nodes: Sequence[NodeSpec],
-    drive: DriveAccess | None = None,
+    files: TenantFiles,
+    max_runtime_seconds: int = 0,
 ) -> None:
     """Raise INVALID_ARGUMENT for the first problem of a job definition.
 
-    scaidrive:// sources are checked with the caller's `drive` access (PERMISSION_DENIED).
+    Every path is checked against the caller's local-path policy (`files`); scaidrive://
+    denials are PERMISSION_DENIED. `max_runtime_seconds` is the operator's maximum (0 = none).
     """
     if not req.name.strip():
         raise invalid("name: is required")
@@ -48,27 +51,19 @@ def validate_submit(
             raise invalid(
                 "training_config.framework.custom_script_path: is required when type is CUSTOM"
             )
-        path = Path(script)
-        if not path.is_absolute():
-            raise invalid(
-                f"training_config.framework.custom_script_path: {script} is not an absolute path"
-            )
-        if not path.is_file():
-            raise invalid(f"training_config.framework.custom_script_path: {script} does not exist")
+        check_script(files, script)
     if tc.max_retries < 0:
         raise invalid("training_config.max_retries: must be >= 0")
     if tc.HasField("priority") and not 0 <= tc.priority <= 10:
         raise invalid(f"training_config.priority: must be between 0 and 10, got {tc.priority}")
-    for key in tc.environment:
-        if not key or "=" in key or "\0" in key:
-            raise invalid(f"training_config.environment: invalid variable name {key!r}")
+    check_environment(tc.environment)
 
     dc = req.data_config
     if not dc.sources:
         raise invalid("data_config.sources: at least one source is required")
     for i, source in enumerate(dc.sources):
         field = f"data_config.sources[{i}]"
-        resolve_source(source, field, drive)
+        resolve_source(source, field, files)
         if not 0 <= source.sample_rate <= 1:
             raise invalid(f"{field}.sample_rate: must be in (0, 1]")
     if not 0.0 <= dc.validation_split < 1.0:
@@ -78,6 +73,12 @@ def validate_submit(
             raise invalid(f"data_config.{name}: must be >= 0")
 
     validate_resources(req.resource_config, nodes, "resource_config")
+    limit = req.resource_config.max_runtime_seconds
+    if max_runtime_seconds and limit > max_runtime_seconds:
+        raise invalid(
+            f"resource_config.max_runtime_seconds: {limit} exceeds this coordinator's maximum "
+            f"of {max_runtime_seconds} seconds (0 means that maximum)"
+        )
     sc = req.scheduling_config
     known = {n.node_id for n in nodes}
     for node_id in sc.node_affinity:
@@ -99,11 +100,20 @@ def validate_submit(
         raise invalid("output_config.checkpoint_interval_steps: must be >= 0")
     if oc.keep_last_checkpoints < 0:
         raise invalid("output_config.keep_last_checkpoints: must be >= 0")
-    if oc.output_path and not Path(oc.output_path).is_absolute():
-        raise invalid(f"output_config.output_path: {oc.output_path} is not an absolute path")
     for key in req.labels:
         if not key:
             raise invalid("labels: keys must not be empty")
+
+
+def check_script(files: TenantFiles, raw: str) -> Path:
+    """A CUSTOM script the caller may run: under its roots, opened without following a swapped
+    symlink, executable or a `.py` file. Returns its resolved path."""
+    real = files.resolve(raw, SCRIPT_FIELD)
+    with files.open_file(real, SCRIPT_FIELD, raw) as fd:
+        executable = bool(os.fstat(fd).st_mode & 0o111)
+    if not executable and real.suffix != ".py":
+        raise invalid(f"{SCRIPT_FIELD}: {raw} is neither an executable file nor a .py file")
+    return real
 
 
 def validate_resources(

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from scaimind.coordinator.data import LocalSource, resolve_source
-from scaimind.coordinator.evaluations import job_drive
+from scaimind.coordinator.data import resolve_source
 from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, script_argv
+from scaimind.coordinator.jobfiles import (
+    CHECKPOINTS,
+    CODE,
+    JOB,
+    OUTPUT,
+    MountPlan,
+)
 from scaimind.coordinator.manager import JobManager, JobRuntime, L, to_int, to_numbers
 from scaimind.coordinator.notifier import LOGS, METRICS
 from scaimind.coordinator.store import PendingLog
+from scaimind.coordinator.validation import check_script
+from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 LEVELS = {
@@ -38,42 +46,70 @@ class TrainingWorkload:
     async def prepare(
         self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
     ) -> ProcessSpec:
-        """Resolve the sources, write the spec file, build argv and environment."""
+        """Resolve and cache the sources, lay out the job's directories, build the launch."""
         req = m.request_of(row)
+        files = m.files.for_job(row)
+        custom = req.training_config.framework.type == common_pb2.FRAMEWORK_TYPE_CUSTOM
+        sandboxed = m.files.sandboxed(custom)
         # The job's sources as the caller may read them now, copied into the dataset cache.
-        drive = job_drive(m, row)
         sources = await m.data_cache.fetch(
             rt.tenant_id,
             rt.node_id,
             rt.job_id,
             [
-                resolve_source(s, f"data_config.sources[{i}]", drive)
+                resolve_source(s, f"data_config.sources[{i}]", files)
                 for i, s in enumerate(req.data_config.sources)
             ],
+            files,
         )
-        work = m.jobs_dir / rt.job_id
-        ckpt_dir = work / "checkpoints"
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        owner = m.files.owner if sandboxed else None
+        plan = MountPlan(sandboxed)
+        work = private_dir(m.files.layout.work_dir(rt.job_id), owner)
+        ckpt_dir = private_dir(m.files.layout.checkpoints(rt.tenant_id, rt.job_id), owner)
+        output = m.files.output_dir(row, create=True, owner=owner)
+        job_dir = plan.add(work, JOB, writable=True)
+        ckpt_seen = plan.add(ckpt_dir, CHECKPOINTS, writable=True)
+        output_seen = plan.add(output, OUTPUT, writable=True)
+        data_files = [{**s.as_spec(), "path": plan.add_input(s.path)} for s in sources]
+        resume = m.files.resume_for(row, ckpt_dir, ckpt_seen, plan, owner)
         spec_file = work / f"spec-{attempt}.json"
         metrics = work / f"metrics-{attempt}.jsonl"
-        spec = self.spec(m, rt.job_id, req, sources, self.output_path(m, rt.job_id, req))
+        spec = self.spec(m, rt.job_id, req, data_files, output_seen)
         spec_file.write_text(json.dumps(spec, indent=2))
-        fw = req.training_config.framework
-        if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
-            argv = script_argv(Path(fw.custom_script_path))
+        if custom:
+            script = await asyncio.to_thread(
+                check_script, files, req.training_config.framework.custom_script_path
+            )
+            # The script's folder is visible read-only, so its own modules import as usual.
+            m.files.check_visible(script.parent, "the CUSTOM script's folder", owner)
+            m.files.check_visible(script, "the CUSTOM script", owner)
+            code = plan.add(script.parent, CODE)
+            argv = script_argv(f"{code}/{script.name}")
         else:
             argv = [sys.executable, "-m", "scaimind.coordinator.trainer"]
         env = process_env(
             {
                 "SCAIMIND_JOB_ID": rt.job_id,
-                "SCAIMIND_SPEC_FILE": str(spec_file),
-                "SCAIMIND_CHECKPOINT_DIR": str(ckpt_dir),
-                "SCAIMIND_RESUME_CHECKPOINT": row["resume_checkpoint"],
-                "SCAIMIND_METRICS_FILE": str(metrics),
+                "SCAIMIND_SPEC_FILE": f"{job_dir}/{spec_file.name}",
+                "SCAIMIND_CHECKPOINT_DIR": ckpt_seen,
+                "SCAIMIND_RESUME_CHECKPOINT": resume,
+                "SCAIMIND_METRICS_FILE": f"{job_dir}/{metrics.name}",
+                "SCAIMIND_OUTPUT_DIR": output_seen,
             },
             dict(req.training_config.environment),
+            home="/tmp" if sandboxed else str(work),
         )
-        return ProcessSpec(argv=argv, env=env, cwd=work, metrics_file=metrics)
+        return ProcessSpec(
+            argv=argv,
+            env=env,
+            cwd=work,
+            metrics_file=metrics,
+            mounts=plan.mounts,
+            inside_cwd=job_dir,
+            sandbox=m.sandbox if sandboxed else None,
+            limits=m.config.sandbox.limits,
+            owner=owner,
+        )
 
     def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
         """Metrics, checkpoints, phases and logs of the trainer."""
@@ -84,29 +120,31 @@ class TrainingWorkload:
         req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
         return int(req.resource_config.max_runtime_seconds)
 
+    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+        """The built-in trainer, or the CUSTOM script as the user named it."""
+        fw = m.request_of(row).training_config.framework
+        if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
+            return f"CUSTOM script {fw.custom_script_path}"
+        return "the built-in trainer"
+
     def completed(
         self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
     ) -> tuple[dict[str, Any], str]:
-        """Record where the final model is."""
-        req = m.request_of(row)
-        final = Path(rt.final_model or self.output_path(m, rt.job_id, req))
-        uri = final.resolve().as_uri() if final.exists() else ""
+        """Record where the final model is (as the tenant names it)."""
+        output = m.files.output_dir(row)
+        has_model = output.is_dir() and any(output.iterdir())
+        uri = m.files.output_display(row) if has_model else ""
         return {"final_model_uri": uri}, "finished" + (f"; final model at {uri}" if uri else "")
-
-    @staticmethod
-    def output_path(m: JobManager, job_id: str, req: coordinator_pb2.SubmitJobRequest) -> str:
-        """output_config.output_path, else the job's own model directory."""
-        return req.output_config.output_path or str(m.jobs_dir / job_id / "model")
 
     @staticmethod
     def spec(
         m: JobManager,
         job_id: str,
         req: coordinator_pb2.SubmitJobRequest,
-        sources: list[LocalSource],
+        data_files: list[dict[str, Any]],
         output: str,
     ) -> dict[str, Any]:
-        """The SCAIMIND_SPEC_FILE contents."""
+        """The SCAIMIND_SPEC_FILE contents (paths as the process sees them)."""
         tc, dc, oc = req.training_config, req.data_config, req.output_config
         return {
             "job_id": job_id,
@@ -118,7 +156,7 @@ class TrainingWorkload:
             ).removeprefix("FRAMEWORK_TYPE_"),
             "model_id": tc.base_model.model_id,
             "hyperparameters": dict(tc.hyperparameters),
-            "data_files": [s.as_spec() for s in sources],
+            "data_files": data_files,
             "validation_split": dc.validation_split,
             "seed": dc.seed,
             "batch_size": dc.batch_size,
@@ -142,9 +180,11 @@ class TrainingSink:
         self.req = req
         self.latest: dict[str, float] = {}
         self.flushed_points = self.flushed_logs = False
+        self.output_shown = ""
         row = manager.store.get_job(rt.job_id)
         if row is not None:
             self.latest = json.loads(row["latest_metrics"])
+            self.output_shown = manager.files.output_display(row)
 
     def on_output(self, source: str, lines: Sequence[str]) -> None:
         level = L.LOG_LEVEL_INFO if source == "stdout" else L.LOG_LEVEL_WARNING
@@ -196,11 +236,10 @@ class TrainingSink:
                 points, logs, progress = [], [], {}
                 self.m.phase(self.rt, str(ev.get("phase", "")))
             elif kind == "final_model":
-                self.rt.final_model = str(ev.get("path") or "")
                 logs.append(
                     PendingLog(
                         L.LOG_LEVEL_INFO,
-                        f"final model written to {self.rt.final_model}",
+                        f"final model written to {self.output_shown}",
                         "coordinator",
                         self.rt.node_id,
                     )

@@ -24,7 +24,9 @@ class SubmitEvaluationBody(Strict):
     """POST /evaluations."""
 
     job_id: Annotated[str, Field(min_length=1, max_length=128)]
-    model_uri: Annotated[str, Field(min_length=1, max_length=4096)]
-    # Empty: the final model.
+    # Empty: the job's final model (else its latest checkpoint). Otherwise a model directory
+    # the caller may read: scaidrive://<tenant>/... or a path under a local data root.
+    model_uri: Annotated[str, Field(max_length=4096)] = ""
+    # A checkpoint of the job; wins over model_uri.
     checkpoint_id: Annotated[str, Field(max_length=256)] = ""
     benchmarks: Annotated[list[BenchmarkSpec], Field(min_length=1)]
