@@ -7,6 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SCAIMIND_DATA_DIR=/data
 
+# bubblewrap is the job sandbox (util-linux, already in the image, brings prlimit and setpriv).
+# It needs user namespaces: run the container with a seccomp profile that allows them (see the
+# README's Docker section); without them CUSTOM jobs are refused and built-in ones run unsandboxed.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends bubblewrap \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 scaimind \
  && useradd --system --uid 10001 --gid scaimind --home-dir /app --shell /usr/sbin/nologin scaimind \
  && mkdir -p /app /data \
