@@ -9,9 +9,10 @@ no capabilities, and only these paths of the host (ro = read-only):
   `/model` (ro, the model an evaluation scores).
 
 The service's data dir, its environment (secrets, database URLs) and its processes are not
-there. bwrap itself is started with exactly the job's environment (`--clearenv` would leave the
-service's variables in bwrap's own pid-1 process, readable in `/proc/1/environ`) and reads its
-options from a memfd (`--args`), because a process's argv is world-readable in `/proc`.
+there. The job's environment is set with `--clearenv`/`--setenv`, and bwrap itself starts with
+nothing but a PATH: its own pid 1 stays inside the sandbox, and its environment would be
+readable in `/proc/1/environ`. bwrap reads its options from a memfd (`--args`), because a
+process's argv (holding the job's variables) is world-readable in `/proc`.
 
 When the coordinator runs as root, a job does not run as root: bwrap waits
 (`--userns-block-fd`) until the coordinator has written a user-namespace map of `0` and the
@@ -60,6 +61,7 @@ _ETC_FILES = (
 )
 _NETWORK_FILES = ("/etc/resolv.conf", "/etc/hosts")
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr")
+_HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SETPRIV = "setpriv"
 _PRLIMIT = "prlimit"
 _HANDSHAKE_SECONDS = 10.0
@@ -244,7 +246,9 @@ class Sandbox:
             kind = "--bind" if mount.writable else "--ro-bind"
             opts += [kind, str(mount.host), mount.inside]
         opts += self._masks(mounts)
-        opts += ["--chdir", cwd]
+        opts += ["--chdir", cwd, "--clearenv"]
+        for name, value in env.items():
+            opts += ["--setenv", name, value]
 
         keep: list[int] = []
         close: list[int] = []
@@ -283,7 +287,8 @@ class Sandbox:
             full = [self.prlimit, *prlimit_args(limits), "--", *full]
         return Launch(
             argv=full,
-            env=env,
+            # bwrap's own processes (its pid 1 stays in the sandbox) get nothing but a PATH.
+            env={"PATH": _HOST_PATH},
             pass_fds=tuple(keep),
             info_fd=info_r,
             block_fd=block_w,
