@@ -110,7 +110,9 @@ export async function render(main, { page }) {
 
   const metrics = {
     stream: null,
+    generation: 0,
     async start() {
+      const generation = ++this.generation;
       let resumeAt = null;
       try {
         resumeAt = await loadHistory();
@@ -118,6 +120,8 @@ export async function render(main, { page }) {
         chartState.textContent = `history unavailable: ${err.message}`;
         if (err.status === 404 || err.status === 403) return;
       }
+      // Stopped or restarted while the history loaded: that call owns the stream now.
+      if (generation !== this.generation) return;
       this.stream = follow(`jobs/${encodeURIComponent(jobId)}/metrics/stream`, { interval: 1 }, {
         onEvent: (name, snap) => {
           if (name !== "metrics" || !snap || typeof snap.step !== "number") return;
@@ -147,10 +151,12 @@ export async function render(main, { page }) {
       }, resumeAt);
     },
     stop() {
+      this.generation += 1;
       this.stream?.stop();
+      this.stream = null;
     },
     restart() {
-      this.stream?.stop();
+      this.stop();
       this.start();
     },
   };
