@@ -37,6 +37,7 @@ def module_router() -> APIRouter:
     """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
     from scaimind import apikeys  # noqa: F401  (registers the API-key store's startup hook)
     from scaimind.routers import cluster, data, evaluations, jobs, monitoring, queue
+    from scaimind.ui import router as console_router
 
     router = APIRouter()
     router.include_router(jobs.router)
@@ -45,6 +46,8 @@ def module_router() -> APIRouter:
     router.include_router(queue.router)
     router.include_router(evaluations.router)
     router.include_router(data.router)
+    # The console's pages and assets; before the catch-all, which would answer them 404.
+    router.include_router(console_router())
 
     @router.api_route(
         "/{path:path}",
