@@ -33,7 +33,7 @@ from scaimind.coordinator.convert import S, as_status, set_time, status_name
 from scaimind.coordinator.data import LocalSource, resolve_source
 from scaimind.coordinator.errors import invalid, not_found, precondition
 from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
-from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env
+from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, write_new
 from scaimind.coordinator.jobfiles import JOB, MODEL, MountPlan
 from scaimind.coordinator.manager import to_numbers
 from scaimind.coordinator.paths import TenantFiles
@@ -358,7 +358,7 @@ class EvaluationWorkload:
             "validation_split": split,
             "seed": seed,
         }
-        spec_file.write_text(json.dumps(spec, indent=2))
+        write_new(spec_file, json.dumps(spec, indent=2).encode())
         env = process_env(
             {
                 "SCAIMIND_JOB_ID": rt.job_id,

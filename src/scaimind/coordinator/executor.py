@@ -29,6 +29,9 @@ from scaimind.coordinator.sandbox import Mount, Sandbox, apply_rlimits, prlimit_
 # the latency of a metric point well under a GetJob round trip.
 METRICS_POLL_SECONDS = 0.1
 _CHUNK = 65536
+_METRICS_READ = 1 << 20
+# A metrics line longer than this is not an event (it is dropped with a warning).
+MAX_EVENT_BYTES = 1 << 20
 
 
 @dataclass(slots=True)
@@ -81,6 +84,7 @@ class RunningProcess:
     # whose group holds the job) or, without a sandbox, the process itself.
     group: int = 0
     main: int = 0  # the job's own process, once found
+    metrics_fd: int = -1  # the metrics file, opened before the process started
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
     @property
@@ -146,18 +150,37 @@ def script_argv(script: str) -> list[str]:
     return [script]
 
 
+def write_new(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """Write a file the coordinator makes in a folder a job can write to: whatever the job left
+    at that name (a symlink to a host file, say) is removed, never written through."""
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
+
+
 async def start_process(spec: ProcessSpec) -> RunningProcess:
     """Start the process (sandboxed when `spec.sandbox`); raises OSError when it cannot."""
     spec.cwd.mkdir(parents=True, exist_ok=True)
-    spec.metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    spec.metrics_file.write_bytes(b"")
-    if spec.owner is not None:
-        os.chown(spec.metrics_file, *spec.owner)
+    write_new(spec.metrics_file, b"", spec.owner)
+    # Read through this one open file: the job may replace the name by a link later.
+    metrics = os.open(spec.metrics_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return await _start(spec, metrics)
+    except BaseException:
+        os.close(metrics)
+        raise
+
+
+async def _start(spec: ProcessSpec, metrics: int) -> RunningProcess:
     if spec.sandbox is not None:
         proc, group = await spec.sandbox.start(
             spec.argv, spec.env, spec.mounts, spec.inside_cwd or str(spec.cwd), spec.limits
         )
-        return RunningProcess(proc, group)
+        return RunningProcess(proc, group, metrics_fd=metrics)
     prlimit = shutil.which("prlimit")
     argv = [prlimit, *prlimit_args(spec.limits), "--", *spec.argv] if prlimit else spec.argv
     proc = await asyncio.create_subprocess_exec(
@@ -171,7 +194,7 @@ async def start_process(spec: ProcessSpec) -> RunningProcess:
     )
     if prlimit is None:
         apply_rlimits(proc.pid, spec.limits)
-    return RunningProcess(proc, proc.pid)
+    return RunningProcess(proc, proc.pid, metrics_fd=metrics)
 
 
 async def follow_process(
@@ -188,7 +211,7 @@ async def follow_process(
     readers = [
         asyncio.create_task(_read_pipe(proc.stdout, "stdout", sink, running.output_tail)),
         asyncio.create_task(_read_pipe(proc.stderr, "stderr", sink, running.output_tail)),
-        asyncio.create_task(_tail_metrics(spec.metrics_file, sink, exited)),
+        asyncio.create_task(_tail_metrics(running.metrics_fd, sink, exited)),
     ]
     try:
         code = await proc.wait()
@@ -204,6 +227,7 @@ async def follow_process(
         for task in readers:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        os.close(running.metrics_fd)
     return code
 
 
@@ -234,21 +258,24 @@ def _deliver_lines(raw: list[bytes], source: str, sink: OutputSink, tail: deque[
         sink.on_output(source, lines)
 
 
-async def _tail_metrics(path: Path, sink: OutputSink, exited: asyncio.Event) -> None:
-    offset = 0
+async def _tail_metrics(fd: int, sink: OutputSink, exited: asyncio.Event) -> None:
     pending = b""
     while True:
         done = exited.is_set()
-        try:
-            with path.open("rb") as f:
-                f.seek(offset)
-                data = f.read()
-        except OSError:
-            data = b""
-        if data:
-            offset += len(data)
+        # A bounded read per poll (more once the process exited): a job writing without
+        # end cannot make the coordinator hold it all at once.
+        for _ in range(64 if done else 1):
+            try:
+                data = os.read(fd, _METRICS_READ)
+            except OSError:
+                data = b""
+            if not data:
+                break
             pending += data
             *complete, pending = pending.split(b"\n")
+            if len(pending) > MAX_EVENT_BYTES:
+                sink.on_bad_event(pending[:200].decode("utf-8", "replace"), "line too long")
+                pending = b""
             _deliver_events(complete, sink)
         if done:
             # After exit a last line without a newline is still a complete record.

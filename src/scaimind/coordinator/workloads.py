@@ -11,7 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from scaimind.coordinator.data import resolve_source
-from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, script_argv
+from scaimind.coordinator.executor import (
+    OutputSink,
+    ProcessSpec,
+    process_env,
+    script_argv,
+    write_new,
+)
 from scaimind.coordinator.jobfiles import (
     CHECKPOINTS,
     CODE,
@@ -75,7 +81,7 @@ class TrainingWorkload:
         spec_file = work / f"spec-{attempt}.json"
         metrics = work / f"metrics-{attempt}.jsonl"
         spec = self.spec(m, rt.job_id, req, data_files, output_seen)
-        spec_file.write_text(json.dumps(spec, indent=2))
+        write_new(spec_file, json.dumps(spec, indent=2).encode())
         if custom:
             script = await asyncio.to_thread(
                 check_script, files, req.training_config.framework.custom_script_path
