@@ -35,7 +35,8 @@ def free_port() -> int:
 class Serve(ChildProcess):
     """`scaimind serve --data-dir D` runs, one after another, on that data dir."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **env: str) -> None:
+        self.env = env  # extra SCAIMIND_* settings of the server
         self.data_dir = root / "data"
         self.output = root / "serve.log"
         self.url = ""
@@ -51,7 +52,7 @@ class Serve(ChildProcess):
                 str(port),
                 "--data-dir",
                 str(self.data_dir),
-                env=clean_env(SCAIMIND_LOG_LEVEL="WARNING"),
+                env=clean_env(SCAIMIND_LOG_LEVEL="WARNING", **self.env),
                 stdout=out,
                 stderr=out,
             )

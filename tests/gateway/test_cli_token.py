@@ -121,7 +121,7 @@ async def test_expired_cli_token_is_rejected(
     data_dir = tmp_path / "data"
     # The CLI no longer mints an already-expired token (ttl must be 1 s .. 30 days)...
     code = main(
-        ["token", "--data-dir", str(data_dir), "--tenant", "a", "--user", "u"] + ["--ttl", "-3600"]
+        ["token", "--data-dir", str(data_dir), "--tenant", "a", "--user", "u", "--ttl", "-3600"]
     )
     assert code == 2
     captured = capsys.readouterr()

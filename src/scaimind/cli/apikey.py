@@ -139,7 +139,7 @@ def list_keys(
 
 
 def revoke(
-    key_id: Annotated[str, typer.Argument(help="the key id `apikey list` shows")],
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="the key id `apikey list` shows")],
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
 ) -> None:

@@ -28,7 +28,9 @@ def source_path(value: str) -> str:
 def validate(
     sources: Annotated[
         list[str],
-        typer.Argument(help="files (made absolute here) or URIs (scaidrive://…, file://…)"),
+        typer.Argument(
+            metavar="SOURCE...", help="files (made absolute here) or URIs (scaidrive://…, file://…)"
+        ),
     ],
     training_type: Annotated[
         str,

@@ -17,16 +17,19 @@ from scaimind.cli.common import (
     print_json,
 )
 
-EvaluationArgument = Annotated[str, typer.Argument(help="evaluation id (eval_…)")]
+EvaluationArgument = Annotated[
+    str, typer.Argument(metavar="EVALUATION_ID", help="evaluation id (eval_…)")
+]
 
 
 def submit(
-    job_id: Annotated[str, typer.Argument(help="the trained job")],
+    job_id: Annotated[str, typer.Argument(metavar="JOB_ID", help="the trained job")],
     benchmark: Annotated[
         list[str],
         typer.Option(
             "--benchmark",
             "-b",
+            metavar="NAME",
             help="benchmark to run: perplexity, loss, token_accuracy (repeatable)",
         ),
     ],

@@ -22,7 +22,7 @@ from scaimind.cli.common import (
     print_json,
 )
 
-JobArgument = Annotated[str, typer.Argument(help="job id")]
+JobArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="job id")]
 
 
 def read_json_object(source: str) -> dict[str, Any]:
@@ -43,7 +43,10 @@ def read_json_object(source: str) -> dict[str, Any]:
 
 def submit(
     file: Annotated[
-        str, typer.Argument(help="JSON job spec (the POST /jobs body), or - for stdin")
+        str,
+        typer.Argument(
+            metavar="FILE|-", help="JSON job spec (the POST /jobs body), or - for stdin"
+        ),
     ],
     idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
@@ -75,11 +78,17 @@ def progress_cell(job: dict[str, Any]) -> str:
 def list_jobs(
     status: Annotated[
         list[str] | None,
-        typer.Option("--status", help="only jobs in this status, e.g. TRAINING (repeatable)"),
+        typer.Option(
+            "--status",
+            metavar="STATUS",
+            help="only jobs in this status, e.g. TRAINING (repeatable)",
+        ),
     ] = None,
     label: Annotated[
         list[str] | None,
-        typer.Option("--label", help="only jobs with this label, key=value (repeatable)"),
+        typer.Option(
+            "--label", metavar="KEY=VALUE", help="only jobs with this label, key=value (repeatable)"
+        ),
     ] = None,
     page_size: Annotated[int, typer.Option(help="jobs per page", min=1, max=100)] = 20,
     page_token: Annotated[str, typer.Option(help="the page to show (from the previous one)")] = "",

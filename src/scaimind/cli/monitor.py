@@ -34,7 +34,7 @@ class Level(StrEnum):
     WARNING = "WARNING"
 
 
-JobArgument = Annotated[str, typer.Argument(help="job id")]
+JobArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="job id")]
 MaxRetriesOption = Annotated[
     int,
     typer.Option(

@@ -8,7 +8,7 @@ import typer
 
 from scaimind.cli.common import JsonOption, TokenOption, UrlOption, connect, note, print_json
 
-NodeArgument = Annotated[str, typer.Argument(help="node id")]
+NodeArgument = Annotated[str, typer.Argument(metavar="NODE_ID", help="node id")]
 
 
 def node_row(node: dict[str, Any]) -> list[Any]:
