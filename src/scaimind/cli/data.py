@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from scaimind.cli.common import (
+    DEFAULT_URL,
     ExitCode,
     JsonOption,
     TokenOption,
@@ -45,7 +46,7 @@ def validate(
     ] = None,
     sample_size: Annotated[int, typer.Option(help="rows checked in depth per source", min=1)] = 100,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Read data sources on the server and report rows, columns and per-row problems.

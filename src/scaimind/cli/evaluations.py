@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from scaimind.cli.common import (
+    DEFAULT_URL,
     IdempotencyKeyOption,
     JsonOption,
     TokenOption,
@@ -47,7 +48,7 @@ def submit(
     ] = "",
     idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Evaluate a job's model (or one of its checkpoints); prints the evaluation id."""
@@ -86,7 +87,7 @@ def list_evaluations(
     page_size: Annotated[int, typer.Option(help="evaluations per page", min=1, max=100)] = 20,
     page_token: Annotated[str, typer.Option(help="the page to show (from the previous one)")] = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """List the tenant's evaluations."""
@@ -118,7 +119,7 @@ def list_evaluations(
 def get(
     evaluation_id: EvaluationArgument,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Show one evaluation with the score of every benchmark."""

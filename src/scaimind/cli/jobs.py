@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from scaimind.cli.common import (
+    DEFAULT_URL,
     CliError,
     ExitCode,
     IdempotencyKeyOption,
@@ -50,7 +51,7 @@ def submit(
     ],
     idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Submit a training job; prints its id (so `JOB=$(scaimind jobs submit job.json)` works)."""
@@ -95,7 +96,7 @@ def list_jobs(
     order_by: Annotated[str, typer.Option(help="sort order the coordinator understands")] = "",
     all_pages: Annotated[bool, typer.Option("--all", help="walk every page")] = False,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """List the tenant's jobs (newest first)."""
@@ -158,7 +159,10 @@ def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
         (
             "progress",
             progress_text(
-                progress.get("current_step") or 0, progress.get("total_steps") or 0, None
+                progress.get("current_step") or 0,
+                progress.get("total_steps") or 0,
+                None,
+                running=False,  # a snapshot has no rate to estimate from
             ),
         ),
         ("metrics", "  ".join(f"{k} {human_number(v)}" for k, v in sorted(latest.items()))),
@@ -188,7 +192,7 @@ def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
 def get(
     job_id: JobArgument,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Show one job (--json: the full record, with its configuration and checkpoints)."""
@@ -225,7 +229,7 @@ def cancel(
     job_id: JobArgument,
     reason: Annotated[str, typer.Option(help="why (kept in the job's log)")] = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Cancel a job that has not ended."""
@@ -238,7 +242,7 @@ def pause(
         bool, typer.Option(help="write a checkpoint first, so resume continues from here")
     ] = True,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Pause a running job (its slots are freed; `jobs resume` continues it)."""
@@ -255,7 +259,7 @@ def resume(
     job_id: JobArgument,
     checkpoint: CheckpointOption = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Resume a paused job."""
@@ -267,7 +271,7 @@ def retry(
     checkpoint: CheckpointOption = "",
     idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Retry a FAILED or PREEMPTED job as a new child job."""
@@ -279,7 +283,7 @@ def wait(
     job_id: JobArgument,
     interval: Annotated[float, typer.Option(help="seconds between polls", min=0.2, max=60)] = 1.0,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Follow a job until it ends, with step/total, percent and ETA.

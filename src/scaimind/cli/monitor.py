@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from scaimind.cli.common import (
+    DEFAULT_URL,
     ExitCode,
     JsonOption,
     TokenOption,
@@ -59,7 +60,7 @@ def logs(
     level: Annotated[Level, typer.Option(case_sensitive=False, help="minimum level")] = Level.INFO,
     tail: Annotated[int, typer.Option(help="lines of history first", min=0, max=10_000)] = 100,
     max_retries: MaxRetriesOption = 10,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Print a job's log and follow it until the job ends (exit 4 if it FAILED or was CANCELLED).
@@ -103,7 +104,7 @@ def metrics(
     ] = 5,
     max_retries: MaxRetriesOption = 10,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Show a job's latest metrics, or follow them with --watch (exit 4 if the job fails).

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from scaimind.cli.common import JsonOption, TokenOption, UrlOption, connect, note, print_json
+from scaimind.cli.common import (
+    DEFAULT_URL,
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    connect,
+    note,
+    print_json,
+)
 
 NodeArgument = Annotated[str, typer.Argument(metavar="NODE_ID", help="node id")]
 
@@ -48,7 +56,7 @@ def list_nodes(
     page_size: Annotated[int, typer.Option(help="nodes per page", min=1, max=100)] = 100,
     page_token: Annotated[str, typer.Option(help="the page to show (from the previous one)")] = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """List the cluster's nodes with free slots, utilisation and running jobs."""
@@ -77,7 +85,7 @@ def _show(node: dict[str, Any], as_json: bool) -> None:
 def get(
     node_id: NodeArgument,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Show one node."""
@@ -93,7 +101,7 @@ def drain(
     ] = False,
     reason: Annotated[str, typer.Option(help="why (shown in `nodes list`)")] = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Stop placing jobs on a node (DRAINING, then DRAINED when empty)."""
@@ -106,7 +114,7 @@ def drain(
 def enable(
     node_id: NodeArgument,
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Re-open a drained node; queued jobs start on it."""

@@ -6,13 +6,13 @@ from typing import Annotated
 
 import typer
 
-from scaimind.cli.common import JsonOption, TokenOption, UrlOption, connect, print_json
+from scaimind.cli.common import DEFAULT_URL, JsonOption, TokenOption, UrlOption, connect, print_json
 
 
 def queue(
     name: Annotated[str, typer.Option("--queue", help="only this queue", show_default="all")] = "",
     as_json: JsonOption = False,
-    url: UrlOption = "http://127.0.0.1:8080",
+    url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
     """Show the queues: depth, running jobs, waits, and each waiting job's estimated start."""

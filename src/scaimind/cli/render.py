@@ -166,11 +166,11 @@ class StepRate:
         return max(0.0, (total - s1) / ((s1 - s0) / (t1 - t0)))
 
 
-def progress_text(step: int, total: int, eta: float | None) -> str:
-    """'step 120/3000  4.0%  ETA 1m 12s' (what is unknown is left out)."""
+def progress_text(step: int, total: int, eta: float | None, *, running: bool = True) -> str:
+    """'step 120/3000  4.0%  ETA 1m 12s' (no ETA once the job stopped or reached its total)."""
     if total <= 0:
         return f"step {step}"
     text = f"step {step}/{total}  {min(100.0, 100.0 * step / total):.1f}%"
-    if step >= total:
+    if step >= total or not running:
         return text
     return f"{text}  ETA {human_duration(eta) if eta is not None else '?'}"

@@ -49,7 +49,8 @@ class Display:
         if self._progress is not None:
             description = f"{job_id} {status}"
             steps = f"{step}/{total}" if total else f"{step}"
-            left = human_duration(eta) if eta is not None and step < total else "-"
+            running = status not in FINAL and step < total
+            left = human_duration(eta) if eta is not None and running else "-"
             if self._task is None:
                 self._task = self._progress.add_task(
                     description, total=total or None, steps=steps, eta=left
@@ -67,7 +68,8 @@ class Display:
         if self._last != (job_id, status, decile):
             self._last = (job_id, status, decile)
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
-            note(f"{stamp} {job_id} {status} {progress_text(step, total, eta)}")
+            running = status not in FINAL
+            note(f"{stamp} {job_id} {status} {progress_text(step, total, eta, running=running)}")
 
     def switch(self) -> None:
         """A new job is followed: start a fresh bar and rate."""
