@@ -156,3 +156,14 @@ def test_unknown_host_fails_at_once() -> None:
     assert result.code == 3
     assert result.seconds < 5
     assert "unknown host" in result.err
+
+
+def test_serve_on_a_busy_port_fails_in_one_line(server: Server, tmp_path: Path) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    busy = scaimind("serve", "--port", port, "--data-dir", str(tmp_path / "d"))
+    assert busy.code == 2
+    assert busy.err == (
+        f"scaimind: cannot listen on 127.0.0.1:{port}: Address already in use — is another "
+        "`scaimind serve` running there? Stop it or choose another --port\n"
+    )
+    assert not (tmp_path / "d").exists()  # refused before touching anything

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
@@ -48,6 +50,10 @@ def serve(
     from scaimind.app import API_PREFIX, create_app
 
     settings = load(data_dir)
+    # Bound before anything starts: a busy port is one line, not a started coordinator, a
+    # banner that claims to serve and then uvicorn's bind error.
+    sock = listen(host, port)
+    port = sock.getsockname()[1]
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     coordinator = "embedded" if settings.embedded_coordinator else settings.grpc_target
@@ -68,7 +74,26 @@ def serve(
     # collections run less often. Only here: a host app mounting the module keeps its own GC.
     gc.freeze()
     gc.set_threshold(50_000, 10, 100)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower())
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (uvicorn listens on it), or CliError naming the cause."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " — is another `scaimind serve` running there? Stop it or choose another --port"
+        raise CliError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}", ExitCode.USAGE
+        ) from None
+    return sock
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
