@@ -82,6 +82,9 @@ def test_a_failed_job_fails_wait_logs_and_metrics(server: Server) -> None:
     tail = server.run("logs", job_id, "--no-follow", "--tail", "3")
     assert tail.code == 4
     assert f"job {job_id} is FAILED" in tail.err
+    entries = [json.loads(line) for line in server.run("logs", job_id, "--json").out.splitlines()]
+    assert {"seq", "level", "message", "timestamp"} <= set(entries[0])
+    assert "boom: something went wrong" in [e["message"] for e in entries]
 
     watched = server.run("metrics", job_id, "--watch", "--interval", "1")
     assert watched.code == 4, watched.err

@@ -60,6 +60,9 @@ def logs(
     level: Annotated[Level, typer.Option(case_sensitive=False, help="minimum level")] = Level.INFO,
     tail: Annotated[int, typer.Option(help="lines of history first", min=0, max=10_000)] = 100,
     max_retries: MaxRetriesOption = 10,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print each log entry as one JSON object per line")
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
@@ -77,6 +80,10 @@ def logs(
 
     def show(event: SSEEvent) -> None:
         if event.event != "log":
+            return
+        if as_json:
+            sys.stdout.write(event.data + "\n")
+            sys.stdout.flush()
             return
         entry = event.json()
         name = str(entry.get("level") or "INFO")
