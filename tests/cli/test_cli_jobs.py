@@ -161,6 +161,11 @@ def test_errors_are_one_line_with_distinct_exit_codes(server: Server, tmp_path: 
         1,
         "scaimind: NOT_FOUND: job job_nope not found (HTTP 404)\n",
     )
+    elsewhere = server.run("jobs", "list", "--url", f"{server.url}/not-the-root")
+    assert elsewhere.code == 1
+    assert (
+        "NOT_FOUND: no such endpoint: GET /not-the-root/v1/modules/scaimind/jobs" in elsewhere.err
+    )
     no_token = server.run("jobs", "list", token="")
     assert no_token.code == 1
     assert "AUTH_TOKEN_MISSING" in no_token.err

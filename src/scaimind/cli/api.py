@@ -140,11 +140,14 @@ def describe(response: httpx.Response, token: str | None = None) -> str:
         fields = [f"{d.get('field')}: {d.get('message')}" for d in error.get("details") or []]
         details = f" ({'; '.join(fields)})" if fields else ""
     except (ValueError, AttributeError, TypeError):
-        message = response.text[:200].strip() or response.reason_phrase
+        pass
     if not code:
-        # No ScaiGrid envelope: something else answers at this URL.
+        # No ScaiGrid envelope: something else answers at this URL (its body may be a page).
         where = response.request.url.copy_with(path="/", query=None)
-        return f"{message} (HTTP {response.status_code}) — is {where} a ScaiMind gateway?"
+        return (
+            f"{response.reason_phrase or 'error'} (HTTP {response.status_code}) — is {where} a "
+            "ScaiMind gateway?"
+        )
     hint = _hint(response.status_code, code, message, token)
     return f"{code}: {message}{details} (HTTP {response.status_code}){hint}"
 
@@ -213,12 +216,23 @@ class ApiClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET → the `data` payload."""
-        return self.request("GET", path, params=params).json().get("data")
+        return self._payload(self.request("GET", path, params=params))
 
     def post(self, path: str, body: Any = None, *, idempotency_key: str | None = None) -> Any:
         """POST (JSON body) → the `data` payload."""
-        response = self.request("POST", path, body=body, idempotency_key=idempotency_key)
-        return response.json().get("data")
+        return self._payload(self.request("POST", path, body=body, idempotency_key=idempotency_key))
+
+    def _payload(self, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "data" not in body:
+            raise CliError(
+                f"{self.url} answered HTTP {response.status_code} without a ScaiMind payload: "
+                "is it a ScaiMind gateway?"
+            )
+        return body["data"]
 
     def request(
         self,

@@ -137,12 +137,14 @@ def metrics(
                 api.get(f"/jobs/{job_id}/metrics", {"max_points": 1}).get("total_steps") or 0
             )
 
-        watcher = Watcher(job_id, int(data.get("total_steps") or 0), total_steps)
+        watcher = (
+            None if as_json else Watcher(job_id, int(data.get("total_steps") or 0), total_steps)
+        )
 
         def show(event: SSEEvent) -> None:
             if event.event != "metrics":
                 return
-            if as_json:
+            if watcher is None:
                 sys.stdout.write(event.data + "\n")
                 sys.stdout.flush()
             else:
@@ -156,5 +158,6 @@ def metrics(
                 max_retries=max_retries,
             )
         finally:
-            watcher.close()
+            if watcher is not None:
+                watcher.close()
     ended(end, followed=True)
