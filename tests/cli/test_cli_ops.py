@@ -121,6 +121,9 @@ def test_nodes_drain_enable_and_queue(server: Server) -> None:
     assert enabled.out.splitlines()[1].split()[2] == "ONLINE"
     assert server.ok("jobs", "wait", job_id, "--interval", "0.2").code == 0
     assert server.ok("queue", "--queue", "default", "--json").json()["total_depth"] == 0
+    forced = server.ok("nodes", "drain", "node-local", "--force", "--json").json()
+    assert forced["status"] == "DRAINED"  # nothing ran there to preempt
+    assert server.ok("nodes", "enable", "node-local", "--json").json()["status"] == "ONLINE"
 
 
 REMOTE_COMMANDS = [

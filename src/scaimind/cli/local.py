@@ -108,7 +108,10 @@ def coordinator(
         typer.Option(help="JSON node inventory", show_default="one node with this machine's CPUs"),
     ] = None,
     allow_unauthenticated: Annotated[
-        bool, typer.Option(help="run without SCAIMIND_API_SECRET (loopback only)")
+        bool,
+        typer.Option(
+            "--allow-unauthenticated", help="run without SCAIMIND_API_SECRET (loopback only)"
+        ),
     ] = False,
     data_dir: Annotated[
         Path | None,

@@ -105,7 +105,9 @@ def logs(
 
 def metrics(
     job_id: JobArgument,
-    watch: Annotated[bool, typer.Option(help="follow the live metrics until the job ends")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="follow the live metrics until the job ends")
+    ] = False,
     interval: Annotated[
         int, typer.Option(help="seconds between live snapshots", min=1, max=60)
     ] = 5,

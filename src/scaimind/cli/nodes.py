@@ -97,7 +97,9 @@ def drain(
     node_id: NodeArgument,
     force: Annotated[
         bool,
-        typer.Option(help="checkpoint and preempt its running jobs instead of letting them finish"),
+        typer.Option(
+            "--force", help="checkpoint and preempt its running jobs instead of letting them finish"
+        ),
     ] = False,
     reason: Annotated[str, typer.Option(help="why (shown in `nodes list`)")] = "",
     as_json: JsonOption = False,
