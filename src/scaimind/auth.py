@@ -121,8 +121,9 @@ def mint_token(
     ttl_s: int = 3600,
     audience: str = EMBEDDED_AUDIENCE,
     issuer: str = EMBEDDED_ISSUER,
+    extra_claims: Mapping[str, Any] | None = None,
 ) -> str:
-    """An HS256 token that the embedded-mode verifier accepts."""
+    """An HS256 token that the embedded-mode verifier accepts (plus `extra_claims`)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user_id,
@@ -135,6 +136,7 @@ def mint_token(
     }
     if scope:
         claims["scope"] = scope
+    claims.update(extra_claims or {})
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -35,7 +35,8 @@ def free_port() -> int:
 class Serve(ChildProcess):
     """`scaimind serve --data-dir D` runs, one after another, on that data dir."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, **env: str) -> None:
+        self.env = env  # extra SCAIMIND_* settings of the server
         self.data_dir = root / "data"
         self.output = root / "serve.log"
         self.url = ""
@@ -54,6 +55,7 @@ class Serve(ChildProcess):
                 env=clean_env(
                     SCAIMIND_LOG_LEVEL="WARNING",
                     SCAIMIND_LOCAL_DATA_ROOTS=str(self.data_dir.parent),
+                    **self.env,
                 ),
                 stdout=out,
                 stderr=out,

@@ -17,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.operator_cli import SSEEvent, SSEParser
+from scaimind.cli.sse import SSEEvent, SSEParser
 from scaimind.v1 import (
     cluster_pb2_grpc,
     common_pb2,

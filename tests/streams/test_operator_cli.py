@@ -6,11 +6,13 @@ import asyncio
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaimind.operator_cli import SSEParser, sparkline
+from scaimind.cli.render import sparkline
+from scaimind.cli.sse import SSEParser
 from tests.conftest import closed_port, make_token
 from tests.streams.live import Live
 
@@ -145,15 +147,19 @@ async def test_logs_unrecoverable_errors_exit_non_zero(live: Live, tmp_path: Pat
     code, _, stderr = await cli.finish()
     assert code == 1
     assert "403" in stderr
-    # Nothing listens here: a couple of quick retries, then a clear message.
+    # Nothing listens here and never did (a wrong URL, not a restart): a clear message within
+    # seconds, exit 3 (connection), however many reconnects a dropped stream would get.
+    started = time.monotonic()
     cli = await run_cli(
         ["logs", "job_x", "--max-retries", "2"],
         url=f"http://127.0.0.1:{closed_port()}",
         token=make_token(),
     )
     code, _, stderr = await cli.finish()
-    assert code == 1
-    assert "giving up after 2 reconnect attempts" in stderr
+    assert code == 3
+    assert "cannot reach" in stderr
+    assert "Connection refused" in stderr
+    assert time.monotonic() - started < 5
 
 
 async def test_metrics_show_and_watch(live: Live) -> None:

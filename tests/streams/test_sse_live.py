@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind.operator_cli import SSEEvent, SSEParser
+from scaimind.cli.sse import SSEEvent, SSEParser
 from scaimind.v1 import common_pb2
 from tests.conftest import auth
 from tests.streams.conftest import EventReader, data_events

@@ -1,0 +1,8 @@
+"""`python -m scaimind.cli`: the same as the `scaimind` console script."""
+
+import sys
+
+from scaimind.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
