@@ -180,3 +180,5 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
         assert any(resume in m for m in await s.messages(builtin))
         assert (await s.list_jobs())["total_count"] == 2
     assert await serve.terminate(within=30) == 0
+    # Starting job processes from the gRPC process logs nothing of gRPC's fork handlers.
+    assert "fork() handlers" not in serve.output.read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import signal
 import socket
 import sys
@@ -39,12 +40,20 @@ def load(data_dir: Path | None, **overrides: Any) -> Settings:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def quiet_grpc_fork() -> None:
+    """Job processes are started from a process that uses gRPC but never use gRPC in the
+    child: without this gRPC's fork handlers log "skipping fork() handlers" at every start.
+    Read by gRPC when it is first imported, so set before."""
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
+
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8080,
     data_dir: DataDirOption = None,
 ) -> None:
     """Run the gateway, with the embedded reference coordinator unless SCAIMIND_GRPC_HOST is set."""
+    quiet_grpc_fork()
     import uvicorn
 
     from scaimind.app import API_PREFIX, create_app
@@ -120,6 +129,7 @@ def coordinator(
     ] = None,
 ) -> None:
     """Run the reference coordinator as a standalone gRPC server."""
+    quiet_grpc_fork()
     from scaimind.coordinator.server import serve_forever
 
     settings = load(data_dir)
