@@ -71,8 +71,18 @@ async def test_custom_script_completes_with_flat_metrics_and_downsampling(
     assert job.status == S.JOB_STATUS_COMPLETED, job.error
     assert job.progress.total_steps == 40
     assert job.latest_metrics["accuracy"] == 1.0
-    assert [c.step for c in job.checkpoints] == [5, 10, 15, 20, 25, 30, 35, 40]
-    assert job.checkpoints[0].checkpoint_id == f"{job_id}-step-000005"
+    # keep_last_checkpoints unset: the coordinator's default keeps the newest five, and the
+    # folders of the older ones are gone too.
+    assert [c.step for c in job.checkpoints] == [20, 25, 30, 35, 40]
+    assert job.checkpoints[0].checkpoint_id == f"{job_id}-step-000020"
+    folder = env.host_path(job.checkpoints[0].path).parent
+
+    async def pruned() -> bool:
+        return sorted(p.name for p in folder.iterdir()) == [
+            f"step-{s:06d}" for s in (20, 25, 30, 35, 40)
+        ]
+
+    await wait_for(pruned)
 
     resp = await client.jobs.GetJobMetrics(
         coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=6), metadata=client.md()

@@ -69,6 +69,8 @@ class CoordinatorConfig(BaseModel):
     downstream_token_key: str | None = None
     dataset_cache_capacity_bytes: Annotated[int, Field(ge=0)] = GIB
     default_checkpoint_interval_steps: Annotated[int, Field(ge=1)] = 10
+    # Checkpoints a job keeps when output_config.keep_last_checkpoints is 0 (unset).
+    default_keep_last_checkpoints: Annotated[int, Field(ge=1)] = 5
     cluster_name: str = "local"
     # Local paths a tenant may name (":"-separated in SCAIMIND_LOCAL_DATA_ROOTS; `{tenant}`
     # expands to the caller's tenant id). Nothing outside them (and the tenant's storage area).

@@ -434,6 +434,11 @@ class JobManager:
             raise invalid(f"{field_name}: {ref} is neither a checkpoint id nor a directory")
         return str(path)
 
+    def keep_last(self, req: coordinator_pb2.SubmitJobRequest) -> int:
+        """How many checkpoints a job keeps (output_config.keep_last_checkpoints, else the
+        coordinator's default: a long run must not keep hundreds)."""
+        return req.output_config.keep_last_checkpoints or self.config.default_keep_last_checkpoints
+
     def shown(self, tenant_id: str, host: str) -> str:
         """A host path as a log line or message shows it (scaidrive:// or just its name)."""
         return self.files.display(tenant_id, host) if host else ""
@@ -1306,7 +1311,7 @@ class JobManager:
             metrics=to_numbers(event.get("metrics") or {}),
             created_at=time.time(),
         )
-        dropped = self.store.add_checkpoint(record, req.output_config.keep_last_checkpoints)
+        dropped = self.store.add_checkpoint(record, self.keep_last(req))
         loop = asyncio.get_running_loop()
         if not record.size_bytes:
             # Walking a folder is file I/O: off the event loop, inside the job's folder only.

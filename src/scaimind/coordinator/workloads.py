@@ -169,7 +169,7 @@ class TrainingWorkload:
             "max_seq_length": dc.max_seq_length,
             "checkpoint_interval_steps": oc.checkpoint_interval_steps
             or m.config.default_checkpoint_interval_steps,
-            "keep_last_checkpoints": oc.keep_last_checkpoints,
+            "keep_last_checkpoints": m.keep_last(req),
             "output_path": output,
             "save_final_model": oc.save_final_model if oc.HasField("save_final_model") else True,
         }
