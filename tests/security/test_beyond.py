@@ -6,6 +6,7 @@ scaidrive:// tricks, oversized values and Last-Event-ID.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.e2e_jobs.conftest import PREFIX
 from tests.security.conftest import (
     FAR_FUTURE,
     SECRET_OF,
@@ -237,3 +239,77 @@ async def test_bad_last_event_id_is_a_client_error(api: Api, value: str) -> None
         headers={"Last-Event-ID": value},
     )
     assert r.status_code < 500, r.text
+
+
+# ---- scaidrive:// of another tenant in every path field ------------------------------------------
+
+
+async def test_another_tenants_scaidrive_uri_is_refused_in_every_path_field(api: Api) -> None:
+    """custom_script_path, resume_from_checkpoint, model_uri and benchmark datasets naming
+    scaidrive://globex/…; a model_uri that is not local (scaidrive://globex/…, hf://…) silently
+    evaluated the job's own final model instead."""
+    theirs = (await api.model_job("globex"))["job_id"]
+    mine = await api.model_job("acme")
+    write_script(api.layout.storage("globex") / "train.py", "print('globex script')\n")
+    corpus = [str(api.layout.corpus)]
+    submits = {
+        "custom_script_path": job_body(
+            "drive-script", corpus, script="scaidrive://globex/train.py", start_after=FAR_FUTURE
+        ),
+        "resume_from_checkpoint": job_body(
+            "drive-resume",
+            corpus,
+            resume_from_checkpoint=f"scaidrive://globex/jobs/{theirs}/checkpoints/step-000010",
+            start_after=FAR_FUTURE,
+        ),
+    }
+    for field_name, body in submits.items():
+        r = await api.submit(body)
+        assert 400 <= r.status_code < 500, (field_name, r.text)
+
+    evaluations = {
+        "model_uri of globex": {"model_uri": f"scaidrive://globex/jobs/{theirs}/model"},
+        "model_uri elsewhere": {"model_uri": "hf://meta-llama/Llama-3-8B"},
+        "dataset of globex": {
+            "model_uri": mine["final_model_uri"],
+            "benchmarks": [{"name": "loss", "dataset": "scaidrive://globex/secret.jsonl"}],
+        },
+    }
+    for what, fields in evaluations.items():
+        body = {"job_id": mine["job_id"], "benchmarks": [{"name": "loss"}], **fields}
+        r = await api.request("POST", "/evaluations", json_body=body)
+        assert 400 <= r.status_code < 500, (what, r.text)
+
+
+# ---- tenant ids are path components --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tenant", "source"),
+    [
+        ("..", "scaidrive://../coordinator.db"),
+        ("../..", "scaidrive://..%2F../jwt-secret"),
+        ("../tenants/globex", "{globex_private}"),
+    ],
+)
+async def test_a_tenant_id_with_path_characters_reaches_no_other_area(
+    api: Api, tenant: str, source: str
+) -> None:
+    """A tenant id becomes a path component (storage/<tenant>, `{tenant}` in the roots): with
+    `..` in it, scaidrive:// led out of the storage area into the data dir (the coordinator's
+    database as CSV columns). Tenant ids come from the identity provider or an operator's API
+    key; they must still never be a way out."""
+    source = source.format(globex_private=api.layout.private("globex"))
+    token = await asyncio.to_thread(api.serve.token, tenant)
+    r = await api.http.post(
+        f"{PREFIX}/data/validate",
+        json={"sources": [{"path": source, "format": "csv"}]},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    needles = {
+        **api.serve.secrets_on_disk(),
+        "the coordinator database": "SQLite format 3",
+        "globex's data": SECRET_OF["globex"],
+    }
+    assert_no_leak(r.text, needles, f"the answer to tenant {tenant!r}")
+    assert 400 <= r.status_code < 500, r.text[:1000]
