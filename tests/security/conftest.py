@@ -273,6 +273,7 @@ def job_body(
     resume_from_checkpoint: str | None = None,
     queue_name: str | None = None,
     checkpoint_interval_steps: int | None = None,
+    keep_last_checkpoints: int | None = None,
     max_runtime_seconds: int | None = None,
 ) -> dict[str, Any]:
     """A POST /jobs body: the built-in trainer, or the CUSTOM `script` when given."""
@@ -304,6 +305,8 @@ def job_body(
         body["output_config"]["output_path"] = output_path
     if checkpoint_interval_steps is not None:
         body["output_config"]["checkpoint_interval_steps"] = checkpoint_interval_steps
+    if keep_last_checkpoints is not None:
+        body["output_config"]["keep_last_checkpoints"] = keep_last_checkpoints
     return body
 
 

@@ -239,3 +239,27 @@ attempt('write in /tmp', lambda: Path('/tmp/scratch.txt').write_text('x'))
     assert (out / "weights.txt").read_text() == "trained weights"
     # Its own inputs only: acme's private data is readable to acme, never globex's.
     assert_no_leak(json.dumps(result), {"globex's data": SECRET_OF["globex"]}, "the result")
+
+
+async def test_job_cannot_read_host_files_beyond_its_inputs(api: Api) -> None:
+    """Only the job's resolved inputs are bound: not /etc/shadow, not another tenant's files,
+    not a file of a root it did not name, not the service's log."""
+    unlisted = api.layout.shared / "not-an-input.jsonl"
+    unlisted.write_text(api.layout.corpus.read_text())
+    plain = api.layout.outside / "host-file.txt"
+    plain.write_text("a host file\n")
+    files = {
+        "/etc/shadow": "/etc/shadow",
+        "globex's private data": str(api.layout.private("globex")),
+        "globex's storage": str(api.layout.storage("globex") / "secret.jsonl"),
+        "a file of a root it did not name": str(unlisted),
+        "a file in no root": str(plain),
+        "the service's log": str(api.serve.log_path),
+    }
+    body = """
+for name, path in json.loads(env['PROBE_FILES']).items():
+    attempt(name, lambda path=path: Path(path).read_bytes()[:40].decode('latin-1'))
+"""
+    result = await run_probe(api, "host_files", body, {"PROBE_FILES": json.dumps(files)})
+    read = {k: v["value"] for k, v in succeeded(result).items()}
+    assert read == {}, f"the job read host files: {read}"
