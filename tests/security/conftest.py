@@ -3,11 +3,12 @@
 Every test here plays a tenant trying to reach something that is not its own: host files, the
 service's data dir and secrets, another tenant's data, models and processes, the network. The
 server is `scaimind serve` as a subprocess on a free port with its own data dir and SCAIMIND_*
-environment (one shared by most modules, see `serve`); the two tenants, `acme` and `globex`, hold
-tokens minted by `scaimind token`. Jobs are real processes (the built-in trainer, or CUSTOM
-scripts that report what they could reach as a `SECTEST-RESULT {json}` stdout line).
+environment (one shared by the modules of this package that do not need other settings, see
+`serve`); the two tenants, `acme` and `globex`, hold tokens minted by `scaimind token`. Jobs are
+real processes (the built-in trainer, or CUSTOM scripts that report what they could reach as a
+`SECTEST-RESULT {json}` stdout line).
 
-Layout of a module's directory (the `Layout`):
+Layout of a server's directory (the `Layout`):
 
     shared/                 a root of every tenant (SCAIMIND_LOCAL_DATA_ROOTS)
     tenants/<tenant>/       the tenant's own root ({tenant} in the setting)
@@ -65,7 +66,7 @@ def poll(predicate: Callable[[], Any], *, within: float, interval: float = 0.1) 
 
 @dataclass(frozen=True)
 class Layout:
-    """The directories of one module's server (see the module docstring)."""
+    """The directories of one server (see the module docstring)."""
 
     root: Path
 
@@ -247,7 +248,7 @@ def start_serve(root: Path, **env: str) -> SecureServe:
     return SecureServe(Layout(root).create(), env).start()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServe]:
     """The server with the default settings, shared by the modules that do not override it
     (each test makes its own files, with unique names where they could collide)."""
