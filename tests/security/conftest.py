@@ -353,6 +353,12 @@ def assert_refused(
         assert any(n in named for n in any_of), f"none of {any_of} named in {err}"
 
 
+def assert_invalid(r: httpx.Response) -> None:
+    """400 INVALID_ARGUMENT (which field it names is checked by the tests of the message)."""
+    assert r.status_code == 400, f"expected 400, got {r.status_code}: {r.text[:2000]}"
+    assert error_of(r)["code"] == "INVALID_ARGUMENT", r.text
+
+
 async def run_if_accepted(
     api: Api, r: httpx.Response, tenant: str = "acme", within: float = 90
 ) -> dict[str, Any] | None:
