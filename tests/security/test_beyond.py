@@ -88,6 +88,67 @@ async def test_checkpoint_event_naming_another_tenants_checkpoint_is_ignored(api
     assert any("checkpoint" in m for m in warnings), warnings
 
 
+LINKER = r"""
+import json, os
+from pathlib import Path
+
+env = os.environ
+ckpt = Path(env['SCAIMIND_CHECKPOINT_DIR'])
+ckpt.mkdir(parents=True, exist_ok=True)
+# Links inside the job's own checkpoint dir: one absolute, one relative (as resolved on the host).
+os.symlink(env['PROBE_PATH'], ckpt / 'step-000007')
+os.symlink(env['PROBE_RELATIVE'], ckpt / 'step-000008')
+with open(env['SCAIMIND_METRICS_FILE'], 'a') as m:
+    for step in (7, 8):
+        m.write(json.dumps({'step': step, 'loss': 1.0}) + '\n')
+        event = {'type': 'checkpoint', 'step': step, 'path': str(ckpt / f'step-{step:06d}')}
+        m.write(json.dumps(event) + '\n')
+"""
+
+
+async def test_a_link_in_the_jobs_checkpoint_dir_does_not_lead_to_another_tenants_checkpoint(
+    api: Api,
+) -> None:
+    """The event names a path inside the job's own checkpoint dir, but it is a link to globex's
+    checkpoint: resuming from it must not bind globex's files into acme's job."""
+    theirs = await api.model_job("globex")
+    their_dir = api.host_dir_of(theirs["job_id"], "step-*")
+    their_meta = hashlib.sha256((their_dir / "meta.json").read_bytes()).hexdigest()
+    script = write_script(api.layout.tenant("acme") / "linker.py", LINKER)
+    # Relative: enough `..` to reach / from wherever the link is, then down to globex's dir.
+    relative = "../" * 40 + str(their_dir).lstrip("/")
+    env = {"PROBE_PATH": str(their_dir), "PROBE_RELATIVE": relative}
+    body = job_body("linker", [str(api.layout.corpus)], script=script, env=env)
+    linked = await api.wait_done(await api.submit_ok(body))
+    assert linked["status"] == "COMPLETED", linked
+    reader = write_script(
+        api.layout.tenant("acme") / "read_resume_link.py",
+        probe_script(
+            "import hashlib\n"
+            "attempt('meta', lambda: hashlib.sha256((Path(env['SCAIMIND_RESUME_CHECKPOINT'])"
+            " / 'meta.json').read_bytes()).hexdigest())"
+        ),
+    )
+    for ckpt in linked["checkpoints"]:
+        body = job_body(
+            "steal",
+            [str(api.layout.corpus)],
+            script=reader,
+            resume_from_checkpoint=ckpt["checkpoint_id"],
+        )
+        r = await api.submit(body)
+        if r.status_code != 201:
+            continue
+        job = await api.wait_done(r.json()["data"]["job_id"])
+        if job["status"] != "COMPLETED":
+            continue
+        stolen = await api.result(job["job_id"])
+        assert stolen["meta"] != {"ok": True, "value": their_meta}, (
+            f"acme resumed from its checkpoint {ckpt['checkpoint_id']} (a link) and read "
+            f"globex's {their_dir}"
+        )
+
+
 async def test_final_model_event_outside_the_output_dir_is_ignored(api: Api) -> None:
     """A final_model event made another tenant's model this job's final model."""
     theirs = await api.model_job("globex")
