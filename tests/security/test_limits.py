@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for
 from tests.security.conftest import (
     Api,
     SecureServe,
@@ -148,3 +149,75 @@ async def test_validate_stops_at_the_byte_limit(api: Api) -> None:
     (result,) = r.json()["data"]["results"]
     assert any(str(VALIDATE_MAX_BYTES) in w for w in result["warnings"]), result["warnings"]
     assert 0 < result["num_rows"] < total, result
+
+
+HOLDER = r"""
+import json, os, time
+
+r, w = os.pipe()
+held = 0
+for _ in range(int(os.environ['HOLD'])):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    held += 1
+with open(os.environ['SCAIMIND_METRICS_FILE'], 'a') as m:
+    m.write(json.dumps({'step': 1, 'loss': 1.0}) + '\n')
+print(f'holding {held} processes', flush=True)
+time.sleep(60)
+"""
+
+
+async def test_another_tenants_processes_do_not_count_against_a_job(api: Api) -> None:
+    """The process limit is per job: globex's job holding most of its allowance must not stop
+    acme's job from starting a few processes (a limit counted per user id is shared by every
+    job running as that user)."""
+    holder = write_script(api.layout.tenant("globex") / "holder.py", HOLDER)
+    body = job_body(
+        "holder", [str(api.layout.corpus)], script=holder, env={"HOLD": str(PROCESSES - 4)}
+    )
+    theirs = await api.submit_ok(body, "globex")
+    try:
+        await api.wait_status(theirs, "TRAINING", tenant="globex")
+
+        async def holding() -> str:
+            return next(
+                (
+                    line
+                    for line in (await api.log_text(theirs, "globex")).splitlines()
+                    if line.startswith("holding")
+                ),
+                "",
+            )
+
+        held = await wait_for(holding, within=30, interval=0.2)
+        assert held == f"holding {PROCESSES - 4} processes", held
+        probe_body = """
+r, w = os.pipe()
+forked, error = 0, None
+for _ in range(8):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        error = str(e)
+        break
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0)
+    forked += 1
+os.close(w)
+for _ in range(forked):
+    os.wait()
+result['forked'] = forked
+result['error'] = error
+"""
+        result = await probe(api, "few_processes", probe_body)
+    finally:
+        await api.request("POST", f"/jobs/{theirs}/cancel", "globex", json_body={})
+    assert result["forked"] == 8, f"acme's job could start only {result['forked']}: {result}"
