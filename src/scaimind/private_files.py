@@ -36,6 +36,19 @@ def private_database(path: Path) -> None:
         private_file(path.with_name(path.name + suffix))
 
 
+def secure_tree(directory: Path) -> None:
+    """Every folder under `directory` 0700 and every file 0600 (links are not followed)."""
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
+
+
 def secure_children(directory: Path) -> None:
     """Every directory directly inside `directory` 0700 (job directories)."""
     with contextlib.suppress(FileNotFoundError):

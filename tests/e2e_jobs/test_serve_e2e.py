@@ -133,7 +133,8 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
             s.body(
                 "builtin",
                 custom=False,
-                hyperparameters={"max_steps": 200, "seed": 5},
+                # Long enough that the SIGTERM below always finds it training.
+                hyperparameters={"max_steps": 1000, "seed": 5},
                 checkpoint_interval_steps=1000,
             )
         )
@@ -175,7 +176,7 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
         assert stopped_at >= 10
         assert job["retry_count"] == 0
         # Continued from its shutdown checkpoint: every step once, the counter never restarted.
-        assert [p for p, _ in await s.losses(builtin)] == list(range(1, 201))
+        assert [p for p, _ in await s.losses(builtin)] == list(range(1, 1001))
         resume = f"resuming from {job['checkpoints'][0]['path']}"
         assert any(resume in m for m in await s.messages(builtin))
         assert (await s.list_jobs())["total_count"] == 2

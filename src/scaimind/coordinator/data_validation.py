@@ -16,8 +16,8 @@ from pathlib import Path
 import grpc
 
 from scaimind.coordinator.datasets import SourceReport, validate_source
-from scaimind.coordinator.errors import CoordinatorError, invalid
-from scaimind.coordinator.paths import PathRefused, TenantFiles
+from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
+from scaimind.coordinator.paths import TenantFiles
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 _FORMATS = {

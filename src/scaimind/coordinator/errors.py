@@ -16,6 +16,13 @@ class CoordinatorError(Exception):
         self.retry_after = retry_after
 
 
+class PathRefused(CoordinatorError):
+    """A path outside the caller's policy (INVALID_ARGUMENT): refuses a whole request."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 def invalid(message: str) -> CoordinatorError:
     """INVALID_ARGUMENT; the message starts with the offending field."""
     return CoordinatorError(grpc.StatusCode.INVALID_ARGUMENT, message)

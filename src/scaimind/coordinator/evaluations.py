@@ -315,7 +315,7 @@ class EvaluationWorkload:
         work = private_dir(m.files.layout.work_dir(rt.job_id), owner)
         job_dir = plan.add(work, JOB, writable=True)
         m.files.check_visible(model, "the model to evaluate", owner)
-        model_seen = plan.add(model, MODEL)
+        model_seen = m.files.mount_stable(model, MODEL, plan)
         benchmarks: list[dict[str, Any]] = []
         for i, b in enumerate(req.benchmarks):
             dataset = ""
@@ -394,7 +394,7 @@ class EvaluationWorkload:
         return EvaluationSink(m, rt)
 
     def max_runtime_seconds(self, row: sqlite3.Row) -> int:
-        """No limit of its own."""
+        """No limit of its own (the operator's maximum applies)."""
         return 0
 
     def completed(

@@ -261,7 +261,7 @@ class JobFiles:
                 "longer available to this tenant"
             )
         self.check_visible(real, "the checkpoint to resume from", owner)
-        return plan.add(real, RESUME)
+        return self.mount_stable(real, RESUME, plan)
 
     def readable_dir(self, tenant_id: str, host: Path) -> bool:
         """True for a directory the tenant may still read (the roots may change)."""
@@ -287,6 +287,37 @@ class JobFiles:
                 "operator makes it readable for that user (for example chmod o+rX) or sets "
                 "SCAIMIND_SANDBOX_UID"
             )
+
+    def writable_area(self, real: Path) -> Path | None:
+        """The root of the folder some job may rewrite that holds `real` (a job's checkpoints
+        or model folder in a storage area, a claimed output directory), else None. The root
+        itself cannot be replaced by a job: its parent is the coordinator's."""
+        storage = Path(os.path.realpath(self.layout.storage_root))
+        if real.is_relative_to(storage):
+            parts = real.relative_to(storage).parts
+            # <tenant>/jobs/<job_id>/{checkpoints,model}/...
+            if len(parts) >= 4 and parts[1] == JOBS_AREA and parts[3] in ("checkpoints", "model"):
+                return storage.joinpath(*parts[:4])
+        for claim in self.ops.output_claims():
+            area = Path(claim["path"])
+            if real == area or real.is_relative_to(area):
+                return area
+        return None
+
+    def mount_stable(self, real: Path, inside: str, plan: MountPlan) -> str:
+        """Show a folder a job reads in place, with no race between check and bind.
+
+        bwrap binds by path. Inside a folder another job can rewrite, a checked folder could be
+        swapped for a link before the bind; so the folder's root, which no job can replace, is
+        bound instead and the rest of the path is walked inside the sandbox, where a link leads
+        only to what the sandbox shows. `real` is the path as it was checked (resolved then):
+        resolving it again here would follow exactly the link this guards against. Returns the
+        path the job uses.
+        """
+        area = self.writable_area(real)
+        if area is None or area == real:
+            return plan.add(real, inside)
+        return f"{plan.add(area, inside)}/{real.relative_to(area)}"
 
     def checkpoint_host(self, tenant_id: str, job_id: str, reported: Path | None) -> Path | None:
         """A checkpoint path the process reported, if it lies in the job's checkpoint folder."""

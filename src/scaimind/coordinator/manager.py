@@ -434,6 +434,12 @@ class JobManager:
             raise invalid(f"{field_name}: {ref} is neither a checkpoint id nor a directory")
         return str(path)
 
+    def runtime_limit(self, workload: Workload, row: sqlite3.Row) -> int:
+        """Seconds one attempt may run: the job's own limit within the operator's maximum,
+        which also applies to jobs (and evaluations) that set none. 0 = no limit."""
+        own, most = workload.max_runtime_seconds(row), self.config.max_runtime_seconds
+        return min(own, most) if own and most else own or most
+
     def keep_last(self, req: coordinator_pb2.SubmitJobRequest) -> int:
         """How many checkpoints a job keeps (output_config.keep_last_checkpoints, else the
         coordinator's default: a long run must not keep hundreds)."""
@@ -1185,7 +1191,7 @@ class JobManager:
         ):
             running.signal(signal.SIGKILL)
         timer = None
-        limit = workload.max_runtime_seconds(row)
+        limit = self.runtime_limit(workload, row)
         if limit > 0:
             timer = asyncio.get_running_loop().call_later(limit, self._timeout, rt, limit)
         try:
@@ -1277,7 +1283,7 @@ class JobManager:
             ):
                 self._auto_retry(job_id, "preempted")
         elif rt.stop_reason == TIMEOUT:
-            limit = workload.max_runtime_seconds(row) if workload is not None else 0
+            limit = self.runtime_limit(workload, row) if workload is not None else 0
             msg = f"exceeded max_runtime_seconds={limit}"
             fields.update({"error_code": "TIMEOUT", "error_message": msg})
             self._transition(job_id, RUNNING, S.JOB_STATUS_FAILED, fields, msg, L.LOG_LEVEL_ERROR)

@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-import grpc
-
-from scaimind.coordinator.errors import CoordinatorError, invalid
+from scaimind.coordinator.errors import PathRefused, invalid
 from scaimind.coordinator.storage import SCHEME, DriveAccess
 
 ROOTS_SETTING = "SCAIMIND_LOCAL_DATA_ROOTS"
@@ -99,14 +97,9 @@ class PathPolicy:
         return any(_under(real, p) for p in self._protected_real)
 
 
-class PathRefused(CoordinatorError):
-    """A path outside the caller's policy (INVALID_ARGUMENT)."""
-
-
 def refused(field_name: str, raw: str, tenant_id: str) -> PathRefused:
     """The one answer for a path outside the policy (identical for missing and existing)."""
     return PathRefused(
-        grpc.StatusCode.INVALID_ARGUMENT,
         f"{field_name}: {raw} is outside the local data roots of tenant {tenant_id}; use "
         f"scaidrive://{tenant_id}/<path> (the tenant's storage area) or ask the operator to "
         f"add its directory to {ROOTS_SETTING}",

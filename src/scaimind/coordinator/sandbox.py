@@ -232,6 +232,8 @@ class Sandbox:
             opts += ["--disable-userns", "--cap-drop", "ALL"]
         opts += self._system_mounts()
         opts += ["--proc", "/proc", "--dev", "/dev"]
+        # Sticky and world-writable like any /tmp: the job's user is not its owner.
+        opts += ["--perms", "1777"]
         if self.config.tmp_mb > 0:
             opts += ["--size", str(self.config.tmp_mb * 1024 * 1024)]
         opts += ["--tmpfs", "/tmp"]

@@ -25,10 +25,11 @@ from pydantic import ValidationError
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.inventory import load_inventory
+from scaimind.coordinator.jobfiles import JOBS_AREA
 from scaimind.coordinator.manager import JobManager
 from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
 from scaimind.coordinator.store import Store
-from scaimind.private_files import private_database, private_dir, secure_children
+from scaimind.private_files import private_database, private_dir, secure_children, secure_tree
 from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -127,9 +128,14 @@ def _secure(config: CoordinatorConfig, manager: JobManager) -> None:
     """File modes of the coordinator's data dir, fixed at every start (private_files.py)."""
     for name in ("coordinator.db", "ops.db"):
         private_database(config.data_dir / name)
-    for directory in (manager.jobs_dir, config.data_dir / "dataset-cache"):
-        private_dir(directory)
-        secure_children(directory)
+    private_dir(manager.jobs_dir)
+    secure_children(manager.jobs_dir)
+    cache = private_dir(config.data_dir / "dataset-cache")
+    secure_tree(cache)
+    # Each job's artefacts folder in the storage areas (what is inside is the job's own).
+    for area in manager.files.layout.storage_root.glob(f"*/{JOBS_AREA}"):
+        private_dir(area)
+        secure_children(area)
 
 
 def serve_forever(config: CoordinatorConfig) -> int:

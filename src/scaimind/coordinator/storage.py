@@ -18,7 +18,7 @@ import grpc
 import jwt
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.errors import CoordinatorError, invalid
+from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
 from scaimind.downstream_tokens import (
     METADATA_KEYS,
     SCAIDRIVE,
@@ -62,8 +62,8 @@ class DriveAccess:
         rel = PurePosixPath(unquote(parsed.path).lstrip("/"))
         if not tenant or not rel.parts:
             raise invalid(f"{field}: {uri} must have the form scaidrive://<tenant>/<path>")
-        if ".." in rel.parts:
-            raise invalid(f"{field}: {uri} must not contain '..'")
+        if ".." in rel.parts or ".." in PurePosixPath(tenant).parts:
+            raise PathRefused(f"{field}: {uri} must not contain '..'")
         if tenant != self.tenant_id:
             raise denied(
                 f"{field}: {uri} belongs to another tenant; the caller's scaidrive token only "

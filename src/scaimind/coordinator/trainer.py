@@ -503,7 +503,12 @@ def main() -> int:
         spec, events, stop, checkpoint_dir, os.environ.get("SCAIMIND_RESUME_CHECKPOINT", "")
     )
     try:
-        return trainer.run()
+        code = trainer.run()
+        if code == EXIT_OK:
+            # Finished and exported: a stop request now must not turn the run into a killed
+            # one (Python restores the default SIGTERM action while it shuts down).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return code
     except (KeyboardInterrupt, SystemExit):
         raise
     except DataFormatError as exc:

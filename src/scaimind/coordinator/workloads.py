@@ -71,6 +71,9 @@ class TrainingWorkload:
         owner = m.files.owner if sandboxed else None
         plan = MountPlan(sandboxed)
         work = private_dir(m.files.layout.work_dir(rt.job_id), owner)
+        # The artefacts' folder is the coordinator's (0700); the job writes only inside it.
+        private_dir(m.files.layout.jobs_area(rt.tenant_id))
+        private_dir(m.files.layout.artifacts(rt.tenant_id, rt.job_id))
         ckpt_dir = private_dir(m.files.layout.checkpoints(rt.tenant_id, rt.job_id), owner)
         output = m.files.output_dir(row, create=True, owner=owner)
         job_dir = plan.add(work, JOB, writable=True)
@@ -89,7 +92,7 @@ class TrainingWorkload:
             # The script's folder is visible read-only, so its own modules import as usual.
             m.files.check_visible(script.parent, "the CUSTOM script's folder", owner)
             m.files.check_visible(script, "the CUSTOM script", owner)
-            code = plan.add(script.parent, CODE)
+            code = m.files.mount_stable(script.parent, CODE, plan)
             argv = script_argv(f"{code}/{script.name}")
         else:
             argv = [sys.executable, "-m", "scaimind.coordinator.trainer"]
