@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from scaimind import __version__
 from scaimind.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
+from scaimind.body_limit import BodyLimitMiddleware
 from scaimind.client import CallContext, CoordinatorClient, open_channel
 from scaimind.deps import State
 from scaimind.errors import (
@@ -144,6 +145,8 @@ def mount_module(
     app.state.scaimind_settings = settings
     install_error_handlers(app)
     if not getattr(app.state, "scaimind_request_ids", False):
+        # Added first, so it runs inside the request-id middleware (its 413 carries the id).
+        app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix=prefix)
         app.add_middleware(RequestIdMiddleware)
         app.state.scaimind_request_ids = True
     app.include_router(module_router(), prefix=prefix)

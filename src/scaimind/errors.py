@@ -148,6 +148,14 @@ class ApiKeysUnavailable(ScaiMindError):
         super().__init__(retry_after=5)
 
 
+class PayloadTooLarge(ScaiMindError):
+    """The request body is larger than SCAIMIND_MAX_BODY_BYTES; it was not read."""
+
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "request body too large"
+
+
 class NotFound(ScaiMindError):
     """Unknown path or resource."""
 

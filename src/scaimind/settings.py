@@ -9,6 +9,8 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scaimind.limits import DEFAULT_MAX_BODY_BYTES
+
 ENV_PREFIX = "SCAIMIND_"
 
 
@@ -60,6 +62,9 @@ class Settings(BaseSettings):
     # A client whose socket stays full this long (it stopped reading) loses its stream.
     sse_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
+
+    # Request bodies larger than this are refused (413) before they are read.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = DEFAULT_MAX_BODY_BYTES
 
     # uvicorn's names (it fails with a bare KeyError on anything else).
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"] = "INFO"
