@@ -31,7 +31,7 @@ LABEL_VALUE_CHARS: Final = 256
 PAGE_TOKEN_CHARS: Final = 1024
 
 # Entries of one map or list.
-LABELS: Final = 64  # labels, label filters, node_selector
+LABELS: Final = 64  # labels and label filters
 ENVIRONMENT: Final = 64
 HYPERPARAMETERS: Final = 256
 OPTIONS: Final = 64  # every other string map: model_kwargs, framework configs, field_mapping, ...
@@ -39,6 +39,7 @@ SOURCES: Final = 256
 COLUMNS: Final = 256
 BENCHMARKS: Final = 32
 NODE_AFFINITY: Final = 32
+NODE_SELECTOR: Final = 32
 STATUS_FILTERS: Final = 32
 LIST_ITEMS: Final = 256  # any other list
 
@@ -72,7 +73,9 @@ FIELD_CAPS: Final[Mapping[str, Cap]] = {
     "DataSource.path": _PATH,
     "DataSource.columns": Cap(chars=KEY_CHARS, items=COLUMNS),
     "PreprocessConfig.chat_template": Cap(chars=TEMPLATE_CHARS, multiline=True),
-    "ResourceConfig.node_selector": _LABELS,
+    "ResourceConfig.node_selector": Cap(
+        chars=LABEL_VALUE_CHARS, items=NODE_SELECTOR, key_chars=LABEL_KEY_CHARS
+    ),
     "OutputConfig.output_path": _PATH,
     "OutputConfig.model_name": Cap(chars=NAME_CHARS),
     "SchedulingConfig.queue_name": _ID,

@@ -6,15 +6,15 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import StringConstraints
 
+from scaimind import limits
 from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
 from scaimind.deps import ClientDep, Manager, Viewer
 from scaimind.schemas.jobs import (
-    LABEL_RE,
     CancelBody,
     JobStatus,
+    LabelFilter,
     PauseBody,
     ResumeBody,
     RetryBody,
@@ -26,8 +26,6 @@ from scaimind.v1 import coordinator_pb2
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(min_length=1, max_length=128)]
-# The pattern must sit on the items: on the list itself pydantic raises TypeError (a 500).
-LabelFilter = Annotated[str, StringConstraints(pattern=LABEL_RE, max_length=1024)]
 
 
 def labels_to_filter(labels: list[str]) -> dict[str, str]:
@@ -40,11 +38,11 @@ async def list_jobs(
     who: Viewer,
     client: ClientDep,
     cache: JobCacheDep,
-    status: Annotated[list[JobStatus], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
+    status: Annotated[list[JobStatus], Query(max_length=limits.STATUS_FILTERS)] = [],  # noqa: B006
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str, Query(max_length=1024)] = "",
     order_by: Annotated[str, Query(max_length=128)] = "",
-    label: Annotated[list[LabelFilter], Query()] = [],  # noqa: B006
+    label: Annotated[list[LabelFilter], Query(max_length=limits.LABELS)] = [],  # noqa: B006
 ) -> dict[str, Any]:
     """List the tenant's jobs."""
     req = dict_to_message(
