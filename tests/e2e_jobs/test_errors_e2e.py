@@ -19,4 +19,3 @@ async def test_a_missing_dataset_names_the_field_and_the_users_own_path(two_slot
     # Before: "the training coordinator rejected the request (INVALID_ARGUMENT)".
     assert str(missing) in detail["message"]
     assert error["message"] == f"{detail['field']}: {detail['message']}"
-

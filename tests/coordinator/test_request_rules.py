@@ -12,11 +12,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from scaimind.convert import dict_to_message
+from scaimind.identity import validate_identity
 from scaimind.limits import first_violation
 from scaimind.v1 import cluster_pb2, coordinator_pb2
 from tests.limits_cases import CAP_CASES, CapCase, names_field
 
-from .conftest import Client
+from .conftest import Client, Env
 
 _REQUESTS: dict[str, Any] = {
     "submit": coordinator_pb2.SubmitJobRequest,
@@ -128,3 +129,35 @@ async def test_any_page_token_is_invalid_argument(client: Client, token: str) ->
         )
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
     assert violations_of(err.value) == [("page_token", "invalid")]
+
+
+@pytest.mark.parametrize(
+    ("tenant", "user"),
+    # (Control characters cannot travel as metadata at all: grpc refuses to send them.)
+    [(" tenant-a ", "user-1"), ("t" * 129, "u"), ("tenant-a", " u")],
+    ids=["padded", "too long", "padded user"],
+)
+async def test_an_identity_is_refused_never_normalised(
+    env: Env, client: Client, tenant: str, user: str
+) -> None:
+    # The coordinator used to strip the tenant: " tenant-a " saw tenant-a's jobs.
+    await client.submit(env.builtin("mine", hyperparameters={"max_steps": "1"}))
+    md = [("x-api-secret", client.secret), ("x-tenant-id", tenant), ("x-user-id", user)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.jobs.ListJobs(coordinator_pb2.ListJobsRequest(), metadata=md, timeout=10)
+    assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", " a", "a ", "a\x00", "a\x7f", "\ud800", "x" * 129],
+    ids=["empty", "leading", "trailing", "NUL", "DEL", "surrogate", "129 chars"],
+)
+def test_validate_identity_refuses(value: str) -> None:
+    with pytest.raises(ValueError, match="tenant_id"):
+        validate_identity(value, "tenant_id")
+
+
+def test_validate_identity_accepts() -> None:
+    for value in ("acme", "x" * 128, "tenant a", "josé"):
+        assert validate_identity(value, "tenant_id") == value
