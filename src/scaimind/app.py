@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -84,6 +85,29 @@ async def _start_embedded_coordinator(
     return f"127.0.0.1:{running.port}"
 
 
+def _warn_if_plaintext(settings: Settings) -> None:
+    """Say so at start when the coordinator is reached in plain text over a network."""
+    if settings.tls_enabled or settings.embedded_coordinator or is_loopback(settings.grpc_host):
+        return
+    # The API secret, tenant ids and downstream tokens travel in the call metadata.
+    logger.warning(
+        "TLS to the coordinator is off and %s is not a loopback address: the API secret and "
+        "downstream tokens travel in plain text; set SCAIMIND_TLS_ENABLED=true",
+        settings.grpc_target,
+        extra={"event": "scaimind_coordinator_plaintext"},
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the module's resources on `app.state.scaimind`; safe to enter more than once.
@@ -102,6 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             else embedded_api_secret(settings.data_dir)
         )
         target = settings.grpc_target
+        _warn_if_plaintext(settings)
         if settings.embedded_coordinator:
             target = await _start_embedded_coordinator(settings, api_secret, stack)
         channel = open_channel(settings, target)

@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scaimind.limits import DEFAULT_MAX_BODY_BYTES
 
 ENV_PREFIX = "SCAIMIND_"
+# The module's permission keys (scaimind.auth names them; settings cannot import auth).
+PermissionKey = Literal[
+    "scaimind:view", "scaimind:manage", "scaimind:cluster_admin", "scaimind:evaluate"
+]
 
 
 class SettingsError(Exception):
@@ -62,6 +66,9 @@ class Settings(BaseSettings):
     # A client whose socket stays full this long (it stopped reading) loses its stream.
     sse_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
+
+    # Role -> permission keys (JSON), replacing the default grants of the roles it names.
+    role_permissions: dict[Annotated[str, Field(min_length=1)], list[PermissionKey]] | None = None
 
     # Request bodies larger than this are refused (413) before they are read.
     max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = DEFAULT_MAX_BODY_BYTES
