@@ -8,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from scaimind import __version__
 from scaimind.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
@@ -26,6 +27,7 @@ from scaimind.errors import (
     request_id_of,
 )
 from scaimind.manifest import MANIFEST
+from scaimind.openapi import install_docs
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.app")
@@ -40,7 +42,8 @@ def module_router() -> APIRouter:
     from scaimind import apikeys  # noqa: F401  (registers the API-key store's startup hook)
     from scaimind.routers import cluster, data, evaluations, jobs, monitoring, queue
 
-    router = APIRouter()
+    # Stable operation ids (scaimind_list_jobs, ...) for generated clients and OpenAPI links.
+    router = APIRouter(generate_unique_id_function=lambda route: f"scaimind_{route.name}")
     router.include_router(jobs.router)
     router.include_router(monitoring.router)
     router.include_router(cluster.router)
@@ -179,15 +182,37 @@ def mount_module(
         app.dependency_overrides[get_current_user] = current_user
 
 
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = Field(description='Always "ok" while the process serves.')
+    version: str = Field(description="ScaiMind version.")
+
+
+class Readiness(BaseModel):
+    """Readiness and what it was judged on."""
+
+    status: Literal["ok", "unavailable"] = Field(description="ok when every check is ok.")
+    checks: dict[str, str] = Field(
+        description="coordinator and cache: ok, or what is wrong (e.g. BACKEND_UNAVAILABLE)."
+    )
+
+
 def _health_routes(app: FastAPI) -> None:
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], response_model=Health, operation_id="health")
     async def health() -> dict[str, Any]:
-        """Liveness."""
+        """Liveness: the process serves requests."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        operation_id="ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: see `checks`."}},
+    )
     async def ready(request: Request) -> JSONResponse:
-        """Readiness: the coordinator (and cache, when configured) answer."""
+        """Readiness: the coordinator (and the cache database, when configured) answer."""
         state: State | None = getattr(request.app.state, "scaimind", None)
         checks: dict[str, str] = {}
         if state is None:
@@ -219,14 +244,44 @@ def _health_routes(app: FastAPI) -> None:
 def create_app(settings: Settings) -> FastAPI:
     """The standalone gateway: module under /v1/modules/scaimind, health, metrics, OpenAPI."""
     app = FastAPI(
-        title="ScaiMind",
+        title=_TITLE,
         version=__version__,
-        description="Training orchestration for ScaiGrid: submit, monitor and manage jobs.",
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS,
         lifespan=lifespan,
+        # Served from the package's own copies of Swagger UI and ReDoc, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     mount_module(app, settings)
     _health_routes(app)
+    install_docs(app, title=_TITLE)
     return app
+
+
+_TITLE: Final = "ScaiMind"
+_DESCRIPTION: Final = f"""Training orchestration for ScaiGrid: submit, monitor and manage
+training jobs, evaluations, data and the cluster.
+
+**Authentication.** Every call under `{API_PREFIX}` needs `Authorization: Bearer <token>` (a
+JWT or an `sgk_` API key): use *Authorize*. In the embedded mode, `scaimind token --data-dir DIR
+--tenant T --user U` prints a token for the server on that data dir.
+
+**Responses.** Success bodies are `{{"data": …}}`; errors are the envelope
+`{{"status": "error", "error": {{"code", "message", "details"?, "retry_after"?}}, "meta":
+{{"request_id"}}}}`, where `details` lists `{{field, message}}` for each rejected field.
+Request bodies over `SCAIMIND_MAX_BODY_BYTES` (default 1 MiB) are refused with 413 unread;
+collections and strings have caps (see each field).
+"""
+_TAGS: Final = [
+    {"name": "jobs", "description": "Submit, list, inspect, cancel, pause, resume and retry."},
+    {"name": "monitoring", "description": "Metric series, and live logs and metrics (SSE)."},
+    {"name": "cluster", "description": "Nodes and capacity; drain and enable nodes."},
+    {"name": "queue", "description": "Queue depth, waits and positions."},
+    {"name": "evaluations", "description": "Score a job's model on benchmarks."},
+    {"name": "data", "description": "Validate data sources; the dataset cache."},
+    {"name": "health", "description": "Liveness and readiness (no authentication)."},
+]
 
 
 __all__ = [

@@ -23,9 +23,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
+from scaimind.openapi import BEARER
 from scaimind.settings import Settings, SettingsError
 
 logger = logging.getLogger("scaimind.auth")
@@ -274,7 +276,12 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def get_current_user(request: Request) -> CurrentUser:
+async def get_current_user(
+    request: Request,
+    # Declares the bearer scheme in OpenAPI (the Authorize button); the header is read below,
+    # where a missing or malformed one gets its own error.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> CurrentUser:
     """The standalone user dependency; hosts override it with their own."""
     from scaimind.deps import state_of  # late: deps imports this module
 

@@ -65,7 +65,14 @@ StateDep = Annotated[State, Depends(module_state)]
 ClientDep = Annotated[CoordinatorClient, Depends(get_client)]
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request safely: the same key and body within 24 h return the "
+        "first response (Idempotent-Replayed: true) and create nothing.",
+    ),
 ]
 
 

@@ -328,7 +328,7 @@ class SubmitJobBody(Strict):
     """POST /jobs."""
 
     name: Annotated[Name, Field(min_length=1), Field(description="A name for people.")]
-    training_config: TrainingConfig = Field(description="What to train and how.")
+    training_config: TrainingConfig = Field(description="The model, framework and settings.")
     data_config: DataConfig = Field(description="The data to train on.")
     resource_config: ResourceConfig = Field(description="Hardware the job needs.")
     output_config: OutputConfig | None = Field(None, description="Where results go.")
