@@ -9,6 +9,7 @@ held in memory, more than once) only to be answered 401.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Final
 
@@ -17,6 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scaimind.errors import PayloadTooLarge, error_body, new_request_id
 
 _CONTENT_LENGTH: Final = b"content-length"
+# A client that sends its whole body before reading the answer (httpx, requests) would see the
+# connection reset instead of the 413 if the server closed with unread data pending. So the
+# rest of a body up to this many times the limit is read and dropped (memory stays flat)
+# between the 413's headers and its body, for at most _DRAIN_S; anything larger is cut off.
+DRAIN_FACTOR: Final = 8
+_DRAIN_S: Final = 5.0
 
 
 class BodyLimitMiddleware:
@@ -33,7 +40,8 @@ class BodyLimitMiddleware:
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(scope, send)
+            drain = declared <= self.max_bytes * DRAIN_FACTOR
+            await self._refuse(scope, send, receive if drain else None)
             return
 
         received = 0
@@ -59,7 +67,7 @@ class BodyLimitMiddleware:
             if exceeded:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._refuse(scope, send)
+                    await self._refuse(scope, send, receive, received)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -70,7 +78,7 @@ class BodyLimitMiddleware:
         except PayloadTooLarge:
             if started:
                 raise
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, receive, received)
 
     def _message(self) -> str:
         return (
@@ -78,7 +86,10 @@ class BodyLimitMiddleware:
             "(SCAIMIND_MAX_BODY_BYTES)"
         )
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    async def _refuse(
+        self, scope: Scope, send: Send, receive: Receive | None = None, received: int = 0
+    ) -> None:
+        """Send the 413; with `receive`, drop the rest of a moderately large body meanwhile."""
         request_id = scope.get("state", {}).get("request_id") or new_request_id()
         body = json.dumps(
             error_body(request_id, PayloadTooLarge.code, self._message()),
@@ -96,7 +107,24 @@ class BodyLimitMiddleware:
                 ],
             }
         )
+        if receive is not None:
+            await _drain(receive, self.max_bytes * DRAIN_FACTOR - received)
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop request body chunks until the body ends, `budget` bytes or _DRAIN_S."""
+    try:
+        async with asyncio.timeout(_DRAIN_S):
+            while budget > 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                budget -= len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
 
 
 def _declared_length(scope: Scope) -> int | None:

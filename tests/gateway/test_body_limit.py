@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from scaimind.app import create_app
+from scaimind.body_limit import DRAIN_FACTOR
 from tests.conftest import auth, settings_for
 from tests.gateway.conftest import PREFIX, Gateway, running_gateway
 
@@ -75,14 +76,15 @@ async def test_a_chunked_body_is_cut_at_the_limit(tmp_path: Path) -> None:
     async def receive() -> dict[str, Any]:
         nonlocal reads
         reads += 1
-        assert reads < 100, "kept reading past the limit"
+        assert reads < 100, "kept reading"
         # An endless chunked body (no Content-Length).
         return {"type": "http.request", "body": chunk, "more_body": True}
 
     scope = _scope(f"{PREFIX}/jobs", [(b"transfer-encoding", b"chunked")])
     _assert_413(*await _call(app, scope, receive))
-    # The first chunk past the limit is the last one read.
-    assert reads == LIMIT // len(chunk) + 1
+    # Past the limit the body is dropped, not kept, and only up to DRAIN_FACTOR times the limit
+    # (so a client that sends everything before reading still gets to see the 413).
+    assert reads == LIMIT * DRAIN_FACTOR // len(chunk) + 1
 
 
 async def test_a_chunked_body_over_the_limit_is_413_for_an_authenticated_caller(
