@@ -104,40 +104,71 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def _event_schemas() -> dict[str, Any]:
-    return {
-        name: model.model_json_schema()
-        for name, model in (
-            ("log", LogEntry),
-            ("metrics", MetricsSnapshot),
-            ("end", StreamEnd),
-            ("error", StreamError),
-        )
+def _inline(schema: Any, defs: Mapping[str, Any]) -> Any:
+    """`schema` with its local `#/$defs/...` references replaced by the definitions."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in schema.items() if k != "$defs"}
+    if isinstance(schema, list):
+        return [_inline(v, defs) for v in schema]
+    return schema
+
+
+def _event(name: str, model: type[BaseModel], *, with_id: bool = False) -> dict[str, Any]:
+    """One SSE event: its `event:` name and a `data:` line holding the model as JSON."""
+    payload = model.model_json_schema()
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            # Self-contained: this schema is not a component, so it cannot refer to one.
+            "contentSchema": _inline(payload, payload.get("$defs", {})),
+        },
     }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {"type": "object", "properties": properties, "required": ["event", "data"]}
+
+
+_DONE_EVENT: Final = {
+    "type": "object",
+    "properties": {"event": {"const": "message"}, "data": {"const": "[DONE]"}},
+    "required": ["data"],
+}
 
 
 def sse_responses(event: Literal["log", "metrics"], example: str) -> dict[int | str, Any]:
-    """The 200 of a Server-Sent Events route: its event types and an example."""
-    payload = "LogEntry" if event == "log" else "MetricsSnapshot"
+    """The 200 of a Server-Sent Events route: the schema of each event, and an example.
+
+    OpenAPI before 3.2 has no `itemSchema`: for text/event-stream, `schema` describes one event
+    (its `event`, `id` and `data` fields), which is how schemathesis validates streams too.
+    """
+    payload = LogEntry if event == "log" else MetricsSnapshot
     return {
         200: {
             "description": (
-                f"A Server-Sent Events stream. `event: {event}` with `id:` and a JSON {payload} "
-                "as `data`; `: ping` comments as heartbeat; `event: end` with "
-                '`{"job_id", "status"}` when complete; `event: error` with `{"error", "code", '
-                '"retryable"}` when it fails after starting; always ending with `data: [DONE]`. '
-                "Send Last-Event-ID to resume with no gap and no duplicate."
+                f"A Server-Sent Events stream. `event: {event}` with `id:` and a JSON "
+                f"{payload.__name__} as `data`; `: ping` comments as heartbeat; `event: end` "
+                'with `{"job_id", "status"}` when complete; `event: error` with `{"error", '
+                '"code", "retryable"}` when it fails after starting; always ending with '
+                "`data: [DONE]`. Send Last-Event-ID to resume with no gap and no duplicate."
             ),
             "content": {
                 "text/event-stream": {
-                    "schema": {"type": "string", "description": "SSE frames (see above)."},
+                    "schema": {
+                        "description": "One event of the stream.",
+                        "oneOf": [
+                            _event(event, payload, with_id=True),
+                            _event("end", StreamEnd),
+                            _event("error", StreamError),
+                            _DONE_EVENT,
+                        ],
+                    },
                     "example": example,
                 }
-            },
-            "x-sse-events": {
-                name: schema
-                for name, schema in _event_schemas().items()
-                if name in (event, "end", "error")
             },
         }
     }

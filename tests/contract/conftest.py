@@ -1,5 +1,5 @@
-"""One real `scaimind serve` per module (embedded coordinator, fresh data dir) for the contract
-tests: the body limit under a real server, and schemathesis against the app's own OpenAPI."""
+"""One real `scaimind serve` (embedded coordinator, fresh data dir) for the contract tests: the
+body limit under a real server, and schemathesis against the app's own OpenAPI."""
 
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     raise AssertionError(f"serve did not become ready: {log.read_text()}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`scaimind serve` on a fresh data dir, stopped (SIGTERM) at the end of the module."""
+    """`scaimind serve` on a fresh data dir, stopped (SIGTERM) after the package's tests."""
     root = tmp_path_factory.mktemp("served")
     data_dir, log = root / "data", root / "serve.log"
     port = free_port()

@@ -3,6 +3,7 @@ the self-hosted docs pages, and response models that cover every protocol field.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -156,11 +157,15 @@ def test_every_field_has_a_description(spec: dict[str, Any]) -> None:
 
 def test_sse_routes_document_their_event_types(spec: dict[str, Any]) -> None:
     for path in SSE:
-        ok = spec["paths"][path]["get"]["responses"]["200"]
-        assert "data: [DONE]" in ok["content"]["text/event-stream"]["example"]
-        events = ok["x-sse-events"]
-        assert {"end", "error"} <= set(events)
-        assert ("log" in events) is path.endswith("/logs")
+        stream = spec["paths"][path]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        assert "data: [DONE]" in stream["example"]
+        # One schema per event type (OpenAPI 3.1 has no itemSchema: `schema` is one event).
+        events = {e["properties"]["event"]["const"]: e for e in stream["schema"]["oneOf"]}
+        first = "log" if path.endswith("/logs") else "metrics"
+        assert set(events) == {first, "end", "error", "message"}
+        data = events[first]["properties"]["data"]
+        assert data["contentMediaType"] == "application/json"
+        assert "$ref" not in json.dumps(data["contentSchema"])
 
 
 def test_the_bearer_scheme_gives_docs_an_authorize_button(spec: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
@@ -29,6 +30,7 @@ from scaimind.schemas.common import (
     Strict,
     Template,
     Value,
+    map_of,
 )
 
 # Kept for the modules that imported it from here.
@@ -133,6 +135,17 @@ class DistributedConfig(Strict):
 class FrameworkConfig(Strict):
     """Which framework runs the job."""
 
+    # The CUSTOM rule below, in the schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"type": {"const": "CUSTOM"}}, "required": ["type"]},
+            "then": {
+                "properties": {"custom_script_path": {"type": "string", "minLength": 1}},
+                "required": ["custom_script_path"],
+            },
+        }
+    )
+
     type: FrameworkType = Field(FrameworkType.HF_TRAINER, description="The training framework.")
     config: Options = Field(default_factory=dict, description="Framework-specific settings.")
     distributed: DistributedConfig | None = Field(None, description="Multi-process settings.")
@@ -166,7 +179,7 @@ class TrainingConfig(Strict):
         default_factory=FrameworkConfig, description="The framework that runs the job."
     )
     hyperparameters: Annotated[
-        dict[Key, Value | int | Float | bool], Field(max_length=limits.HYPERPARAMETERS)
+        dict[Key, Value | int | Float | bool], map_of(limits.HYPERPARAMETERS)
     ] = Field(
         default_factory=dict,
         description=(
@@ -175,7 +188,7 @@ class TrainingConfig(Strict):
             f"and max_seq_length. At most {limits.HYPERPARAMETERS} entries."
         ),
     )
-    environment: Annotated[dict[Key, MultilineValue], Field(max_length=limits.ENVIRONMENT)] = Field(
+    environment: Annotated[dict[Key, MultilineValue], map_of(limits.ENVIRONMENT)] = Field(
         default_factory=dict,
         description=(
             "Extra environment variables of the job's process "
@@ -281,11 +294,9 @@ class ResourceConfig(Strict):
     max_runtime_seconds: Annotated[Int64, Field(ge=0)] | None = Field(
         None, description="Fail the job after this long (0 or unset: no limit)."
     )
-    node_selector: Annotated[dict[LabelKey, LabelValue], Field(max_length=limits.NODE_SELECTOR)] = (
-        Field(
-            default_factory=dict,
-            description=f"Node labels that must match (at most {limits.NODE_SELECTOR}).",
-        )
+    node_selector: Annotated[dict[LabelKey, LabelValue], map_of(limits.NODE_SELECTOR)] = Field(
+        default_factory=dict,
+        description=f"Node labels that must match (at most {limits.NODE_SELECTOR}).",
     )
 
 
@@ -362,6 +373,20 @@ class ResumeBody(Strict):
 
 class RetryBody(Strict):
     """POST /jobs/{id}/retry."""
+
+    # The modify_resources rule below, in the schema too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "properties": {"modify_resources": {"const": True}},
+                "required": ["modify_resources"],
+            },
+            "then": {
+                "properties": {"new_resource_config": {"type": "object"}},
+                "required": ["new_resource_config"],
+            },
+        }
+    )
 
     checkpoint_id: Id = Field(
         "", description="Checkpoint the child starts from; empty = the parent's latest."
