@@ -3,10 +3,10 @@
 Starts `scaimind serve` on a fresh data dir, reads its peak RSS (VmHWM) once it is ready, sends
 one `POST /jobs` with a body of --mib MiB and no Authorization header over a raw socket (as a
 client that streams the whole body whatever the server answers), then reads the peak RSS again
-and checks the server still answers /health. Run it twice to compare:
+and checks the server still answers /health. To compare with a checkout that had no limit:
 
-    .venv/bin/python bench/body_limit.py                                   # the default limit
-    SCAIMIND_MAX_BODY_BYTES=1073741824 .venv/bin/python bench/body_limit.py  # no effective limit
+    .venv/bin/python bench/body_limit.py                                  # this checkout
+    PYTHONPATH=/path/to/old/src .venv/bin/python bench/body_limit.py      # another checkout
 
 Usage: .venv/bin/python bench/body_limit.py [--mib 48]
 """
@@ -61,16 +61,20 @@ def send_large_body(port: int, size: int) -> tuple[str, float]:
         f"POST {PREFIX}/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
     ).encode()
-    chunk = b"[" * (1024 * 1024)
+    # A well-formed JSON body (one long string), which a server without a limit parses in full.
+    opening, closing = b'{"name": "', b'"}'
+    chunk = b"x" * (1024 * 1024)
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-        sock.sendall(head)
-        sent = 0
+        sock.sendall(head + opening)
+        sent, filler = len(opening), size - len(opening) - len(closing)
         # Like curl: keep streaming the body; a server that answered early closes on us.
         with contextlib.suppress(OSError):
-            while sent < size:
-                sock.sendall(chunk[: size - sent])
-                sent += min(len(chunk), size - sent)
+            while sent < len(opening) + filler:
+                part = chunk[: len(opening) + filler - sent]
+                sock.sendall(part)
+                sent += len(part)
+            sock.sendall(closing)
         reply = b""
         with contextlib.suppress(OSError):
             while b"\r\n" not in reply:
@@ -89,7 +93,11 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     script = Path(sys.executable).parent / "scaimind"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if k.startswith("SCAIMIND_MAX_BODY")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith("SCAIMIND_MAX_BODY") or k == "PYTHONPATH"
+        }
         env |= {"PATH": os.environ["PATH"], "HOME": tmp, "SCAIMIND_LOG_LEVEL": "WARNING"}
         proc = subprocess.Popen(
             [str(script), "serve", "--port", str(port), "--data-dir", f"{tmp}/data"],

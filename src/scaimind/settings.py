@@ -70,8 +70,9 @@ class Settings(BaseSettings):
     # Role -> permission keys (JSON), replacing the default grants of the roles it names.
     role_permissions: dict[Annotated[str, Field(min_length=1)], list[PermissionKey]] | None = None
 
-    # Request bodies larger than this are refused (413) before they are read.
-    max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = DEFAULT_MAX_BODY_BYTES
+    # Request bodies larger than this are refused (413) before they are read. At most 4 MiB:
+    # gRPC's default message limit, beyond which a coordinator answers RESOURCE_EXHAUSTED.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
 
     # uvicorn's names (it fails with a bare KeyError on anything else).
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"] = "INFO"
