@@ -125,6 +125,8 @@ def main() -> int:
                     *(part for pair in options.items() for part in pair),
                     *(["--continue-on-failure"] if args.continue_on_failure else []),
                 ],
+                # In the temporary directory: an earlier run's crash cache would be replayed.
+                cwd=tmp,
                 env={
                     **os.environ,
                     "SCHEMATHESIS_HOOKS": str(HERE / "fuzz_hooks.py"),
