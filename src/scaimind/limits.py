@@ -144,11 +144,12 @@ class Violation:
     message: str
 
 
-def _string_problem(value: str, cap: Cap, *, chars: int | None = None) -> str | None:
-    limit = cap.chars if chars is None else chars
+def _string_problem(value: str, cap: Cap, *, key: bool = False) -> str | None:
+    limit = cap.key_chars if key else cap.chars
     if len(value) > limit:
         return f"at most {limit} characters (got {len(value)})"
-    return text_problem(value, multiline=cap.multiline)
+    # Map keys are names: one line, whatever their values may hold.
+    return text_problem(value, multiline=cap.multiline and not key)
 
 
 def violations(msg: Message, prefix: str = "") -> Iterator[Violation]:
@@ -167,7 +168,7 @@ def violations(msg: Message, prefix: str = "") -> Iterator[Violation]:
         if is_map:
             value_fd = fd.message_type.fields_by_name["value"]
             for key, item in value.items():
-                problem = _string_problem(key, cap, chars=cap.key_chars)
+                problem = _string_problem(key, cap, key=True)
                 if problem is None and value_fd.type == FieldDescriptor.TYPE_STRING:
                     problem = _string_problem(item, cap)
                 if problem is not None:

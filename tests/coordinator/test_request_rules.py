@@ -88,9 +88,13 @@ async def test_a_direct_caller_over_a_cap_gets_a_field_violation(
         (lambda r: setattr(r, "name", "a\x00b"), "name"),
         (lambda r: setattr(r, "name", "two\nlines"), "name"),
         (lambda r: r.labels.update({"team": "\x1b[31m"}), "labels['team']"),
+        (
+            lambda r: r.training_config.environment.update({"A\nB": "v"}),
+            "training_config.environment",
+        ),
         (lambda r: setattr(r.data_config.sources[0], "path", "/x\x00"), "data_config.sources[0]"),
     ],
-    ids=["NUL", "newline", "escape", "NUL in a path"],
+    ids=["NUL", "newline", "escape", "newline in an environment name", "NUL in a path"],
 )
 async def test_control_characters_are_refused_naming_the_field(
     client: Client, setter: Any, field: str
