@@ -31,6 +31,7 @@ from scaimind.auth import (
     API_KEY_PREFIX,
     ROLE_PERMISSIONS,
     CurrentUser,
+    RoleGrants,
     permissions_for,
 )
 from scaimind.cache.gateway import EXTRAS_KEY as CACHE_EXTRAS_KEY
@@ -174,8 +175,9 @@ class ApiKeyStore:
             )
         return key_id, key
 
-    async def verify(self, key: str) -> CurrentUser | None:
-        """The caller a key stands for; None when it is unknown, revoked or expired.
+    async def verify(self, key: str, grants: RoleGrants = ROLE_PERMISSIONS) -> CurrentUser | None:
+        """The caller a key stands for (its role granted from `grants`); None when it is
+        unknown, revoked or expired.
 
         Raises SQLAlchemyError, OSError or TimeoutError when the database does not answer.
         """
@@ -196,7 +198,7 @@ class ApiKeyStore:
             user_id=info.user_id,
             tenant_id=info.tenant_id,
             role=info.role,
-            permissions=permissions_for(info.role, info.scope),
+            permissions=permissions_for(info.role, info.scope, grants),
             # No JWT behind an API key: nothing to hand an identity provider for exchange.
             token=None,
         )
@@ -256,7 +258,7 @@ async def authenticate(state: State, key: str) -> CurrentUser:
     if not isinstance(store, ApiKeyStore):
         raise AuthTokenInvalid("API keys are not available on this gateway")
     try:
-        user = await store.verify(key)
+        user = await store.verify(key, state.verifier.grants)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         logger.warning(
             "API key verification failed: %s",

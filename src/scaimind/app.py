@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from scaimind import __version__
 from scaimind.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
+from scaimind.body_limit import BodyLimitMiddleware
 from scaimind.client import CallContext, CoordinatorClient, open_channel
 from scaimind.deps import State
 from scaimind.errors import (
@@ -24,6 +27,7 @@ from scaimind.errors import (
     request_id_of,
 )
 from scaimind.manifest import MANIFEST
+from scaimind.openapi import install_docs
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.app")
@@ -39,7 +43,8 @@ def module_router() -> APIRouter:
     from scaimind.routers import cluster, data, evaluations, jobs, monitoring, queue
     from scaimind.ui import router as console_router
 
-    router = APIRouter()
+    # Stable operation ids (scaimind_list_jobs, ...) for generated clients and OpenAPI links.
+    router = APIRouter(generate_unique_id_function=lambda route: f"scaimind_{route.name}")
     router.include_router(jobs.router)
     router.include_router(monitoring.router)
     router.include_router(cluster.router)
@@ -87,6 +92,29 @@ async def _start_embedded_coordinator(
     return f"127.0.0.1:{running.port}"
 
 
+def _warn_if_plaintext(settings: Settings) -> None:
+    """Say so at start when the coordinator is reached in plain text over a network."""
+    if settings.tls_enabled or settings.embedded_coordinator or is_loopback(settings.grpc_host):
+        return
+    # The API secret, tenant ids and downstream tokens travel in the call metadata.
+    logger.warning(
+        "TLS to the coordinator is off and %s is not a loopback address: the API secret and "
+        "downstream tokens travel in plain text; set SCAIMIND_TLS_ENABLED=true",
+        settings.grpc_target,
+        extra={"event": "scaimind_coordinator_plaintext"},
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine (localhost, 127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the module's resources on `app.state.scaimind`; safe to enter more than once.
@@ -105,6 +133,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             else embedded_api_secret(settings.data_dir)
         )
         target = settings.grpc_target
+        _warn_if_plaintext(settings)
         if settings.embedded_coordinator:
             target = await _start_embedded_coordinator(settings, api_secret, stack)
         channel = open_channel(settings, target)
@@ -148,6 +177,8 @@ def mount_module(
     app.state.scaimind_settings = settings
     install_error_handlers(app)
     if not getattr(app.state, "scaimind_request_ids", False):
+        # Added first, so it runs inside the request-id middleware (its 413 carries the id).
+        app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix=prefix)
         app.add_middleware(RequestIdMiddleware)
         app.state.scaimind_request_ids = True
     app.include_router(module_router(), prefix=prefix)
@@ -155,15 +186,37 @@ def mount_module(
         app.dependency_overrides[get_current_user] = current_user
 
 
+class Health(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"] = Field(description='Always "ok" while the process serves.')
+    version: str = Field(description="ScaiMind version.")
+
+
+class Readiness(BaseModel):
+    """Readiness and what it was judged on."""
+
+    status: Literal["ok", "unavailable"] = Field(description="ok when every check is ok.")
+    checks: dict[str, str] = Field(
+        description="coordinator and cache: ok, or what is wrong (e.g. BACKEND_UNAVAILABLE)."
+    )
+
+
 def _health_routes(app: FastAPI) -> None:
-    @app.get("/health", tags=["health"])
+    @app.get("/health", tags=["health"], response_model=Health, operation_id="health")
     async def health() -> dict[str, Any]:
-        """Liveness."""
+        """Liveness: the process serves requests."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get(
+        "/health/ready",
+        tags=["health"],
+        operation_id="ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "Not ready: see `checks`."}},
+    )
     async def ready(request: Request) -> JSONResponse:
-        """Readiness: the coordinator (and cache, when configured) answer."""
+        """Readiness: the coordinator (and the cache database, when configured) answer."""
         state: State | None = getattr(request.app.state, "scaimind", None)
         checks: dict[str, str] = {}
         if state is None:
@@ -195,14 +248,44 @@ def _health_routes(app: FastAPI) -> None:
 def create_app(settings: Settings) -> FastAPI:
     """The standalone gateway: module under /v1/modules/scaimind, health, metrics, OpenAPI."""
     app = FastAPI(
-        title="ScaiMind",
+        title=_TITLE,
         version=__version__,
-        description="Training orchestration for ScaiGrid: submit, monitor and manage jobs.",
+        description=_DESCRIPTION,
+        openapi_tags=_TAGS,
         lifespan=lifespan,
+        # Served from the package's own copies of Swagger UI and ReDoc, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     mount_module(app, settings)
     _health_routes(app)
+    install_docs(app, title=_TITLE)
     return app
+
+
+_TITLE: Final = "ScaiMind"
+_DESCRIPTION: Final = f"""Training orchestration for ScaiGrid: submit, monitor and manage
+training jobs, evaluations, data and the cluster.
+
+**Authentication.** Every call under `{API_PREFIX}` needs `Authorization: Bearer <token>` (a
+JWT or an `sgk_` API key): use *Authorize*. In the embedded mode, `scaimind token --data-dir DIR
+--tenant T --user U` prints a token for the server on that data dir.
+
+**Responses.** Success bodies are `{{"data": …}}`; errors are the envelope
+`{{"status": "error", "error": {{"code", "message", "details"?, "retry_after"?}}, "meta":
+{{"request_id"}}}}`, where `details` lists `{{field, message}}` for each rejected field.
+Request bodies over `SCAIMIND_MAX_BODY_BYTES` (default 1 MiB) are refused with 413 unread;
+collections and strings have caps (see each field).
+"""
+_TAGS: Final = [
+    {"name": "jobs", "description": "Submit, list, inspect, cancel, pause, resume and retry."},
+    {"name": "monitoring", "description": "Metric series, and live logs and metrics (SSE)."},
+    {"name": "cluster", "description": "Nodes and capacity; drain and enable nodes."},
+    {"name": "queue", "description": "Queue depth, waits and positions."},
+    {"name": "evaluations", "description": "Score a job's model on benchmarks."},
+    {"name": "data", "description": "Validate data sources; the dataset cache."},
+    {"name": "health", "description": "Liveness and readiness (no authentication)."},
+]
 
 
 __all__ = [

@@ -23,9 +23,11 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
+from scaimind.openapi import BEARER
 from scaimind.private_files import private_dir, private_file
 from scaimind.settings import Settings, SettingsError
 
@@ -69,10 +71,22 @@ class CurrentUser:
         return permission in self.permissions
 
 
-def permissions_for(role: str, scope: str | Iterable[str] | None) -> frozenset[str]:
-    """Role defaults ∪ the keys listed in `scope`."""
+RoleGrants = Mapping[str, frozenset[str]]
+
+
+def role_grants(settings: Settings) -> RoleGrants:
+    """The grants of each role: the defaults, with SCAIMIND_ROLE_PERMISSIONS replacing the roles
+    it names (a shared install takes scaimind:cluster_admin away from tenant admins there)."""
+    overrides = settings.role_permissions or {}
+    return {**ROLE_PERMISSIONS, **{role: frozenset(keys) for role, keys in overrides.items()}}
+
+
+def permissions_for(
+    role: str, scope: str | Iterable[str] | None, grants: RoleGrants = ROLE_PERMISSIONS
+) -> frozenset[str]:
+    """The role's grants ∪ the keys listed in `scope`."""
     extra = scope.split() if isinstance(scope, str) else list(scope or ())
-    return ROLE_PERMISSIONS.get(role, frozenset()) | frozenset(extra)
+    return grants.get(role, frozenset()) | frozenset(extra)
 
 
 def secret_file(data_dir: Path, name: str) -> str:
@@ -161,6 +175,8 @@ class TokenVerifier:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # What each role may do (API keys are granted from the same table).
+        self.grants = role_grants(settings)
         self._jwks: jwt.PyJWKClient | None = None
         self._jwks_keys: dict[str, jwt.PyJWK] = {}
         self._key: Any = None
@@ -249,7 +265,7 @@ class TokenVerifier:
             user_id=str(claims["sub"]),
             tenant_id=tenant,
             role=str(role),
-            permissions=permissions_for(str(role), scope),
+            permissions=permissions_for(str(role), scope, self.grants),
             token=token,
         )
 
@@ -264,7 +280,12 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-async def get_current_user(request: Request) -> CurrentUser:
+async def get_current_user(
+    request: Request,
+    # Declares the bearer scheme in OpenAPI (the Authorize button); the header is read below,
+    # where a missing or malformed one gets its own error.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> CurrentUser:
     """The standalone user dependency; hosts override it with their own."""
     from scaimind.deps import state_of  # late: deps imports this module
 

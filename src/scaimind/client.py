@@ -120,7 +120,11 @@ class CoordinatorClient:
                 )
                 if not retry:
                     raise translate_rpc_error(
-                        exc, rpc=rpc, request_id=ctx.request_id, tenant_id=ctx.tenant_id
+                        exc,
+                        rpc=rpc,
+                        request_id=ctx.request_id,
+                        tenant_id=ctx.tenant_id,
+                        request=request,
                     ) from exc
             # Full jitter keeps many gateways from reconnecting in lockstep.
             await asyncio.sleep(random.uniform(delay / 2, delay))
@@ -136,7 +140,7 @@ class CoordinatorClient:
                 yield item
         except grpc.aio.AioRpcError as exc:
             raise translate_rpc_error(
-                exc, rpc=rpc, request_id=ctx.request_id, tenant_id=ctx.tenant_id
+                exc, rpc=rpc, request_id=ctx.request_id, tenant_id=ctx.tenant_id, request=request
             ) from exc
         finally:
             call.cancel()

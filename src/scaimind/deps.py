@@ -16,6 +16,7 @@ from scaimind.errors import AuthTokenInvalid, request_id_of
 
 # Re-exported: the monitoring router imports it from here.
 from scaimind.errors import ModuleNotStarted as ModuleNotStarted
+from scaimind.identity import validate_identity
 from scaimind.settings import Settings
 
 T = TypeVar("T")
@@ -64,7 +65,14 @@ StateDep = Annotated[State, Depends(module_state)]
 ClientDep = Annotated[CoordinatorClient, Depends(get_client)]
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request safely: the same key and body within 24 h return the "
+        "first response (Idempotent-Replayed: true) and create nothing.",
+    ),
 ]
 
 
@@ -84,6 +92,14 @@ def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     check = require(*permissions)
 
     async def build(request: Request, user: Annotated[CurrentUser, Depends(check)]) -> Caller:
+        try:
+            # The coordinator applies the same rule, so both sides see the same tenant (" acme "
+            # was acme to the coordinator and another tenant to the stream cap and the ledger).
+            validate_identity(user.tenant_id, "tenant_id")
+            if user.user_id:
+                validate_identity(user.user_id, "user id")
+        except ValueError as exc:
+            raise AuthTokenInvalid(f"the caller's {exc}") from None
         # Both travel as gRPC metadata, which only carries printable ASCII: anything else made
         # the channel raise inside the call (a 500).
         if not all(_METADATA_SAFE.fullmatch(v) for v in (user.tenant_id, user.user_id) if v):

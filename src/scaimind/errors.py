@@ -17,8 +17,12 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from google.protobuf.message import Message
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
+
+from scaimind.rpc_details import rpc_details, sent_strings
 
 logger = logging.getLogger("scaimind.errors")
 
@@ -148,6 +152,14 @@ class ApiKeysUnavailable(ScaiMindError):
         super().__init__(retry_after=5)
 
 
+class PayloadTooLarge(ScaiMindError):
+    """The request body is larger than SCAIMIND_MAX_BODY_BYTES; it was not read."""
+
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "request body too large"
+
+
 class NotFound(ScaiMindError):
     """Unknown path or resource."""
 
@@ -169,12 +181,13 @@ class CoordinatorError(ScaiMindError):
         retryable: bool,
         retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
         self.grpc_code = grpc_code
         self.status_code = status_code
         self.code = code
         self.retryable = retryable
-        super().__init__(message, retry_after=retry_after, headers=headers)
+        super().__init__(message, details=details, retry_after=retry_after, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,18 +257,58 @@ _NOISE = re.compile(
     r"|(?:^|[\s'\"(=])/(?:home|root|usr|opt|var|srv|tmp|etc|app|proc)/\S+"
     # Source locations give away the server's layout wherever it is installed.
     r"|(?:^|[\s'\"(=])/\S+\.(?:py|pyc|so|go|java|rs|js|ts)\b|[\w./-]+\.(?:py|go|java|rs|js|ts):\d+"
-    r"|[A-Za-z]:\\\\?[\w\\]+",
+    r"|[A-Za-z]:\\\\?[\w\\]+"
+    # Hosts: IPv4 addresses, and host:port of a dotted name or localhost.
+    r"|\b(?:\d{1,3}\.){3}\d{1,3}\b|\b(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{2,5}\b",
     re.MULTILINE,
 )
 
 
-def sanitize(detail: str | None) -> str | None:
-    """Return the detail if it is safe to show a client, else None."""
+# What may precede and follow a value the caller sent for it to count as that value (a path in
+# a message is masked only whole: "/srv" sent does not vouch for "/srv/scaimind/state.db").
+_BEFORE: Final = r"(?<![^\s'\"(=,\[])"
+_AFTER: Final = r"(?=$|[\s'\",;)\]]|[.:](?:$|\s))"
+_MASK: Final = "\x00"
+
+
+def sanitize(detail: str | None, sent: frozenset[str] = frozenset()) -> str | None:
+    """Return the detail if it is safe to show a client, else None.
+
+    Values the caller sent (`sent`) may be echoed back (their own path, their own job name);
+    everything else in the detail is checked for infrastructure noise.
+    """
     if not detail:
         return None
-    if _NOISE.search(detail):
+    checked = detail
+    for value in sorted((v for v in sent if v in checked), key=len, reverse=True):
+        checked = re.sub(_BEFORE + re.escape(value) + _AFTER, _MASK, checked)
+    if _NOISE.search(checked):
         return None
     return detail.strip()[:1000] or None
+
+
+_FIELD_RE = re.compile(r"[\x20-\x7e]{1,256}")
+
+
+def _violation_details(
+    violations: Sequence[tuple[str, str]], sent: frozenset[str]
+) -> list[dict[str, str]]:
+    details = []
+    for field, description in violations:
+        if not _FIELD_RE.fullmatch(field) or sanitize(field, sent) is None:
+            field = "request"
+        details.append({"field": field, "message": sanitize(description, sent) or "invalid value"})
+    return details
+
+
+def _resource_message(
+    grpc_code: grpc.StatusCode, resource: tuple[str, str] | None, sent: frozenset[str]
+) -> str | None:
+    # The text said more than it may; ResourceInfo still says what was not found.
+    if resource is None or grpc_code is not grpc.StatusCode.NOT_FOUND:
+        return None
+    kind, name = resource
+    return sanitize(f"{kind} {name} not found", sent)
 
 
 def _generic_message(mapping: _Mapping) -> str:
@@ -278,21 +331,43 @@ def translate_rpc_error(
     rpc: str,
     request_id: str | None,
     tenant_id: str | None,
+    request: Message | None = None,
 ) -> CoordinatorError:
-    """Map a gRPC failure to a CoordinatorError and write the structured log record."""
+    """Map a gRPC failure to a CoordinatorError and write the structured log record.
+
+    Field violations become `details` with the caller's own values kept; the message is the
+    first violation, or the coordinator's text when it passes the sanitiser (the last line of
+    defence for coordinators that send no details).
+    """
     grpc_code = exc.code()
     raw = exc.details() or ""
     mapping = GRPC_TO_HTTP.get(grpc_code, _FALLBACK)
+    rich = rpc_details(exc)
+    details: list[dict[str, str]] | None = None
     if mapping.fixed_message is not None:
         message = mapping.fixed_message
     else:
-        message = sanitize(raw) or _generic_message(mapping)
+        sent = sent_strings(request)
+        if rich.violations:
+            details = _violation_details(rich.violations, sent)
+            first = details[0]
+            message = f"{first['field']}: {first['message']}"
+            if len(details) > 1:
+                message += f" (and {len(details) - 1} more)"
+        else:
+            message = (
+                sanitize(raw, sent)
+                or _resource_message(grpc_code, rich.resource, sent)
+                or _generic_message(mapping)
+            )
     retry_after: int | None = None
     if grpc_code is grpc.StatusCode.UNAVAILABLE:
-        retry_after = _UNAVAILABLE_RETRY_AFTER_S
+        retry_after = rich.retry_after or _UNAVAILABLE_RETRY_AFTER_S
     elif grpc_code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         trailing = exc.trailing_metadata()
-        retry_after = _retry_after(list(trailing) if trailing else None)  # type: ignore[arg-type]
+        retry_after = rich.retry_after
+        if retry_after is None:
+            retry_after = _retry_after(list(trailing) if trailing else None)  # type: ignore[arg-type]
     logger.warning(
         "coordinator error on %s: %s",
         rpc,
@@ -301,6 +376,7 @@ def translate_rpc_error(
             "event": "scaimind_coordinator_error",
             "grpc_code": grpc_code.name,
             "raw_detail": raw,
+            "reason": rich.reason,
             "rpc": rpc,
             "request_id": request_id,
             "tenant_id": tenant_id,
@@ -314,6 +390,7 @@ def translate_rpc_error(
         retryable=mapping.retryable,
         retry_after=retry_after,
         headers=mapping.headers,
+        details=details,
     )
 
 
@@ -391,6 +468,20 @@ _STATUS_CODES: Final[Mapping[int, str]] = {
 }
 
 
+def _unparsable_body(exc: StarletteHTTPException) -> str | None:
+    """Why FastAPI could not parse a JSON body (it answers those with a bare 400), or None."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or not isinstance(cause, ValueError | RecursionError):
+        return None
+    if isinstance(cause, RecursionError):
+        return "malformed JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return "malformed JSON: not UTF-8"
+    if "digits" in str(cause):
+        return "malformed JSON: a number has too many digits"
+    return "malformed JSON: cannot parse"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the envelope handlers on an app (safe to call twice)."""
     if getattr(app.state, "scaimind_error_handlers", False):
@@ -407,6 +498,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        unparsable = _unparsable_body(exc)
+        if unparsable is not None:
+            return error_response(
+                request, RequestInvalid(details=[{"field": "body", "message": unparsable}])
+            )
         code = _STATUS_CODES.get(exc.status_code, "HTTP_ERROR")
         detail = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 404:
@@ -449,7 +545,7 @@ class RequestIdMiddleware:
         request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_id(message: AsgiMessage) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (k, v) for k, v in message.get("headers", []) if k != _REQUEST_ID_HEADER_BYTES

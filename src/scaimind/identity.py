@@ -1,31 +1,28 @@
-"""The rule every tenant and user id obeys, wherever one enters the system.
+"""The one rule for tenant and user ids, shared by the gateway, the coordinator and the CLI.
 
-`scaimind token` checks it before minting; the gateway can apply the same function to the
-claims it accepts, so an id that one side refuses is never accepted by the other.
+Both sides must see the same id: when the coordinator stripped `" acme "` to `acme` and the
+gateway did not, a token for `" acme "` listed acme's jobs while the stream cap and the
+idempotency ledger counted it as another tenant. Ids are therefore refused, never normalised.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Final
 
-MAX_IDENTITY_CHARS: Final = 128
+from scaimind.limits import ID_CHARS, text_problem
+
+MAX_IDENTITY_CHARS: Final = ID_CHARS
 
 
 def validate_identity(value: str, what: str) -> str:
-    """`value` if it is a usable tenant or user id, else ValueError naming `what`.
-
-    Usable: 1..128 characters, no leading or trailing whitespace, no control characters (a
-    newline or NUL in an id would split log lines and confuse every store keyed by it).
-    """
+    """`value` if it is a valid tenant or user id, else ValueError naming `what` and why."""
     if not value:
         raise ValueError(f"{what} must not be empty")
     if len(value) > MAX_IDENTITY_CHARS:
-        raise ValueError(
-            f"{what} must be at most {MAX_IDENTITY_CHARS} characters, not {len(value)}"
-        )
+        raise ValueError(f"{what} must be at most {MAX_IDENTITY_CHARS} characters")
     if value != value.strip():
         raise ValueError(f"{what} must not start or end with whitespace")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError(f"{what} must not contain control characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{what} {problem}")
     return value

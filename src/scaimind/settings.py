@@ -9,10 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from scaimind.limits import DEFAULT_MAX_BODY_BYTES
+
 if TYPE_CHECKING:
     from scaimind.coordinator.config import CoordinatorConfig
 
 ENV_PREFIX = "SCAIMIND_"
+# The module's permission keys (scaimind.auth names them; settings cannot import auth).
+PermissionKey = Literal[
+    "scaimind:view", "scaimind:manage", "scaimind:cluster_admin", "scaimind:evaluate"
+]
 
 
 class SettingsError(Exception):
@@ -80,6 +86,13 @@ class Settings(BaseSettings):
     job_tmp_mb: Annotated[int, Field(ge=0)] = 1024
     job_max_runtime_s: Annotated[int, Field(ge=0)] = 86_400
     validate_max_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
+
+    # Role -> permission keys (JSON), replacing the default grants of the roles it names.
+    role_permissions: dict[Annotated[str, Field(min_length=1)], list[PermissionKey]] | None = None
+
+    # Request bodies larger than this are refused (413) before they are read. At most 4 MiB:
+    # gRPC's default message limit, beyond which a coordinator answers RESOURCE_EXHAUSTED.
+    max_body_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = DEFAULT_MAX_BODY_BYTES
 
     # uvicorn's names (it fails with a bare KeyError on anything else).
     log_level: Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"] = "INFO"

@@ -29,7 +29,6 @@ from typing import Any, Final
 from prometheus_client import REGISTRY
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from scaimind.client import CallContext, CoordinatorClient
@@ -59,6 +58,10 @@ _FANOUT_REST_S: Final = 0.001
 
 
 # --- per-tenant cap ---------------------------------------------------------------------------
+
+
+class ClientStalled(TimeoutError):
+    """A stream's client read nothing for SSE_SEND_TIMEOUT_S (its socket stayed full)."""
 
 
 class StreamSlot:
@@ -512,7 +515,7 @@ class Dispatcher:
             async with asyncio.timeout(self._send_timeout_s):
                 await _Resume(coro, yielded)
         except TimeoutError:
-            error = SendTimeoutError()
+            error = ClientStalled()
         except Exception as exc:
             error = exc
         finally:
@@ -744,7 +747,12 @@ def _ping() -> ServerSentEvent:
 
 
 class EventStream(EventSourceResponse):
-    """An SSE response that owns a stream slot and frees it however the stream ends."""
+    """An SSE response that owns a stream slot and frees it however the stream ends.
+
+    Only sse-starlette's public surface is used (constructor arguments and the ASGI call), so
+    any 2.1+ release works: the send timeout and the direct send are both set up here by
+    wrapping the ASGI `send`, not by overriding the library's private methods.
+    """
 
     def __init__(
         self,
@@ -763,42 +771,39 @@ class EventStream(EventSourceResponse):
             ping=heartbeat_s,
             ping_message_factory=_ping,
             sep="\n",
-            # A client that stops reading but keeps the socket open would otherwise hold its
-            # slot and task forever once the socket buffer is full.
-            send_timeout=send_timeout_s,
         )
         self._slot = slot
         self._direct = direct
+        # A client that stops reading but keeps the socket open would otherwise hold its slot
+        # and task forever once the socket buffer is full.
+        self._send_timeout_s = send_timeout_s
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        # sse-starlette bounds every send with an anyio cancel scope, which costs nearly as
-        # much as the socket write itself at thousands of events a second (profiled);
-        # asyncio's own timeout is one timer handle. Same contract: a send stuck that long
-        # raises SendTimeoutError.
-        if self.send_timeout is None:
-            await send(message)
-            return
-        try:
-            async with asyncio.timeout(self.send_timeout):
-                await send(message)
-        except TimeoutError:
-            raise SendTimeoutError() from None
+    def _bounded(self, send: Send) -> Send:
+        # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as
+        # much as the socket write at thousands of events a second, profiled).
+        async def bounded_send(message: Message) -> None:
+            try:
+                async with asyncio.timeout(self._send_timeout_s):
+                    await send(message)
+            except TimeoutError:
+                raise ClientStalled() from None
 
-    async def _stream_response(self, send: Send) -> None:
-        if self._direct is not None:
-            self._direct.send = send
-        await super()._stream_response(send)
+        return bounded_send
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._direct is not None:
+            # Caught-up log followers are written to by the feed's dispatcher, which bounds
+            # its writes itself.
+            self._direct.send = send
         try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
+            await super().__call__(scope, receive, self._bounded(send))
+        except* ClientStalled:
             # Not a server fault: the client stopped reading. Returning closes the connection.
             self._slot.timed_out()
             # (uvicorn adds an error line: the response cannot be completed on a full socket.)
             logger.info(
                 "closed a stream whose client read nothing for %g s",
-                self.send_timeout,
+                self._send_timeout_s,
                 extra={"event": "scaimind_stream_send_timeout"},
             )
         finally:

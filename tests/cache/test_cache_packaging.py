@@ -18,6 +18,11 @@ def test_an_installed_wheel_migrates_without_the_source_tree(tmp_path: Path) -> 
     (wheel,) = wheels.glob("scaimind-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
     assert (site / "scaimind" / "_alembic" / "env.py").is_file()
+    # /docs and /redoc are served from the package's own copies (no CDN).
+    assets = site / "scaimind" / "docs_assets"
+    for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/LICENSE", "redoc/LICENSE"):
+        assert (assets / asset).is_file(), asset
+    assert (assets / "redoc" / "redoc.standalone.js").is_file()
     db = tmp_path / "cache.db"
     # The wheel's package comes first on the path (dependencies from this environment), and
     # the command runs away from the checkout, so only the packaged migrations can serve.

@@ -93,6 +93,36 @@ async def test_identities_that_cannot_travel_as_metadata(
     assert servicer.calls == []
 
 
+@pytest.mark.parametrize(
+    ("tenant", "user"),
+    [
+        (" tenant-a ", "u"),
+        ("tenant-a ", "u"),
+        ("\ttenant-a", "u"),
+        ("tenant-a", " user-1"),
+        ("t" * 129, "u"),
+        ("tenant-a", "u" * 129),
+    ],
+    ids=["padded tenant", "trailing space", "tab", "padded user", "long tenant", "long user"],
+)
+async def test_one_identity_rule_no_normalising(
+    shared_gateway: Gateway, tenant: str, user: str
+) -> None:
+    # A token for " tenant-a " listed tenant-a's jobs (the coordinator stripped the id) while
+    # the stream cap and the idempotency ledger counted it as another tenant.
+    client, servicer = shared_gateway
+    r = await client.get(f"{PREFIX}/jobs", headers=auth(tenant, user=user))
+    assert_401(r, "AUTH_TOKEN_INVALID", BEARER_INVALID)
+    assert servicer.calls == []
+
+
+async def test_the_longest_identity_is_accepted(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
+    r = await client.get(f"{PREFIX}/jobs", headers=auth("t" * 128, user="u" * 128))
+    assert r.status_code == 200, r.text
+    assert servicer.last("ListJobs").metadata["x-tenant-id"] == "t" * 128
+
+
 async def test_token_never_echoed_in_errors(shared_gateway: Gateway) -> None:
     client, _ = shared_gateway
     token = make_token(audience="elsewhere")

@@ -30,6 +30,13 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
         yield from _calls(sub)
 
 
+def _is_coroutine(call: Any) -> bool:
+    # A dependency may be an instance with an async __call__ (fastapi.security's schemes).
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+        getattr(call, "__call__", None)  # noqa: B004
+    )
+
+
 def test_every_dependency_and_endpoint_is_a_coroutine(tmp_path: Path) -> None:
     # FastAPI runs a plain `def` endpoint or dependency in a worker thread; behind an event
     # loop busy with thousands of streams each such hop waited for the GIL, and GET
@@ -42,7 +49,7 @@ def test_every_dependency_and_endpoint_is_a_coroutine(tmp_path: Path) -> None:
             f"{route.path}: {getattr(call, '__qualname__', call)}"
             for route in routes
             for call in [route.endpoint, *_calls(route.dependant)]
-            if call is not None and not inspect.iscoroutinefunction(call)
+            if call is not None and not _is_coroutine(call)
         }
     )
     assert sync == []

@@ -51,6 +51,17 @@ BAD_ENV: dict[str, tuple[dict[str, str], str]] = {
     "heartbeat": ({"SCAIMIND_SSE_HEARTBEAT_S": "0"}, "SCAIMIND_SSE_HEARTBEAT_S"),
     "stream_cap": ({"SCAIMIND_STREAM_CAP_PER_TENANT": "0"}, "SCAIMIND_STREAM_CAP_PER_TENANT"),
     "log_level": ({"SCAIMIND_LOG_LEVEL": "LOUD"}, "SCAIMIND_LOG_LEVEL"),
+    "max_body": ({"SCAIMIND_MAX_BODY_BYTES": "10"}, "SCAIMIND_MAX_BODY_BYTES"),
+    "max_body_over_grpc": ({"SCAIMIND_MAX_BODY_BYTES": "8388608"}, "SCAIMIND_MAX_BODY_BYTES"),
+    "role_unknown_key": (
+        {"SCAIMIND_ROLE_PERMISSIONS": '{"tenant_admin": ["scaimind:viw"]}'},
+        "SCAIMIND_ROLE_PERMISSIONS",
+    ),
+    "role_not_json": ({"SCAIMIND_ROLE_PERMISSIONS": "{tenant_admin"}, "SCAIMIND_ROLE_PERMISSIONS"),
+    "role_not_a_list": (
+        {"SCAIMIND_ROLE_PERMISSIONS": '{"tenant_admin": "scaimind:view"}'},
+        "SCAIMIND_ROLE_PERMISSIONS",
+    ),
 }
 
 

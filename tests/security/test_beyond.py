@@ -272,11 +272,13 @@ async def test_scaidrive_tricks_do_not_reach_another_tenant_or_the_host(api: Api
 
 
 async def test_an_environment_value_too_big_for_exec_is_refused_at_submit(api: Api) -> None:
-    """300 KB in one variable: accepted, then FAILED at start with 'Argument list too long'."""
+    """300 KB in one variable: accepted, then FAILED at start with 'Argument list too long'.
+
+    Now the schema's cap on variable values refuses it (422 naming the variable)."""
     body = job_body(
         "big-env", [str(api.layout.corpus)], env={"BIG": "x" * 300_000}, start_after=FAR_FUTURE
     )
-    assert_refused(await api.submit(body), "training_config.environment", "BIG")
+    assert_refused(await api.submit(body), "training_config.environment.BIG", status=422)
 
 
 async def test_an_oversized_request_is_a_clear_client_error(api: Api) -> None:

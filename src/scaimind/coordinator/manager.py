@@ -558,6 +558,13 @@ class JobManager:
             "queued_at": now,
             "updated_at": now,
         }
+        if resume and parent is not None:
+            # A child resuming from its parent's checkpoint starts at that step, not at 0.
+            step = next(
+                (c.step for c in self.store.checkpoints(parent["job_id"]) if c.path == resume), None
+            )
+            if step is not None:
+                fields.update(current_step=step, total_steps=parent["total_steps"])
         origin = (
             f" (retry {fields['retry_count']} of {parent['job_id']})" if parent is not None else ""
         )

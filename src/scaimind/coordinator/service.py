@@ -40,6 +40,8 @@ from scaimind.coordinator.manager import CallerContext, JobManager
 from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
 from scaimind.coordinator.storage import TOKEN_METADATA
 from scaimind.coordinator.store import ORDER_COLUMNS
+from scaimind.identity import validate_identity
+from scaimind.limits import first_violation
 from scaimind.v1 import (
     cluster_pb2,
     cluster_pb2_grpc,
@@ -87,17 +89,33 @@ class _Auth:
                 raise CoordinatorError(
                     grpc.StatusCode.UNAUTHENTICATED, "invalid or missing x-api-secret"
                 )
-        tenant = md.get("x-tenant-id", "").strip()
+        tenant = md.get("x-tenant-id", "")
         if not tenant:
             raise CoordinatorError(
                 grpc.StatusCode.UNAUTHENTICATED, "x-tenant-id metadata is required"
             )
+        user = md.get("x-user-id", "")
+        try:
+            # Refused, never normalised: the gateway must see the same tenant as we do.
+            validate_identity(tenant, "x-tenant-id")
+            if user:
+                validate_identity(user, "x-user-id")
+        except ValueError as e:
+            raise CoordinatorError(grpc.StatusCode.UNAUTHENTICATED, str(e)) from None
         return CallerContext(
             tenant_id=tenant,
-            user_id=md.get("x-user-id", ""),
+            user_id=user,
             idempotency_key=md.get("x-idempotency-key", ""),
             scaidrive_token=md.get(TOKEN_METADATA, ""),
         )
+
+
+def _admit(auth: _Auth, request: Any, context: Ctx) -> None:
+    """Authenticate, then hold the request to the caps every caller shares (scaimind.limits)."""
+    auth.caller(context)
+    violation = first_violation(request)
+    if violation is not None:
+        raise invalid(f"{violation.field}: {violation.message}", field=violation.field)
 
 
 def _unary(
@@ -108,11 +126,10 @@ def _unary(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Q, context: Ctx) -> R:
         try:
+            _admit(self.auth, request, context)
             return await fn(self, request, context)
         except CoordinatorError as e:
-            if e.retry_after is not None:
-                context.set_trailing_metadata((("retry-after", str(e.retry_after)),))
-            await context.abort(e.code, e.message)
+            await context.abort(e.code, e.message, e.trailing_metadata())
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
@@ -131,12 +148,13 @@ def _stream(
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Q, context: Ctx) -> AsyncGenerator[R, None]:
         try:
+            _admit(self.auth, request, context)
             # aclosing: a client that goes away closes the inner generator right away.
             async with contextlib.aclosing(fn(self, request, context)) as items:
                 async for item in items:
                     yield item
         except CoordinatorError as e:
-            await context.abort(e.code, e.message)
+            await context.abort(e.code, e.message, e.trailing_metadata())
         except (asyncio.CancelledError, grpc.aio.AbortError, GeneratorExit):
             raise
         except Exception:
@@ -181,9 +199,13 @@ def _parse_page_token(token: str, order: str) -> tuple[Any, str] | None:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if data["o"] != order:
             raise invalid("page_token: was issued for a different order_by")
-        return data["v"], str(data["id"])
+        value, job_id = data["v"], data["id"]
     except (binascii.Error, ValueError, KeyError, TypeError) as e:
         raise invalid("page_token: invalid") from e
+    # Anyone can send a token: only what we issue (a column value and a job id) goes further.
+    if not isinstance(value, str | int | float | None) or not isinstance(job_id, str):
+        raise invalid("page_token: invalid")
+    return value, job_id
 
 
 def _page_size(requested: int) -> int:

@@ -5,33 +5,47 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 
+from scaimind import limits
 from scaimind.auth import EVALUATE, VIEW
 from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
 from scaimind.deps import Caller, ClientDep, Evaluator, caller
+from scaimind.openapi import MODULE, errors
 from scaimind.schemas.evaluations import SubmitEvaluationBody
+from scaimind.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
+from scaimind.schemas.ops_views import Evaluation, EvaluationSubmitted
+from scaimind.schemas.views import Data, JobList
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
 
-router = APIRouter(prefix="/evaluations", tags=["evaluations"])
+router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=errors(*MODULE))
 
 # Evaluations are readable with `evaluate` alone, so evaluators need not see every job.
 Reader = Annotated[Caller, Depends(caller(VIEW, EVALUATE))]
-EvaluationId = Annotated[str, Path(min_length=1, max_length=128)]
+EvaluationId = Annotated[
+    str,
+    Path(min_length=1, max_length=limits.ID_CHARS, description="The evaluation's id (eval_…)."),
+]
 
 # The coordinator labels evaluation workloads so they can be listed as jobs.
 EVALUATION_LABELS: Final = {"type": "evaluation"}
 
 
-@router.get("")
+@router.get("", response_model=Data[JobList])
 async def list_evaluations(
     who: Reader,
     client: ClientDep,
     cache: JobCacheDep,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    page_token: Annotated[str, Query(max_length=1024)] = "",
+    page_size: Annotated[int, Query(ge=1, le=100, description="Evaluations per page.")] = 20,
+    page_token: Annotated[
+        str,
+        Query(
+            max_length=limits.PAGE_TOKEN_CHARS,
+            description="next_page_token of the previous page.",
+        ),
+    ] = "",
 ) -> dict[str, Any]:
     """List the tenant's evaluations (as jobs labelled type=evaluation)."""
     req = dict_to_message(
@@ -43,12 +57,14 @@ async def list_evaluations(
     return {"data": data}
 
 
-@router.post("", status_code=201)
+@router.post(
+    "", status_code=201, response_model=Data[EvaluationSubmitted], responses=errors(413, 502)
+)
 async def submit_evaluation(
     who: Evaluator,
     client: ClientDep,
     tokens: TokenExchangeDep,
-    body: SubmitEvaluationBody,
+    body: Annotated[SubmitEvaluationBody, Body(openapi_examples=SUBMIT_EVALUATION_EXAMPLES)],
     idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
     """Evaluate a trained model (or one of its checkpoints) on benchmarks."""
@@ -64,7 +80,7 @@ async def submit_evaluation(
     )
 
 
-@router.get("/{evaluation_id}")
+@router.get("/{evaluation_id}", response_model=Data[Evaluation])
 async def get_evaluation(
     evaluation_id: EvaluationId, who: Reader, client: ClientDep
 ) -> dict[str, Any]:

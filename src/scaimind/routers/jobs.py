@@ -3,31 +3,52 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Path, Query
-from pydantic import StringConstraints
 
+from scaimind import limits
 from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
 from scaimind.convert import dict_to_message, message_to_dict
 from scaimind.deps import ClientDep, Manager, Viewer
+from scaimind.openapi import MODULE, errors
+from scaimind.schemas.examples import SUBMIT_JOB_EXAMPLES
 from scaimind.schemas.jobs import (
-    LABEL_RE,
     CancelBody,
     JobStatus,
+    LabelFilter,
     PauseBody,
     ResumeBody,
     RetryBody,
     SubmitJobBody,
 )
+from scaimind.schemas.views import Data, Job, JobAction, JobList, JobRetried, JobSubmitted
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], responses=errors(*MODULE))
 
-JobId = Annotated[str, Path(min_length=1, max_length=128)]
-# The pattern must sit on the items: on the list itself pydantic raises TypeError (a 500).
-LabelFilter = Annotated[str, StringConstraints(pattern=LABEL_RE, max_length=1024)]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=limits.ID_CHARS, description="The job's id (job_…).")
+]
+
+
+def _job_links(source: str) -> dict[str, Any]:
+    # OpenAPI links: what a client (or a stateful fuzzer) can do next with the job id.
+    return {
+        name: {"operationId": f"scaimind_{operation}", "parameters": {"job_id": source}}
+        for name, operation in (
+            ("GetJob", "get_job"),
+            ("CancelJob", "cancel_job"),
+            ("PauseJob", "pause_job"),
+            ("ResumeJob", "resume_job"),
+            ("RetryJob", "retry_job"),
+            ("GetJobMetrics", "get_job_metrics"),
+        )
+    }
+
+
+JOB_LINKS: Final = _job_links("$response.body#/data/job_id")
 
 
 def labels_to_filter(labels: list[str]) -> dict[str, str]:
@@ -35,18 +56,37 @@ def labels_to_filter(labels: list[str]) -> dict[str, str]:
     return dict(label.split("=", 1) for label in labels)
 
 
-@router.get("")
+@router.get("", response_model=Data[JobList])
 async def list_jobs(
     who: Viewer,
     client: ClientDep,
     cache: JobCacheDep,
-    status: Annotated[list[JobStatus], Query()] = [],  # noqa: B006 (FastAPI copies defaults)
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    page_token: Annotated[str, Query(max_length=1024)] = "",
-    order_by: Annotated[str, Query(max_length=128)] = "",
-    label: Annotated[list[LabelFilter], Query()] = [],  # noqa: B006
+    status: Annotated[
+        list[JobStatus],
+        Query(max_length=limits.STATUS_FILTERS, description="Only these statuses (repeatable)."),
+    ] = [],  # noqa: B006 (FastAPI copies defaults)
+    page_size: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    page_token: Annotated[
+        str,
+        Query(
+            max_length=limits.PAGE_TOKEN_CHARS,
+            description="next_page_token of the previous page.",
+        ),
+    ] = "",
+    order_by: Annotated[
+        str,
+        Query(
+            max_length=limits.ID_CHARS,
+            description="`<field> [asc|desc]`: created_at (default, desc), updated_at, name, "
+            "priority, status.",
+        ),
+    ] = "",
+    label: Annotated[
+        list[LabelFilter],
+        Query(max_length=limits.LABELS, description="`key=value` labels that must all match."),
+    ] = [],  # noqa: B006
 ) -> dict[str, Any]:
-    """List the tenant's jobs."""
+    """List the tenant's jobs, newest first."""
     req = dict_to_message(
         {
             "status_filter": [s.value for s in status],
@@ -62,15 +102,20 @@ async def list_jobs(
     return {"data": data}
 
 
-@router.post("", status_code=201)
+@router.post(
+    "",
+    status_code=201,
+    response_model=Data[JobSubmitted],
+    responses={**errors(413, 502), 201: {"description": "Submitted.", "links": JOB_LINKS}},
+)
 async def submit_job(
     who: Manager,
     client: ClientDep,
     tokens: TokenExchangeDep,
-    body: SubmitJobBody,
+    body: Annotated[SubmitJobBody, Body(openapi_examples=SUBMIT_JOB_EXAMPLES)],
     idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
-    """Submit a training job."""
+    """Submit a training job; it is queued and started when slots are free."""
     payload = body.model_dump(mode="json")
 
     async def submit() -> dict[str, Any]:
@@ -81,43 +126,43 @@ async def submit_job(
     return await idempotency.run(who.ctx.tenant_id, "POST /jobs", payload, submit, status_code=201)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=Data[Job])
 async def get_job(
     job_id: JobId, who: Viewer, client: ClientDep, cache: JobCacheDep
 ) -> dict[str, Any]:
-    """One job, fresh from the coordinator."""
+    """One job with its progress, metrics and checkpoints, fresh from the coordinator."""
     job = message_to_dict(await client.get_job(job_id, who.ctx))
     cache.schedule_sync(who.ctx.tenant_id, [job])
     return {"data": job}
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=Data[JobAction], responses=errors(413))
 async def cancel_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
     body: Annotated[CancelBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Cancel a non-terminal job."""
+    """Cancel a job that has not ended (409 for a COMPLETED, FAILED or CANCELLED one)."""
     body = body or CancelBody()
     req = coordinator_pb2.CancelJobRequest(job_id=job_id, reason=body.reason)
     return {"data": message_to_dict(await client.cancel_job(req, who.ctx))}
 
 
-@router.post("/{job_id}/pause")
+@router.post("/{job_id}/pause", response_model=Data[JobAction], responses=errors(413))
 async def pause_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
     body: Annotated[PauseBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Pause a running job."""
+    """Pause a running job, checkpointing first; its slots are freed."""
     body = body or PauseBody()
     req = coordinator_pb2.PauseJobRequest(job_id=job_id, save_checkpoint=body.save_checkpoint)
     return {"data": message_to_dict(await client.pause_job(req, who.ctx))}
 
 
-@router.post("/{job_id}/resume")
+@router.post("/{job_id}/resume", response_model=Data[JobAction], responses=errors(413, 502))
 async def resume_job(
     job_id: JobId,
     who: Manager,
@@ -125,13 +170,20 @@ async def resume_job(
     tokens: TokenExchangeDep,
     body: Annotated[ResumeBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Resume a paused job."""
+    """Resume a paused job from its latest (or the named) checkpoint."""
     body = body or ResumeBody()
     req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=body.checkpoint_id)
     return {"data": message_to_dict(await client.resume_job(req, await tokens.attach(who.ctx)))}
 
 
-@router.post("/{job_id}/retry")
+@router.post(
+    "/{job_id}/retry",
+    response_model=Data[JobRetried],
+    responses={
+        **errors(413, 502),
+        200: {"description": "The child job.", "links": _job_links("$response.body#/data/job_id")},
+    },
+)
 async def retry_job(
     job_id: JobId,
     who: Manager,
@@ -140,7 +192,7 @@ async def retry_job(
     idempotency: IdempotencyDep,
     body: Annotated[RetryBody | None, Body()] = None,
 ) -> dict[str, Any]:
-    """Retry a failed or preempted job as a child job."""
+    """Retry a failed or preempted job as a child job that resumes from its checkpoint."""
     payload = {"job_id": job_id, **(body or RetryBody()).model_dump(mode="json")}
 
     async def retry() -> dict[str, Any]:

@@ -10,9 +10,12 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
+from scaimind import limits
 from scaimind.app import register_startup_hook
 from scaimind.convert import message_to_dict
 from scaimind.deps import Caller, ClientDep, State, StateDep, Viewer
+from scaimind.openapi import MODULE, errors, sse_responses
+from scaimind.schemas.views import Data, JobMetrics
 from scaimind.streams import (
     DirectSend,
     EventStream,
@@ -27,19 +30,35 @@ from scaimind.streams import (
 )
 from scaimind.v1 import common_pb2, coordinator_pb2
 
-router = APIRouter(prefix="/jobs", tags=["monitoring"])
+router = APIRouter(prefix="/jobs", tags=["monitoring"], responses=errors(*MODULE))
 
-JobId = Annotated[str, Path(min_length=1, max_length=128)]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=limits.ID_CHARS, description="The job's id (job_…).")
+]
 # Browsers send back the last `id:` they saw; ours are always seq/step numbers.
-LastEventId = Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**62)]
+LastEventId = Annotated[
+    int | None,
+    Header(
+        alias="Last-Event-ID",
+        ge=0,
+        le=2**62,
+        description="Resume after this event id (a log `seq` or a metrics `step`).",
+    ),
+]
 
 _INT32_MAX: Final = 2**31 - 1
-_SSE_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    200: {
-        "content": {"text/event-stream": {}},
-        "description": "A Server-Sent Events stream.",
-    }
-}
+_LOG_EXAMPLE: Final = (
+    'event: log\nid: 42\ndata: {"seq": 42, "level": "INFO", "message": '
+    '"step 40 loss 1.93", "timestamp": "2025-01-31T12:00:00.000Z", "source": '
+    '"trainer", "node_id": "node-local", "job_id": "job_1"}\n\n: ping\n\n'
+    'event: end\ndata: {"job_id": "job_1", "status": "COMPLETED"}\n\n'
+    "data: [DONE]\n\n"
+)
+_METRICS_EXAMPLE: Final = (
+    'event: metrics\nid: 40\ndata: {"job_id": "job_1", "step": 40, "epoch": 0, '
+    '"timestamp": "2025-01-31T12:00:00.000Z", "metrics": {"loss": 1.93}, '
+    '"system": {"cpu_percent": 98.5}}\n\ndata: [DONE]\n\n'
+)
 
 
 class LogLevel(StrEnum):
@@ -84,33 +103,45 @@ Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
 Hub = Annotated[FeedHub, Depends(feed_hub)]
 
 
-@router.get("/{job_id}/metrics")
+@router.get("/{job_id}/metrics", response_model=Data[JobMetrics])
 async def get_job_metrics(
     job_id: JobId,
     who: Viewer,
     client: ClientDep,
-    max_points: Annotated[int, Query(ge=0, le=_INT32_MAX)] = 0,
+    max_points: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=_INT32_MAX,
+            description="Points per series (first, last, each bucket's min and max kept); "
+            "0 = the coordinator's default (500).",
+        ),
+    ] = 0,
 ) -> dict[str, Any]:
-    """Metric series of a job, downsampled to max_points per series."""
+    """Every metric series of a job, downsampled without hiding spikes."""
     req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
     resp = await client.get_job_metrics(req, who.ctx)
     # NaN/±inf (a diverged loss) go out as null: FastAPI's encoder does that for dict bodies.
     return {"data": message_to_dict(resp)}
 
 
-@router.get("/{job_id}/logs", response_class=Response, responses=_SSE_RESPONSES)
+@router.get("/{job_id}/logs", response_class=Response, responses=sse_responses("log", _LOG_EXAMPLE))
 async def stream_job_logs(
     job_id: JobId,
     who: Viewer,
     state: StateDep,
     limiter: Limiter,
     hub: Hub,
-    follow: bool = True,
-    level: LogLevel = LogLevel.INFO,
-    tail: Annotated[int, Query(ge=0, le=10_000)] = 100,
+    follow: Annotated[
+        bool, Query(description="Keep streaming until the job ends; false sends the tail.")
+    ] = True,
+    level: Annotated[
+        LogLevel, Query(description="Minimum level; ERROR entries always pass.")
+    ] = LogLevel.INFO,
+    tail: Annotated[int, Query(ge=0, le=10_000, description="Recent entries sent first.")] = 100,
     last_event_id: LastEventId = None,
 ) -> Response:
-    """Live log entries of a job as Server-Sent Events."""
+    """Log entries of a job as Server-Sent Events, live until the job ends."""
     slot = await _preflight(limiter, state, who, job_id)
     req = coordinator_pb2.StreamJobLogsRequest(
         job_id=job_id, follow=follow, min_level=_LEVELS[level], tail=tail
@@ -124,16 +155,22 @@ async def stream_job_logs(
     return _event_stream(state, follow_logs(hub, state.client, who.ctx, req, direct), slot, direct)
 
 
-@router.get("/{job_id}/metrics/stream", response_class=Response, responses=_SSE_RESPONSES)
+@router.get(
+    "/{job_id}/metrics/stream",
+    response_class=Response,
+    responses=sse_responses("metrics", _METRICS_EXAMPLE),
+)
 async def stream_job_metrics(
     job_id: JobId,
     who: Viewer,
     state: StateDep,
     limiter: Limiter,
-    interval: Annotated[int, Query(ge=1, le=60)] = 5,
+    interval: Annotated[
+        int, Query(ge=1, le=60, description="Seconds between snapshots at most.")
+    ] = 5,
     last_event_id: LastEventId = None,
 ) -> Response:
-    """Live metric snapshots of a job as Server-Sent Events."""
+    """Metric snapshots of a job as Server-Sent Events, live until the job ends."""
     slot = await _preflight(limiter, state, who, job_id)
     req = coordinator_pb2.StreamJobMetricsRequest(job_id=job_id, interval_seconds=interval)
     if last_event_id is not None:

@@ -6,17 +6,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from scaimind import limits
 from scaimind.convert import message_to_dict
 from scaimind.deps import ClientDep, Viewer
+from scaimind.openapi import MODULE, errors
+from scaimind.schemas.ops_views import QueueStatus
+from scaimind.schemas.views import Data
 
-router = APIRouter(prefix="/queue", tags=["queue"])
+router = APIRouter(prefix="/queue", tags=["queue"], responses=errors(*MODULE))
 
 
-@router.get("")
+@router.get("", response_model=Data[QueueStatus])
 async def get_queue_status(
     who: Viewer,
     client: ClientDep,
-    queue_name: Annotated[str, Query(max_length=128)] = "",
+    queue_name: Annotated[
+        str, Query(max_length=limits.ID_CHARS, description="One queue; empty = every queue.")
+    ] = "",
 ) -> dict[str, Any]:
-    """Depth, waits and positions of the queues the tenant can see."""
+    """Depth, estimated waits and the positions of the tenant's queued jobs."""
     return {"data": message_to_dict(await client.get_queue_status(queue_name, who.ctx))}

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field
 
-from scaimind.schemas.jobs import Strict
+from scaimind.schemas.common import Reason, Strict
 
 
 class DrainBody(Strict):
     """POST /cluster/nodes/{node_id}/drain (the body is optional)."""
 
-    # True preempts the node's running jobs; False lets them finish first.
-    force: bool = False
-    reason: Annotated[str, Field(max_length=1024)] = ""
+    force: bool = Field(
+        False,
+        description="Preempt the node's running jobs (they checkpoint and become PREEMPTED); "
+        "false lets them finish first.",
+    )
+    reason: Reason = Field("", description="Why; shown as the node's drain_reason.")

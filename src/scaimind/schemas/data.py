@@ -6,14 +6,22 @@ from typing import Annotated
 
 from pydantic import Field
 
-from scaimind.schemas.jobs import DataSource, Strict, TrainingType
+from scaimind import limits
+from scaimind.schemas.common import Strict
+from scaimind.schemas.jobs import DataSource, TrainingType
 
 
 class ValidateDataBody(Strict):
     """POST /data/validate."""
 
-    sources: Annotated[list[DataSource], Field(min_length=1)]
-    # Decides which fields a row must carry (SFT: prompt/completion or messages, ...).
-    training_type: TrainingType = TrainingType.SFT
-    # Rows checked in depth per source.
-    sample_size: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    sources: Annotated[list[DataSource], Field(min_length=1, max_length=limits.SOURCES)] = Field(
+        description=f"Sources to read (1 to {limits.SOURCES})."
+    )
+    training_type: TrainingType = Field(
+        TrainingType.SFT,
+        description="Decides which fields a row must carry (SFT: prompt/completion, "
+        "messages or text; DPO: prompt/chosen/rejected; ...).",
+    )
+    sample_size: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        100, description="Rows checked in depth per source."
+    )
