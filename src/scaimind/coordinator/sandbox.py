@@ -232,11 +232,13 @@ class Sandbox:
             opts += ["--disable-userns", "--cap-drop", "ALL"]
         opts += self._system_mounts()
         opts += ["--proc", "/proc", "--dev", "/dev"]
-        # Sticky and world-writable like any /tmp: the job's user is not its owner.
+        # Sticky and world-writable like any /tmp: the job's user is not its owner. Made before
+        # the Python binds: an installation under /tmp (a checkout there) must stay visible.
         opts += ["--perms", "1777"]
         if self.config.tmp_mb > 0:
             opts += ["--size", str(self.config.tmp_mb * 1024 * 1024)]
         opts += ["--tmpfs", "/tmp"]
+        opts += self._python_mounts()
         targets = {m.inside for m in mounts}
         for mount in sorted(mounts, key=lambda m: m.inside.count("/")):
             # bwrap would create missing parents 0700, which the job's user cannot enter.
@@ -320,8 +322,12 @@ class Sandbox:
         files = _ETC_FILES + (_NETWORK_FILES if self.config.network else ())
         for path in files:
             opts += ["--ro-bind-try", path, path]
+        return opts
+
+    def _python_mounts(self) -> list[str]:
+        opts: list[str] = []
         for directory in python_dirs():
-            if any(directory.is_relative_to(s) for s in ("/usr",)):
+            if directory.is_relative_to("/usr"):
                 continue
             # Parents are made traversable (bwrap would create them 0700 for the job's uid).
             for parent in reversed(directory.parents):
