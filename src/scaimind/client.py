@@ -165,12 +165,17 @@ class CoordinatorClient:
         )
         return r
 
-    async def get_job(self, job_id: str, ctx: CallContext) -> common_pb2.Job:
-        """GetJob."""
+    async def get_job(
+        self,
+        job_id: str,
+        ctx: CallContext,
+        view: coordinator_pb2.JobView.ValueType = coordinator_pb2.JOB_VIEW_FULL,
+    ) -> common_pb2.Job:
+        """GetJob (the FULL view unless `view` says BASIC)."""
         r: common_pb2.Job = await self._unary(
             "GetJob",
             self._jobs.GetJob,
-            coordinator_pb2.GetJobRequest(job_id=job_id),
+            coordinator_pb2.GetJobRequest(job_id=job_id, view=view),
             ctx,
             idempotent=True,
         )
@@ -256,6 +261,15 @@ class CoordinatorClient:
             coordinator_pb2.GetEvaluationRequest(evaluation_id=evaluation_id),
             ctx,
             idempotent=True,
+        )
+        return r
+
+    async def list_evaluations(
+        self, req: coordinator_pb2.ListEvaluationsRequest, ctx: CallContext
+    ) -> coordinator_pb2.ListEvaluationsResponse:
+        """ListEvaluations."""
+        r: coordinator_pb2.ListEvaluationsResponse = await self._unary(
+            "ListEvaluations", self._jobs.ListEvaluations, req, ctx, idempotent=True
         )
         return r
 

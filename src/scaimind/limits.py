@@ -92,6 +92,7 @@ FIELD_CAPS: Final[Mapping[str, Cap]] = {
     "SubmitEvaluationRequest.model_uri": _PATH,
     "SubmitEvaluationRequest.checkpoint_id": _ID,
     "SubmitEvaluationRequest.benchmarks": Cap(items=BENCHMARKS),
+    "ListEvaluationsRequest.page_token": Cap(chars=PAGE_TOKEN_CHARS),
     "ValidateDataRequest.sources": Cap(items=SOURCES),
     "ListNodesRequest.status_filter": _ID,
     "ListNodesRequest.page_token": Cap(chars=PAGE_TOKEN_CHARS),

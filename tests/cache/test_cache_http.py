@@ -272,7 +272,9 @@ async def test_list_evaluations_caches_them_as_evaluations(
         return coordinator_pb2.ListJobsResponse(jobs=[evaluation_job], total_count=1)
 
     servicer.responses["ListJobs"] = answer
-    listed = await client.get(f"{PREFIX}/evaluations", headers=auth())
+    # Evaluation jobs are listed (and cached) with the jobs; GET /evaluations answers
+    # evaluation records, which are not jobs and are not cached.
+    listed = await client.get(f"{PREFIX}/jobs", params={"label": "type=evaluation"}, headers=auth())
     assert listed.status_code == 200, listed.text
     row = await wait_for(lambda: cached(settings, "tenant-a", "eval_7"), within=10)
     assert (row.job_type, row.status, row.parent_job_id) == ("evaluation", "EVALUATING", "job_9")

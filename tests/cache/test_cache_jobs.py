@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from scaimind.cache.db import create_engine
-from scaimind.cache.jobs import SYNC_FAILED_EVENT, SYNC_FAILURES_METRIC, JobCache
+from scaimind.cache.jobs import BASIC, FULL, SYNC_FAILED_EVENT, SYNC_FAILURES_METRIC, JobCache
 from scaimind.cache.repository import JobRepository
 from tests.conftest import closed_port
 
@@ -81,6 +81,55 @@ async def test_newer_snapshot_updates_older_is_ignored(
     assert row is not None
     assert (row.status, row.name) == ("TRAINING", "name of job_1")
     assert row.updated_at == T0 + timedelta(microseconds=1)
+
+
+def _checkpoint(step: int) -> dict[str, Any]:
+    return {"checkpoint_id": f"job_1-step-{step:06d}", "step": step, "path": "p", "metrics": {}}
+
+
+def _views(make_job: MakeJob, updated_at: datetime, steps: list[int]) -> tuple[Any, Any]:
+    """The FULL and the BASIC view of one job state with checkpoints at `steps`."""
+    checkpoints = [_checkpoint(s) for s in steps]
+    summary = {"latest_checkpoint": checkpoints[-1], "checkpoint_count": len(checkpoints)}
+    full = make_job("job_1", status="TRAINING", updated_at=updated_at, checkpoints=checkpoints)
+    basic = make_job("job_1", status="TRAINING", updated_at=updated_at, checkpoints=[])
+    return {**full, **summary}, {**basic, **summary}
+
+
+async def test_a_listing_never_replaces_the_full_job_of_the_same_state(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    repo = JobRepository(engine)
+    full, basic = _views(make_job, T0, [10, 20])
+    await _cache(engine).upsert("tenant-a", [full], FULL)
+    # A summary of the same state (same updated_at), from another gateway process too.
+    await _cache(engine).upsert("tenant-a", [basic], BASIC)
+    row = await repo.get("tenant-a", "job_1")
+    assert row is not None
+    assert (row.raw, row.raw_view) == (full, FULL)
+
+    # A newer state replaces it, as a summary: the older checkpoint list is out of date.
+    newer_full, newer_basic = _views(make_job, T0 + timedelta(microseconds=1), [10, 20, 30])
+    await _cache(engine).upsert("tenant-a", [newer_basic], BASIC)
+    row = await repo.get("tenant-a", "job_1")
+    assert row is not None
+    assert (row.raw, row.raw_view) == (newer_basic, BASIC)
+    assert row.raw["latest_checkpoint"]["step"] == 30
+    # The full job of that state replaces the summary of the same state.
+    await _cache(engine).upsert("tenant-a", [newer_full], FULL)
+    row = await repo.get("tenant-a", "job_1")
+    assert row is not None
+    assert (row.raw, row.raw_view) == (newer_full, FULL)
+
+
+async def test_a_summary_without_checkpoints_is_the_full_job(
+    engine: AsyncEngine, make_job: MakeJob
+) -> None:
+    job = make_job("job_1", updated_at=T0, checkpoints=[], checkpoint_count=0)
+    await _cache(engine).upsert("tenant-a", [job], BASIC)
+    row = await JobRepository(engine).get("tenant-a", "job_1")
+    assert row is not None
+    assert (row.raw, row.raw_view) == (job, FULL)
 
 
 async def test_duplicates_in_one_batch_keep_the_newest(

@@ -38,9 +38,18 @@ def test_eval_submit_list_get(server: Server) -> None:
     assert perplexity.split()[1] == "COMPLETED"
     assert float(perplexity.split()[2]) == pytest.approx(record["benchmarks"][0]["score"], rel=1e-5)
 
+    # The list shows each evaluation's scores; --json has the records as `eval get` shows them.
     listed = server.ok("eval", "list")
-    assert any(line.startswith(evaluation_id) for line in listed.out.splitlines()), listed.out
-    assert evaluation_id in server.ok("eval", "list", "--json").out
+    (line,) = [row for row in listed.out.splitlines() if row.startswith(evaluation_id)]
+    assert line.split()[1:3] == [job_id, "COMPLETED"], line
+    assert "perplexity=" in line
+    assert "loss=" in line
+    page = server.ok("eval", "list", "--json").json()
+    assert record in page["evaluations"]
+    assert page["total_count"] >= 1
+    mine = server.ok("eval", "list", "--job", job_id, "--json").json()
+    assert [e["evaluation_id"] for e in mine["evaluations"]] == [evaluation_id]
+    assert server.ok("eval", "list", "--job", "job_none", "--json").json()["evaluations"] == []
 
     unknown = server.run("eval", "submit", job_id, "-b", "bleu", "--model-uri", model)
     assert unknown.code == 1

@@ -178,7 +178,8 @@ def test_evaluation_runs_and_shows_its_score(
     page = tab.page
     tab.sign_in(server.token(), "evaluations")
     page.get_by_label("Job", exact=True).select_option(job_id)
-    expect(page.get_by_label("Model URI")).not_to_have_value("")
+    # Left empty: the job's final model is scored, and the list says which model that was.
+    expect(page.get_by_label("Model URI")).to_have_value("")
     page.get_by_label("Token accuracy", exact=True).check()
     page.get_by_label("Token accuracy samples").fill("5")
     page.get_by_role("button", name="Run evaluation").click()
@@ -189,6 +190,7 @@ def test_evaluation_runs_and_shows_its_score(
     assert eval_id
     row = page.locator(f"tr[data-evaluation-id='{eval_id.group(0)}']")
     expect(row.locator(".badge")).to_have_text("COMPLETED")
+    expect(row).to_contain_text(f"scaidrive://tenant-a/jobs/{job_id}/model")
     score = row.locator("td.score[data-benchmark=perplexity]")
     expect(score).to_have_text(re.compile(r"^\d[\d,.]*(e[+-]?\d+)?$"))
     accuracy = row.locator("td.score[data-benchmark=token_accuracy]")

@@ -61,9 +61,11 @@ async def test_trained_job_evaluated_to_numeric_scores(ops: Ops) -> None:
     assert abs(math.exp(ppl["metrics"]["loss"]) - ppl["score"]) < 1e-6 * ppl["score"]
     assert loss["metrics"]["num_samples"] == 60  # the whole corpus named as its dataset
 
-    # An evaluation is a job labelled type=evaluation whose parent is the evaluated job.
+    # GET /evaluations lists the evaluation records themselves, scores included.
     listed = await ops.http.get(f"{PREFIX}/evaluations", headers=auth())
-    assert [j["job_id"] for j in listed.json()["data"]["jobs"]] == [eval_id]
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"]["evaluations"] == [ev]
+    # It is also a job labelled type=evaluation whose parent is the evaluated job.
     as_job = await ops.job(eval_id)
     assert as_job["labels"]["type"] == "evaluation"
     assert as_job["parent_job_id"] == job_id
@@ -145,3 +147,69 @@ async def test_evaluation_refusals(ops: Ops, tmp_path: Path) -> None:
     assert r.status_code == 404
     r = await ops.http.get(f"{PREFIX}/evaluations/eval_0000000000000000", headers=auth())
     assert r.status_code == 404
+
+
+async def test_evaluations_listed_newest_first_paged_and_by_job(ops: Ops) -> None:
+    first = (await ops.submit("first", max_steps=10))["data"]["job_id"]
+    second = (await ops.submit("second", max_steps=10))["data"]["job_id"]
+    for job_id in (first, second):
+        assert (await ops.wait_status(job_id, "COMPLETED", "FAILED", within=40))[
+            "status"
+        ] == "COMPLETED"
+    submitted = []
+    for job_id in (first, second, first):
+        body = {"job_id": job_id, "benchmarks": [{"name": "loss", "num_samples": 5}]}
+        r = await ops.http.post(f"{PREFIX}/evaluations", json=body, headers=auth())
+        assert r.status_code == 201, r.text
+        submitted.append(r.json()["data"]["evaluation_id"])
+
+    async def all_done() -> list[dict[str, Any]] | None:
+        r = await ops.http.get(f"{PREFIX}/evaluations", headers=auth())
+        evals = r.json()["data"]["evaluations"]
+        return evals if all(e["status"] in ("COMPLETED", "FAILED") for e in evals) else None
+
+    evals = await wait_for(all_done, within=60)
+    assert [e["evaluation_id"] for e in evals] == submitted[::-1]
+    for e in evals:
+        assert e["status"] == "COMPLETED", e
+        (bench,) = e["benchmarks"]
+        assert bench["name"] == "loss"
+        assert bench["status"] == "COMPLETED"
+        assert math.isfinite(bench["score"])
+        assert bench["score"] > 0
+        # The model actually scored: the job's final model, not what was (not) asked for.
+        assert e["model_uri"] == f"scaidrive://tenant-a/jobs/{e['job_id']}/model"
+
+    # Pages of 2, newest first, with the total; the token leads to the rest.
+    r = await ops.http.get(f"{PREFIX}/evaluations", params={"page_size": 2}, headers=auth())
+    page = r.json()["data"]
+    assert [e["evaluation_id"] for e in page["evaluations"]] == submitted[:0:-1]
+    assert page["total_count"] == 3
+    assert page["next_page_token"]
+    r = await ops.http.get(
+        f"{PREFIX}/evaluations",
+        params={"page_size": 2, "page_token": page["next_page_token"]},
+        headers=auth(),
+    )
+    rest = r.json()["data"]
+    assert [e["evaluation_id"] for e in rest["evaluations"]] == submitted[:1]
+    assert rest["next_page_token"] == ""
+
+    # Only one job's evaluations.
+    r = await ops.http.get(f"{PREFIX}/evaluations", params={"job_id": first}, headers=auth())
+    mine = r.json()["data"]
+    assert [e["evaluation_id"] for e in mine["evaluations"]] == [submitted[2], submitted[0]]
+    assert mine["total_count"] == 2
+
+    # Another tenant sees none of them, not even by naming the job.
+    for params in ({}, {"job_id": first}):
+        r = await ops.http.get(f"{PREFIX}/evaluations", params=params, headers=auth("tenant-b"))
+        assert r.status_code == 200, r.text
+        assert r.json()["data"] == {"evaluations": [], "next_page_token": "", "total_count": 0}
+
+    # A page token of another listing is refused, naming page_token.
+    jobs = await ops.http.get(f"{PREFIX}/jobs", params={"page_size": 1}, headers=auth())
+    token = jobs.json()["data"]["next_page_token"]
+    r = await ops.http.get(f"{PREFIX}/evaluations", params={"page_token": token}, headers=auth())
+    assert r.status_code == 400, r.text
+    assert "page_token" in r.json()["error"]["message"]

@@ -403,6 +403,25 @@ async def test_list_defaults(shared_gateway: Gateway) -> None:
     req: coordinator_pb2.ListJobsRequest = servicer.last("ListJobs").request  # type: ignore[assignment]
     assert (list(req.status_filter), dict(req.label_filter)) == ([], {})
     assert (req.page_size, req.page_token, req.order_by) == (20, "", "")
+    assert req.view == coordinator_pb2.JOB_VIEW_BASIC
+
+
+async def test_job_views_are_passed_on(shared_gateway: Gateway) -> None:
+    client, servicer = shared_gateway
+    asked = [
+        ("jobs", {}, "ListJobs", coordinator_pb2.JOB_VIEW_BASIC),
+        ("jobs", {"view": "FULL"}, "ListJobs", coordinator_pb2.JOB_VIEW_FULL),
+        ("jobs/job_5", {}, "GetJob", coordinator_pb2.JOB_VIEW_FULL),
+        ("jobs/job_5", {"view": "BASIC"}, "GetJob", coordinator_pb2.JOB_VIEW_BASIC),
+    ]
+    for path, params, rpc, view in asked:
+        r = await client.get(f"{PREFIX}/{path}", params=params, headers=auth())
+        assert r.status_code == 200, r.text
+        assert servicer.last(rpc).request.view == view, (path, params)  # type: ignore[attr-defined]
+    for path in ("jobs", "jobs/job_5"):
+        r = await client.get(f"{PREFIX}/{path}", params={"view": "ALL"}, headers=auth())
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["field"] == "view"
 
 
 @pytest.mark.parametrize(

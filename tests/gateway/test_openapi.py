@@ -40,6 +40,7 @@ VIEWS: list[tuple[type[BaseModel], type[Message]]] = [
     (ops_views.NodeList, cluster_pb2.ListNodesResponse),
     (ops_views.QueueStatus, cluster_pb2.GetQueueStatusResponse),
     (ops_views.Evaluation, coordinator_pb2.Evaluation),
+    (ops_views.EvaluationList, coordinator_pb2.ListEvaluationsResponse),
     (ops_views.EvaluationSubmitted, coordinator_pb2.SubmitEvaluationResponse),
     (ops_views.ValidationReport, coordinator_pb2.ValidateDataResponse),
     (ops_views.DataCache, coordinator_pb2.GetDataCacheResponse),

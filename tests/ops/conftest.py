@@ -115,6 +115,11 @@ class OpsCoordinator(ScriptedCoordinator):
             coordinator_pb2.Evaluation(evaluation_id=request.evaluation_id, job_id="job_1"),
         )
 
+    async def ListEvaluations(self, request: Any, context: Any) -> Any:
+        return await self._answer(
+            "ListEvaluations", request, context, coordinator_pb2.ListEvaluationsResponse()
+        )
+
     async def ValidateData(self, request: Any, context: Any) -> Any:
         return await self._answer(
             "ValidateData", request, context, coordinator_pb2.ValidateDataResponse(valid=True)

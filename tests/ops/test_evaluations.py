@@ -103,46 +103,65 @@ async def test_submit_evaluation_bad_idempotency_key(gw: Gateway) -> None:
     assert gw.coordinator.calls == []
 
 
-async def test_list_evaluations_is_a_labelled_job_list(gw: Gateway) -> None:
-    gw.coordinator.responses["ListJobs"] = coordinator_pb2.ListJobsResponse(
-        jobs=[
-            common_pb2.Job(
-                job_id="eval_1",
-                name="eval of job_1",
-                status=common_pb2.JOB_STATUS_COMPLETED,
-                labels={"type": "evaluation", "job_id": "job_1"},
+async def test_list_evaluations_returns_evaluation_records_with_scores(gw: Gateway) -> None:
+    scored = coordinator_pb2.Evaluation(
+        evaluation_id="eval_1",
+        job_id="job_1",
+        model_uri="scaidrive://tenant-a/jobs/job_1/model",
+        status=common_pb2.JOB_STATUS_COMPLETED,
+        benchmarks=[
+            coordinator_pb2.BenchmarkResult(
+                name="perplexity", status=coordinator_pb2.BENCHMARK_STATUS_COMPLETED, score=3.25
             )
         ],
-        next_page_token="n",
-        total_count=4,
+        created_at=ts(1_700_000_000),
+        tenant_id="tenant-a",
+    )
+    gw.coordinator.responses["ListEvaluations"] = coordinator_pb2.ListEvaluationsResponse(
+        evaluations=[scored], next_page_token="n", total_count=4
     )
     r = await gw.http.get(
-        f"{PREFIX}/evaluations", params={"page_size": 1, "page_token": "t"}, headers=auth()
+        f"{PREFIX}/evaluations",
+        params={"page_size": 1, "page_token": "t", "job_id": "job_1"},
+        headers=auth(),
     )
     assert r.status_code == 200, r.text
     data = r.json()["data"]
+    assert set(data) == {"evaluations", "next_page_token", "total_count"}
     assert (data["next_page_token"], data["total_count"]) == ("n", 4)
-    assert [(j["job_id"], j["status"], j["labels"]) for j in data["jobs"]] == [
-        ("eval_1", "COMPLETED", {"type": "evaluation", "job_id": "job_1"})
+    (record,) = data["evaluations"]
+    # Each record is what GET /evaluations/{id} answers for the same evaluation.
+    gw.coordinator.responses["GetEvaluation"] = scored
+    one = await gw.http.get(f"{PREFIX}/evaluations/eval_1", headers=auth())
+    assert record == one.json()["data"]
+    assert (record["evaluation_id"], record["job_id"], record["status"]) == (
+        "eval_1",
+        "job_1",
+        "COMPLETED",
+    )
+    assert [(b["name"], b["status"], b["score"]) for b in record["benchmarks"]] == [
+        ("perplexity", "COMPLETED", 3.25)
     ]
-    req: Any = gw.coordinator.last("ListJobs").request
-    assert dict(req.label_filter) == {"type": "evaluation"}
-    assert (req.page_size, req.page_token, list(req.status_filter)) == (1, "t", [])
-    # Same shape as GET /jobs for the same coordinator answer.
-    jobs = await gw.http.get(f"{PREFIX}/jobs", headers=auth())
-    assert jobs.json()["data"].keys() == data.keys()
-    assert jobs.json()["data"]["jobs"][0].keys() == data["jobs"][0].keys()
+    req: Any = gw.coordinator.last("ListEvaluations").request
+    assert (req.job_id, req.page_size, req.page_token) == ("job_1", 1, "t")
+    assert gw.coordinator.last("ListEvaluations").metadata["x-tenant-id"] == "tenant-a"
+    assert "ListJobs" not in gw.rpcs()
 
 
 async def test_list_evaluations_defaults_and_validation(gw: Gateway) -> None:
     assert (await gw.http.get(f"{PREFIX}/evaluations", headers=auth())).status_code == 200
-    req: Any = gw.coordinator.last("ListJobs").request
-    assert (req.page_size, req.page_token) == (20, "")
-    for bad in ({"page_size": 0}, {"page_size": 101}, {"page_token": "x" * 1025}):
+    req: Any = gw.coordinator.last("ListEvaluations").request
+    assert (req.job_id, req.page_size, req.page_token) == ("", 20, "")
+    for bad in (
+        {"page_size": 0},
+        {"page_size": 101},
+        {"page_token": "x" * 1025},
+        {"job_id": "j" * 129},
+    ):
         r = await gw.http.get(f"{PREFIX}/evaluations", params=bad, headers=auth())
         assert r.status_code == 422
         assert r.json()["error"]["details"][0]["field"] == next(iter(bad))
-    assert gw.rpcs() == ["ListJobs"]
+    assert gw.rpcs() == ["ListEvaluations"]
 
 
 async def test_get_evaluation_full_record(gw: Gateway) -> None:

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from sqlalchemy import and_, case, or_
+from sqlalchemy import and_, case, literal_column, or_
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 
 from scaimind.cache.db import is_transient
 from scaimind.cache.models import Base, CachedJobRow
@@ -33,12 +34,17 @@ SYNC_FAILURES_METRIC = "scaimind_cache_sync_failures_total"
 
 _TABLE = Base.metadata.tables[CachedJobRow.__tablename__]
 # job_id is the conflict target and tenant_id never changes hands; everything else follows the
-# newest snapshot. updated_at must stay LAST: MySQL evaluates ON DUPLICATE KEY assignments in
-# order, and the later IF()s compare against the row's (possibly already updated) updated_at.
+# newest snapshot. raw_view and updated_at must stay LAST, in this order: MySQL evaluates ON
+# DUPLICATE KEY assignments in order, and the later IF()s compare against the row's (possibly
+# already updated) raw_view and updated_at; assigned in this order the condition keeps its value.
+_LAST_COLUMNS = ("raw_view", "updated_at")
 _UPDATED_COLUMNS = (
-    *(c.name for c in _TABLE.columns if c.name not in ("job_id", "tenant_id", "updated_at")),
-    "updated_at",
+    *(c.name for c in _TABLE.columns if c.name not in ("job_id", "tenant_id", *_LAST_COLUMNS)),
+    *_LAST_COLUMNS,
 )
+# What `raw` holds (the cache's raw_view column): the full job, or the BASIC view of a listing.
+FULL = "FULL"
+BASIC = "BASIC"
 # Bound parameters per statement stay far below asyncpg's 32767 and SQLite's 32766 limits.
 _ROWS_PER_STATEMENT = 500
 _DEADLOCK_RETRIES = 3
@@ -88,8 +94,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def job_row(tenant_id: str, job: Mapping[str, Any], synced_at: datetime) -> dict[str, Any]:
-    """Flatten a gateway Job dict into a `mod_scaimind_jobs` row."""
+def job_row(
+    tenant_id: str, job: Mapping[str, Any], synced_at: datetime, view: str = FULL
+) -> dict[str, Any]:
+    """Flatten a gateway Job dict (in `view`, FULL or BASIC) into a `mod_scaimind_jobs` row."""
     training = _mapping(job.get("training_config"))
     scheduling = _mapping(job.get("scheduling_config"))
     labels = {str(k): str(v) for k, v in _mapping(job.get("labels")).items()}
@@ -115,7 +123,15 @@ def job_row(tenant_id: str, job: Mapping[str, Any], synced_at: datetime) -> dict
         "updated_at": updated_at,
         "raw": dict(job),
         "synced_at": synced_at,
+        "raw_view": view,
     }
+
+
+def _view_of(job: Mapping[str, Any], view: str) -> str:
+    # A summary of a job without checkpoints lacks nothing: it is the full job.
+    if view == BASIC and len(job.get("checkpoints") or ()) == (job.get("checkpoint_count") or 0):
+        return FULL
+    return view
 
 
 def _newest_per_job(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,15 +140,44 @@ def _newest_per_job(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     floor = datetime.min.replace(tzinfo=UTC)
     for row in rows:
         seen = newest.get(row["job_id"])
-        if seen is None or (row["updated_at"] or floor) >= (seen["updated_at"] or floor):
+        if seen is None or (row["updated_at"] or floor, row["raw_view"] == FULL) >= (
+            seen["updated_at"] or floor,
+            seen["raw_view"] == FULL,
+        ):
             newest[row["job_id"]] = row
     # A fixed lock order across writers avoids deadlocks between overlapping batches.
     return [newest[job_id] for job_id in sorted(newest)]
 
 
+def _replaces(incoming: Any) -> ColumnElement[bool]:
+    """When the `incoming` snapshot replaces the stored row of the same job.
+
+    The same tenant's, and newer by the coordinator's updated_at; at the same updated_at it
+    replaces the row unless that would put a summary (BASIC) in place of the full job: a listing
+    never takes away the checkpoint list GET /jobs/{id} stored for the same state. A NULL
+    raw_view is a row from before views, which was FULL.
+    """
+    table = _TABLE
+    # Constants as SQL literals, not bound parameters: aiomysql's executemany rewrites the
+    # VALUES clause and allows no parameters after it (in ON DUPLICATE KEY UPDATE).
+    full: ColumnElement[str] = literal_column(f"'{FULL}'")
+    basic: ColumnElement[str] = literal_column(f"'{BASIC}'")
+    return and_(
+        table.c.tenant_id == incoming.tenant_id,
+        or_(
+            table.c.updated_at.is_(None),
+            incoming.updated_at > table.c.updated_at,
+            and_(
+                incoming.updated_at == table.c.updated_at,
+                or_(incoming.raw_view == full, table.c.raw_view == basic),
+            ),
+        ),
+    )
+
+
 @functools.cache
 def upsert_statement(dialect_name: str) -> Insert:
-    """An executemany INSERT that only ever moves a same-tenant row forward in updated_at.
+    """An executemany INSERT that only ever moves a same-tenant row forward (see `_replaces`).
 
     One statement object per dialect, executed with a list of rows: compiled once and cached,
     where a multi-VALUES statement built per batch spent most of a sync in the SQL compiler.
@@ -145,19 +190,14 @@ def upsert_statement(dialect_name: str) -> Insert:
         return stmt.on_conflict_do_update(
             index_elements=[table.c.job_id],
             set_={name: excluded[name] for name in _UPDATED_COLUMNS},
-            where=and_(
-                table.c.tenant_id == excluded.tenant_id,
-                or_(table.c.updated_at.is_(None), excluded.updated_at >= table.c.updated_at),
-            ),
+            where=_replaces(excluded),
         )
     if dialect_name in ("mysql", "mariadb"):
         mstmt = mysql.insert(table)
         inserted = mstmt.inserted
-        # Evaluated before every assignment; updated_at is assigned last (see _UPDATED_COLUMNS).
-        newer = and_(
-            table.c.tenant_id == inserted.tenant_id,
-            or_(table.c.updated_at.is_(None), inserted.updated_at >= table.c.updated_at),
-        )
+        # Evaluated before every assignment; raw_view and updated_at are assigned last (see
+        # _UPDATED_COLUMNS), which leaves the condition's value unchanged for the later ones.
+        newer = _replaces(inserted)
         return mstmt.on_duplicate_key_update(
             [
                 (name, case((newer, inserted[name]), else_=table.c[name]))
@@ -230,8 +270,15 @@ class JobCache:
         """The engine this cache writes through."""
         return self._engine
 
-    async def upsert(self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]) -> None:
-        """Insert or move forward the given jobs of ``tenant_id``; raises on database errors."""
+    async def upsert(
+        self, tenant_id: str, jobs: Sequence[Mapping[str, Any]], view: str = FULL
+    ) -> None:
+        """Insert or move forward the given jobs of ``tenant_id``; raises on database errors.
+
+        ``view`` says what the dicts are: FULL jobs (GET /jobs/{id}) or BASIC ones (a listing,
+        without the checkpoint list); a BASIC one never replaces a FULL one of the same
+        updated_at.
+        """
         synced_at = datetime.now(UTC)
         rows: list[dict[str, Any]] = []
         digests: dict[str, bytes] = {}
@@ -260,7 +307,7 @@ class JobCache:
             if maybe_non_finite:
                 job = _finite(job)
             digests[job_id] = digest
-            rows.append(job_row(tenant_id, job, synced_at))
+            rows.append(job_row(tenant_id, job, synced_at, _view_of(job, view)))
         rows = _newest_per_job(rows)
         if not rows:
             return
@@ -284,21 +331,23 @@ class JobCache:
         if len(self._written) > self._memo_size:
             self._written.popitem(last=False)
 
-    async def sync(self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]) -> bool:
+    async def sync(
+        self, tenant_id: str, jobs: Sequence[Mapping[str, Any]], view: str = FULL
+    ) -> bool:
         """Upsert with a deadline, never raising; False (logged and counted) when it failed."""
         try:
             # Start with a yield: the triggering response (and anything else ready) goes out
             # before the first CPU work of the sync.
             await asyncio.sleep(0)
             async with asyncio.timeout(self._sync_timeout):
-                await self.upsert(tenant_id, jobs)
+                await self.upsert(tenant_id, jobs, view)
         except Exception as exc:
             self._record_failure(tenant_id, len(jobs), exc)
             return False
         return True
 
     def schedule_sync(
-        self, tenant_id: str, jobs: Sequence[Mapping[str, Any]]
+        self, tenant_id: str, jobs: Sequence[Mapping[str, Any]], view: str = FULL
     ) -> asyncio.Task[bool] | None:
         """Start ``sync`` in the background (tracked for ``drain``); None when it was dropped."""
         if self._closed or not jobs:
@@ -307,7 +356,9 @@ class JobCache:
             # A slow database must not turn into unbounded memory growth in the gateway.
             self._record_failure(tenant_id, len(jobs), RuntimeError("sync backlog full"))
             return None
-        task = asyncio.create_task(self.sync(tenant_id, list(jobs)), name="scaimind-cache-sync")
+        task = asyncio.create_task(
+            self.sync(tenant_id, list(jobs), view), name="scaimind-cache-sync"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

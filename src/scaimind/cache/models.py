@@ -98,6 +98,10 @@ class CachedJobRow(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     raw: Mapped[dict[str, Any]] = mapped_column(JSONType)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Which view of the job `raw` is: "FULL" (GET /jobs/{id}: every checkpoint) or "BASIC" (a
+    # listing: no checkpoint list, latest_checkpoint and checkpoint_count). NULL: written before
+    # views existed, when raw was always FULL.
+    raw_view: Mapped[str | None] = mapped_column(String(8))
 
     __table_args__ = (
         CheckConstraint("job_type IN ('training', 'evaluation')", name="job_type"),

@@ -30,7 +30,7 @@ class InvalidCursorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CachedJob:
-    """One cached job: the filterable columns plus the coordinator's full Job dict."""
+    """One cached job: the filterable columns plus the coordinator's Job dict in `raw_view`."""
 
     job_id: str
     tenant_id: str
@@ -51,6 +51,7 @@ class CachedJob:
     updated_at: datetime | None
     raw: dict[str, Any]
     synced_at: datetime
+    raw_view: str | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> CachedJob:

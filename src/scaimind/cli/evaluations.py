@@ -84,32 +84,29 @@ def scores(record: dict[str, Any]) -> str:
 
 
 def list_evaluations(
+    job: Annotated[
+        str, typer.Option("--job", metavar="JOB_ID", help="only evaluations of this job")
+    ] = "",
     page_size: Annotated[int, typer.Option(help="evaluations per page", min=1, max=100)] = 20,
     page_token: Annotated[str, typer.Option(help="the page to show (from the previous one)")] = "",
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
 ) -> None:
-    """List the tenant's evaluations."""
+    """List the tenant's evaluations with their scores, newest first."""
+    params: dict[str, Any] = {"page_size": page_size, "page_token": page_token}
+    if job:
+        params["job_id"] = job
     with connect(url, token) as api:
-        page = api.get("/evaluations", {"page_size": page_size, "page_token": page_token})
+        page = api.get("/evaluations", params)
     if as_json:
         print_json(page)
         return
     from scaimind.cli.render import console, table
 
-    # Records are evaluations (evaluation_id, job_id, benchmarks) or, from older gateways,
-    # evaluation jobs (job_id = the evaluation, parent_job_id = the evaluated job).
-    records = page.get("evaluations") or page.get("jobs") or []
     rows = [
-        [
-            r.get("evaluation_id") or r.get("job_id"),
-            r.get("job_id") if r.get("evaluation_id") else r.get("parent_job_id"),
-            r.get("status"),
-            scores(r),
-            r.get("created_at"),
-        ]
-        for r in records
+        [r.get("evaluation_id"), r.get("job_id"), r.get("status"), scores(r), r.get("created_at")]
+        for r in page.get("evaluations") or []
     ]
     console().print(table(["evaluation_id", "job_id", "status", "scores", "created_at"], rows))
     if page.get("next_page_token"):

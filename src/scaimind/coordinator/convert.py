@@ -133,6 +133,9 @@ def job_proto(
         job.error.code = row["error_code"]
         job.error.message = row["error_message"]
     job.checkpoints.extend(checkpoint_proto(c, show) for c in checkpoints)
+    job.checkpoint_count = len(job.checkpoints)
+    if job.checkpoints:
+        job.latest_checkpoint.CopyFrom(job.checkpoints[-1])
     env = job.training_config.environment
     secret = [k for k in env if is_secret(k)]
     for name in secret:
@@ -141,4 +144,15 @@ def job_proto(
     set_time(job.started_at, row["started_at"])
     set_time(job.completed_at, row["completed_at"])
     set_time(job.updated_at, row["updated_at"])
+    return job
+
+
+def in_view(job: common_pb2.Job, view: int, default: int) -> common_pb2.Job:
+    """The job as `view` shows it (`default` when unspecified): BASIC drops the checkpoint list.
+
+    `latest_checkpoint` and `checkpoint_count` stay in every view, so a list page stays small
+    however many checkpoints a job keeps (a page of 10 jobs of 248 checkpoints each was 112 KB).
+    """
+    if (view or default) == coordinator_pb2.JOB_VIEW_BASIC:
+        del job.checkpoints[:]
     return job

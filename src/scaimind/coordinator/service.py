@@ -21,6 +21,7 @@ from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.convert import (
     RUNNING,
     as_status,
+    in_view,
     log_proto,
     node_status_name,
     set_time,
@@ -59,6 +60,9 @@ _LOG_BATCH = 500
 # Followers re-check the job even without a notification this often (a safety net only).
 _FOLLOW_RECHECK_SECONDS = 15.0
 _OTHER_TENANT = "(another tenant)"
+# The order of ListEvaluations pages, also what their tokens are issued for (a ListJobs token is
+# not one of them).
+_EVALUATION_ORDER = "evaluations created_at desc"
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R")
@@ -208,6 +212,11 @@ def _parse_page_token(token: str, order: str) -> tuple[Any, str] | None:
     return value, job_id
 
 
+def _check_view(view: int) -> None:
+    if view not in coordinator_pb2.JobView.values():
+        raise invalid(f"view: unknown view {view}; expected BASIC or FULL")
+
+
 def _page_size(requested: int) -> int:
     size = requested or 20
     if not 1 <= size <= 100:
@@ -256,6 +265,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         for s in request.status_filter:
             if s not in common_pb2.JobStatus.values() or s == common_pb2.JOB_STATUS_UNSPECIFIED:
                 raise invalid(f"status_filter: unknown status {s}")
+        _check_view(request.view)
         column, desc = _parse_order(request.order_by)
         order_key = f"{column} {'desc' if desc else 'asc'}"
         after = _parse_page_token(request.page_token, order_key)
@@ -271,7 +281,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         more = len(rows) > size
         rows = rows[:size]
         resp = coordinator_pb2.ListJobsResponse(total_count=total)
-        resp.jobs.extend(self.m.job_message(r) for r in rows)
+        resp.jobs.extend(
+            in_view(self.m.job_message(r), request.view, coordinator_pb2.JOB_VIEW_BASIC)
+            for r in rows
+        )
         if more:
             last = rows[-1]
             resp.next_page_token = _page_token(order_key, last[column], last["job_id"])
@@ -279,7 +292,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     @_unary
     async def GetJob(self, request: coordinator_pb2.GetJobRequest, context: Ctx) -> common_pb2.Job:
-        return self.m.job_message(self.m.caller_job(self.auth.caller(context), request.job_id))
+        _check_view(request.view)
+        job = self.m.job_message(self.m.caller_job(self.auth.caller(context), request.job_id))
+        return in_view(job, request.view, coordinator_pb2.JOB_VIEW_FULL)
 
     @_unary
     async def CancelJob(
@@ -436,6 +451,37 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.GetEvaluationRequest, context: Ctx
     ) -> coordinator_pb2.Evaluation:
         return get_evaluation(self.m, self.auth.caller(context), request.evaluation_id)
+
+    @_unary
+    async def ListEvaluations(
+        self, request: coordinator_pb2.ListEvaluationsRequest, context: Ctx
+    ) -> coordinator_pb2.ListEvaluationsResponse:
+        caller = self.auth.caller(context)
+        size = _page_size(request.page_size)
+        after = _parse_page_token(request.page_token, _EVALUATION_ORDER)
+        rows, total = self.m.store.list_jobs(
+            caller.tenant_id,
+            [],
+            {},
+            "created_at",
+            True,
+            after,
+            size + 1,
+            job_type=EVALUATION,
+            # Another tenant's job id simply matches nothing: an empty page, never a 404 that
+            # would tell it exists.
+            parent_job_id=request.job_id or None,
+        )
+        more = len(rows) > size
+        rows = rows[:size]
+        resp = coordinator_pb2.ListEvaluationsResponse(total_count=total)
+        resp.evaluations.extend(get_evaluation(self.m, caller, r["job_id"]) for r in rows)
+        if more:
+            last = rows[-1]
+            resp.next_page_token = _page_token(
+                _EVALUATION_ORDER, last["created_at"], last["job_id"]
+            )
+        return resp
 
     @_unary
     async def ValidateData(

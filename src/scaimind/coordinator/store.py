@@ -348,12 +348,21 @@ class Store:
         descending: bool,
         after: tuple[Any, str] | None,
         limit: int,
+        *,
+        job_type: str | None = None,
+        parent_job_id: str | None = None,
     ) -> tuple[list[sqlite3.Row], int]:
         """One keyset page of a tenant's jobs plus the total number of matches."""
         if order_column not in ORDER_COLUMNS:
             raise ValueError(order_column)
         where = ["tenant_id = ?"]
         params: list[Any] = [tenant_id]
+        if job_type is not None:
+            where.append("job_type = ?")
+            params.append(job_type)
+        if parent_job_id is not None:
+            where.append("parent_job_id = ?")
+            params.append(parent_job_id)
         if statuses:
             where.append(f"status IN ({', '.join('?' for _ in statuses)})")
             params.extend(statuses)

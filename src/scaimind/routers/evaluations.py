@@ -1,22 +1,22 @@
-"""Evaluation endpoints (API.md §5.5)."""
+"""Evaluation endpoints (docs/API.md, "Evaluations")."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 
 from scaimind import limits
 from scaimind.auth import EVALUATE, VIEW
-from scaimind.cache.gateway import IdempotencyDep, JobCacheDep
+from scaimind.cache.gateway import IdempotencyDep
 from scaimind.convert import dict_to_message, message_to_dict
 from scaimind.deps import Caller, ClientDep, Evaluator, caller
 from scaimind.openapi import MODULE, errors
 from scaimind.schemas.evaluations import SubmitEvaluationBody
 from scaimind.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
-from scaimind.schemas.ops_views import Evaluation, EvaluationSubmitted
-from scaimind.schemas.views import Data, JobList
+from scaimind.schemas.ops_views import Evaluation, EvaluationList, EvaluationSubmitted
+from scaimind.schemas.views import Data
 from scaimind.tokens import TokenExchangeDep
 from scaimind.v1 import coordinator_pb2
 
@@ -29,15 +29,18 @@ EvaluationId = Annotated[
     Path(min_length=1, max_length=limits.ID_CHARS, description="The evaluation's id (eval_…)."),
 ]
 
-# The coordinator labels evaluation workloads so they can be listed as jobs.
-EVALUATION_LABELS: Final = {"type": "evaluation"}
 
-
-@router.get("", response_model=Data[JobList])
+@router.get("", response_model=Data[EvaluationList])
 async def list_evaluations(
     who: Reader,
     client: ClientDep,
-    cache: JobCacheDep,
+    job_id: Annotated[
+        str,
+        Query(
+            max_length=limits.ID_CHARS,
+            description="Only evaluations of this job; empty = all of the tenant's.",
+        ),
+    ] = "",
     page_size: Annotated[int, Query(ge=1, le=100, description="Evaluations per page.")] = 20,
     page_token: Annotated[
         str,
@@ -47,14 +50,11 @@ async def list_evaluations(
         ),
     ] = "",
 ) -> dict[str, Any]:
-    """List the tenant's evaluations (as jobs labelled type=evaluation)."""
-    req = dict_to_message(
-        {"label_filter": EVALUATION_LABELS, "page_size": page_size, "page_token": page_token},
-        coordinator_pb2.ListJobsRequest,
+    """List the tenant's evaluations with their scores, newest first."""
+    req = coordinator_pb2.ListEvaluationsRequest(
+        job_id=job_id, page_size=page_size, page_token=page_token
     )
-    data = message_to_dict(await client.list_jobs(req, who.ctx))
-    cache.schedule_sync(who.ctx.tenant_id, data["jobs"])
-    return {"data": data}
+    return {"data": message_to_dict(await client.list_evaluations(req, who.ctx))}
 
 
 @router.post(

@@ -1,4 +1,4 @@
-"""Jobs endpoints (API.md §5.1)."""
+"""Jobs endpoints (docs/API.md, "Jobs")."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from scaimind.schemas.examples import SUBMIT_JOB_EXAMPLES
 from scaimind.schemas.jobs import (
     CancelBody,
     JobStatus,
+    JobView,
     LabelFilter,
     PauseBody,
     ResumeBody,
@@ -56,6 +57,16 @@ def labels_to_filter(labels: list[str]) -> dict[str, str]:
     return dict(label.split("=", 1) for label in labels)
 
 
+_VIEW_DOC = (
+    "BASIC: every field but the checkpoint list (`checkpoints` empty; `latest_checkpoint` and "
+    "`checkpoint_count` say what there is). FULL: every checkpoint too."
+)
+_VIEWS = {
+    JobView.BASIC: coordinator_pb2.JOB_VIEW_BASIC,
+    JobView.FULL: coordinator_pb2.JOB_VIEW_FULL,
+}
+
+
 @router.get("", response_model=Data[JobList])
 async def list_jobs(
     who: Viewer,
@@ -85,8 +96,9 @@ async def list_jobs(
         list[LabelFilter],
         Query(max_length=limits.LABELS, description="`key=value` labels that must all match."),
     ] = [],  # noqa: B006
+    view: Annotated[JobView, Query(description=f"{_VIEW_DOC} Default BASIC.")] = JobView.BASIC,
 ) -> dict[str, Any]:
-    """List the tenant's jobs, newest first."""
+    """List the tenant's jobs, newest first (summaries unless view=FULL)."""
     req = dict_to_message(
         {
             "status_filter": [s.value for s in status],
@@ -97,8 +109,9 @@ async def list_jobs(
         },
         coordinator_pb2.ListJobsRequest,
     )
+    req.view = _VIEWS[view]
     data = message_to_dict(await client.list_jobs(req, who.ctx))
-    cache.schedule_sync(who.ctx.tenant_id, data["jobs"])
+    cache.schedule_sync(who.ctx.tenant_id, data["jobs"], view.value)
     return {"data": data}
 
 
@@ -128,11 +141,15 @@ async def submit_job(
 
 @router.get("/{job_id}", response_model=Data[Job])
 async def get_job(
-    job_id: JobId, who: Viewer, client: ClientDep, cache: JobCacheDep
+    job_id: JobId,
+    who: Viewer,
+    client: ClientDep,
+    cache: JobCacheDep,
+    view: Annotated[JobView, Query(description=f"{_VIEW_DOC} Default FULL.")] = JobView.FULL,
 ) -> dict[str, Any]:
     """One job with its progress, metrics and checkpoints, fresh from the coordinator."""
-    job = message_to_dict(await client.get_job(job_id, who.ctx))
-    cache.schedule_sync(who.ctx.tenant_id, [job])
+    job = message_to_dict(await client.get_job(job_id, who.ctx, _VIEWS[view]))
+    cache.schedule_sync(who.ctx.tenant_id, [job], view.value)
     return {"data": job}
 
 

@@ -62,6 +62,13 @@ class JobStatus(StrEnum):
     PREEMPTED = "PREEMPTED"
 
 
+class JobView(StrEnum):
+    """How much of a job an answer carries."""
+
+    BASIC = "BASIC"  # every field but the checkpoint list (latest_checkpoint, checkpoint_count)
+    FULL = "FULL"  # every field with every checkpoint
+
+
 class TrainingType(StrEnum):
     """Kinds of training."""
 

@@ -170,6 +170,14 @@ class Evaluation(BaseModel):
     status_message: str = f("Why it is in that state.")
 
 
+class EvaluationList(BaseModel):
+    """A page of evaluations, newest first."""
+
+    evaluations: list[Evaluation] = f("The page: each evaluation as GET /evaluations/{id}.")
+    next_page_token: str = f("Pass as page_token for the next page; empty on the last.")
+    total_count: int = f("Matching evaluations across all pages.")
+
+
 class EvaluationSubmitted(BaseModel):
     """What submitting an evaluation answered."""
 

@@ -213,7 +213,10 @@ class Job(BaseModel):
     retry_count: int = f("Automatic retries so far.")
     progress: JobProgress | None = f("Progress.")
     latest_metrics: dict[str, Measure] = f("Latest value of each metric.")
-    checkpoints: list[CheckpointView] = f("Checkpoints, oldest first.")
+    checkpoints: list[CheckpointView] = f(
+        "Checkpoints, oldest first: in the FULL view (GET /jobs/{job_id}); empty in the BASIC "
+        "view of GET /jobs (see latest_checkpoint and checkpoint_count)."
+    )
     assigned_nodes: list[str] = f("Nodes it runs on.")
     queue_name: str = f("Queue it waits or waited in.")
     queue_position: int = f("1-based position while QUEUED, else 0.")
@@ -224,12 +227,14 @@ class Job(BaseModel):
     completed_at: Timestamp = f("Ended at.")
     updated_at: Timestamp = f("Last state change.")
     final_model_uri: str = f("Where the final model was written.")
+    latest_checkpoint: CheckpointView | None = f("The newest checkpoint (every view); null: none.")
+    checkpoint_count: int = f("How many checkpoints the job keeps (every view).")
 
 
 class JobList(BaseModel):
     """A page of jobs."""
 
-    jobs: list[Job] = f("The page.")
+    jobs: list[Job] = f("The page (BASIC view unless view=FULL: no checkpoint list).")
     next_page_token: str = f("Pass as page_token for the next page; empty on the last.")
     total_count: int = f("Matching jobs across all pages.")
 

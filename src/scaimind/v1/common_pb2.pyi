@@ -989,6 +989,8 @@ class Job(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     FINAL_MODEL_URI_FIELD_NUMBER: _builtins.int
+    LATEST_CHECKPOINT_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     tenant_id: _builtins.str
@@ -1004,6 +1006,8 @@ class Job(_message.Message):
     estimated_wait_seconds: _builtins.int
     final_model_uri: _builtins.str
     """where the final model was written; a valid evaluation model_uri"""
+    checkpoint_count: _builtins.int
+    """how many checkpoints the job keeps (in every view)"""
     @_builtins.property
     def training_config(self) -> Global___TrainingConfig: ...
     @_builtins.property
@@ -1021,7 +1025,9 @@ class Job(_message.Message):
     @_builtins.property
     def latest_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
-    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Checkpoint]: ...
+    def checkpoints(self) -> _containers.RepeatedCompositeFieldContainer[Global___Checkpoint]:
+        """oldest first; FULL view only (empty in BASIC)"""
+
     @_builtins.property
     def assigned_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -1035,6 +1041,10 @@ class Job(_message.Message):
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """changes on every state change; caches order by it"""
+
+    @_builtins.property
+    def latest_checkpoint(self) -> Global___Checkpoint:
+        """the newest checkpoint (in every view); unset when none"""
 
     def __init__(
         self,
@@ -1066,10 +1076,12 @@ class Job(_message.Message):
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         final_model_uri: _builtins.str = ...,
+        latest_checkpoint: Global___Checkpoint | None = ...,
+        checkpoint_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "data_config", b"data_config", "error", b"error", "output_config", b"output_config", "progress", b"progress", "resource_config", b"resource_config", "scheduling_config", b"scheduling_config", "started_at", b"started_at", "training_config", b"training_config", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "data_config", b"data_config", "error", b"error", "latest_checkpoint", b"latest_checkpoint", "output_config", b"output_config", "progress", b"progress", "resource_config", b"resource_config", "scheduling_config", b"scheduling_config", "started_at", b"started_at", "training_config", b"training_config", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_nodes", b"assigned_nodes", "checkpoints", b"checkpoints", "completed_at", b"completed_at", "created_at", b"created_at", "data_config", b"data_config", "error", b"error", "estimated_wait_seconds", b"estimated_wait_seconds", "final_model_uri", b"final_model_uri", "job_id", b"job_id", "labels", b"labels", "latest_metrics", b"latest_metrics", "name", b"name", "output_config", b"output_config", "parent_job_id", b"parent_job_id", "progress", b"progress", "queue_name", b"queue_name", "queue_position", b"queue_position", "resource_config", b"resource_config", "retry_count", b"retry_count", "scheduling_config", b"scheduling_config", "started_at", b"started_at", "status", b"status", "status_message", b"status_message", "tenant_id", b"tenant_id", "training_config", b"training_config", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_nodes", b"assigned_nodes", "checkpoint_count", b"checkpoint_count", "checkpoints", b"checkpoints", "completed_at", b"completed_at", "created_at", b"created_at", "data_config", b"data_config", "error", b"error", "estimated_wait_seconds", b"estimated_wait_seconds", "final_model_uri", b"final_model_uri", "job_id", b"job_id", "labels", b"labels", "latest_checkpoint", b"latest_checkpoint", "latest_metrics", b"latest_metrics", "name", b"name", "output_config", b"output_config", "parent_job_id", b"parent_job_id", "progress", b"progress", "queue_name", b"queue_name", "queue_position", b"queue_position", "resource_config", b"resource_config", "retry_count", b"retry_count", "scheduling_config", b"scheduling_config", "started_at", b"started_at", "status", b"status", "status_message", b"status_message", "tenant_id", b"tenant_id", "training_config", b"training_config", "updated_at", b"updated_at", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,6 +27,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """ListJobs: BASIC; GetJob: FULL."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """Everything but the list of checkpoints: `checkpoints` is empty; `latest_checkpoint` and
+    `checkpoint_count` say what there is.
+    """
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, with every checkpoint the job keeps."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of a Job an answer carries (the Google API "view" pattern)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""ListJobs: BASIC; GetJob: FULL."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""Everything but the list of checkpoints: `checkpoints` is empty; `latest_checkpoint` and
+`checkpoint_count` say what there is.
+"""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, with every checkpoint the job keeps."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
+
 class _BenchmarkStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -196,12 +224,15 @@ class ListJobsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """1..100; 0 = 20"""
     page_token: _builtins.str
     """opaque, from next_page_token"""
     order_by: _builtins.str
     """e.g. "created_at desc" (default), "priority desc" """
+    view: Global___JobView.ValueType
+    """unspecified = BASIC"""
     @_builtins.property
     def status_filter(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.JobStatus.ValueType]:
         """any of these; empty = all"""
@@ -218,10 +249,11 @@ class ListJobsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         order_by: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_filter", b"label_filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "status_filter", b"status_filter"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_filter", b"label_filter", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "status_filter", b"status_filter", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,15 +296,19 @@ class GetJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    view: Global___JobView.ValueType
+    """unspecified = FULL"""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1018,6 +1054,66 @@ class GetEvaluationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetEvaluationRequest: _TypeAlias = GetEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsRequest(_message.Message):
+    """ListEvaluations filter and paging."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """only evaluations of this job; empty = all of the tenant's"""
+    page_size: _builtins.int
+    """1..100; 0 = 20"""
+    page_token: _builtins.str
+    """opaque, from next_page_token"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsRequest: _TypeAlias = ListEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class ListEvaluationsResponse(_message.Message):
+    """One page of evaluations, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_COUNT_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """empty on the last page"""
+    total_count: _builtins.int
+    """matching evaluations across all pages"""
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]: ...
+    def __init__(
+        self,
+        *,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluations", b"evaluations", "next_page_token", b"next_page_token", "total_count", b"total_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEvaluationsResponse: _TypeAlias = ListEvaluationsResponse  # noqa: Y015
 
 @_typing.final
 class BenchmarkResult(_message.Message):

@@ -95,6 +95,11 @@ class CoordinatorServiceStub:
                 request_serializer=scaimind_dot_v1_dot_coordinator__pb2.GetEvaluationRequest.SerializeToString,
                 response_deserializer=scaimind_dot_v1_dot_coordinator__pb2.Evaluation.FromString,
                 _registered_method=True)
+        self.ListEvaluations = channel.unary_unary(
+                '/scaimind.v1.CoordinatorService/ListEvaluations',
+                request_serializer=scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsRequest.SerializeToString,
+                response_deserializer=scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsResponse.FromString,
+                _registered_method=True)
         self.ValidateData = channel.unary_unary(
                 '/scaimind.v1.CoordinatorService/ValidateData',
                 request_serializer=scaimind_dot_v1_dot_coordinator__pb2.ValidateDataRequest.SerializeToString,
@@ -118,14 +123,16 @@ class CoordinatorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListJobs(self, request, context):
-        """Lists the tenant's jobs, newest first unless order_by says otherwise.
+        """Lists the tenant's jobs, newest first unless order_by says otherwise; BASIC view unless
+        the request asks for FULL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetJob(self, request, context):
-        """One job of the tenant; NOT_FOUND for another tenant's job.
+        """One job of the tenant (FULL view unless the request asks for BASIC); NOT_FOUND for another
+        tenant's job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,6 +197,13 @@ class CoordinatorServiceServicer:
 
     def GetEvaluation(self, request, context):
         """One evaluation with per-benchmark results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvaluations(self, request, context):
+        """The tenant's evaluations with their results, newest first, optionally of one job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -272,6 +286,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetEvaluation,
                     request_deserializer=scaimind_dot_v1_dot_coordinator__pb2.GetEvaluationRequest.FromString,
                     response_serializer=scaimind_dot_v1_dot_coordinator__pb2.Evaluation.SerializeToString,
+            ),
+            'ListEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvaluations,
+                    request_deserializer=scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsRequest.FromString,
+                    response_serializer=scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsResponse.SerializeToString,
             ),
             'ValidateData': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateData,
@@ -608,6 +627,33 @@ class CoordinatorService:
             '/scaimind.v1.CoordinatorService/GetEvaluation',
             scaimind_dot_v1_dot_coordinator__pb2.GetEvaluationRequest.SerializeToString,
             scaimind_dot_v1_dot_coordinator__pb2.Evaluation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scaimind.v1.CoordinatorService/ListEvaluations',
+            scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsRequest.SerializeToString,
+            scaimind_dot_v1_dot_coordinator__pb2.ListEvaluationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

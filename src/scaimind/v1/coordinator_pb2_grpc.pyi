@@ -41,9 +41,13 @@ class CoordinatorServiceStub:
     SubmitJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobRequest, _coordinator_pb2.SubmitJobResponse]
     """Validates and enqueues a job. INVALID_ARGUMENT names the offending field."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListJobsRequest, _coordinator_pb2.ListJobsResponse]
-    """Lists the tenant's jobs, newest first unless order_by says otherwise."""
+    """Lists the tenant's jobs, newest first unless order_by says otherwise; BASIC view unless
+    the request asks for FULL.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetJobRequest, _common_pb2.Job]
-    """One job of the tenant; NOT_FOUND for another tenant's job."""
+    """One job of the tenant (FULL view unless the request asks for BASIC); NOT_FOUND for another
+    tenant's job.
+    """
     CancelJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.CancelJobRequest, _coordinator_pb2.JobActionResponse]
     """Cancels a non-terminal job. FAILED_PRECONDITION names the current state otherwise."""
     PauseJob: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.PauseJobRequest, _coordinator_pb2.JobActionResponse]
@@ -64,6 +68,8 @@ class CoordinatorServiceStub:
     """
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.GetEvaluationRequest, _coordinator_pb2.Evaluation]
     """One evaluation with per-benchmark results."""
+    ListEvaluations: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ListEvaluationsRequest, _coordinator_pb2.ListEvaluationsResponse]
+    """The tenant's evaluations with their results, newest first, optionally of one job."""
     ValidateData: _grpc.UnaryUnaryMultiCallable[_coordinator_pb2.ValidateDataRequest, _coordinator_pb2.ValidateDataResponse]
     """Reads data sources and reports rows, columns and problems. Unreadable sources are
     `valid: false` results, not errors.
@@ -77,9 +83,13 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     SubmitJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.SubmitJobRequest, _coordinator_pb2.SubmitJobResponse]  # type: ignore[assignment]
     """Validates and enqueues a job. INVALID_ARGUMENT names the offending field."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListJobsRequest, _coordinator_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Lists the tenant's jobs, newest first unless order_by says otherwise."""
+    """Lists the tenant's jobs, newest first unless order_by says otherwise; BASIC view unless
+    the request asks for FULL.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetJobRequest, _common_pb2.Job]  # type: ignore[assignment]
-    """One job of the tenant; NOT_FOUND for another tenant's job."""
+    """One job of the tenant (FULL view unless the request asks for BASIC); NOT_FOUND for another
+    tenant's job.
+    """
     CancelJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.CancelJobRequest, _coordinator_pb2.JobActionResponse]  # type: ignore[assignment]
     """Cancels a non-terminal job. FAILED_PRECONDITION names the current state otherwise."""
     PauseJob: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.PauseJobRequest, _coordinator_pb2.JobActionResponse]  # type: ignore[assignment]
@@ -100,6 +110,8 @@ class CoordinatorServiceAsyncStub(CoordinatorServiceStub):
     """
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.GetEvaluationRequest, _coordinator_pb2.Evaluation]  # type: ignore[assignment]
     """One evaluation with per-benchmark results."""
+    ListEvaluations: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ListEvaluationsRequest, _coordinator_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
+    """The tenant's evaluations with their results, newest first, optionally of one job."""
     ValidateData: _aio.UnaryUnaryMultiCallable[_coordinator_pb2.ValidateDataRequest, _coordinator_pb2.ValidateDataResponse]  # type: ignore[assignment]
     """Reads data sources and reports rows, columns and problems. Unreadable sources are
     `valid: false` results, not errors.
@@ -122,7 +134,9 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.ListJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.ListJobsResponse, _abc.Awaitable[_coordinator_pb2.ListJobsResponse]]:
-        """Lists the tenant's jobs, newest first unless order_by says otherwise."""
+        """Lists the tenant's jobs, newest first unless order_by says otherwise; BASIC view unless
+        the request asks for FULL.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(
@@ -130,7 +144,9 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _coordinator_pb2.GetJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
-        """One job of the tenant; NOT_FOUND for another tenant's job."""
+        """One job of the tenant (FULL view unless the request asks for BASIC); NOT_FOUND for another
+        tenant's job.
+        """
 
     @_abc_1.abstractmethod
     def CancelJob(
@@ -205,6 +221,14 @@ class CoordinatorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coordinator_pb2.Evaluation, _abc.Awaitable[_coordinator_pb2.Evaluation]]:
         """One evaluation with per-benchmark results."""
+
+    @_abc_1.abstractmethod
+    def ListEvaluations(
+        self,
+        request: _coordinator_pb2.ListEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coordinator_pb2.ListEvaluationsResponse, _abc.Awaitable[_coordinator_pb2.ListEvaluationsResponse]]:
+        """The tenant's evaluations with their results, newest first, optionally of one job."""
 
     @_abc_1.abstractmethod
     def ValidateData(

@@ -4,7 +4,7 @@
 import * as api from "../api.js";
 import { LineChart } from "../charts.js";
 import {
-  add, TERMINAL, badge, checkbox, clear, errorBox, every, field, fmtNumber, h, newKey, notice, timeCell,
+  add, badge, checkbox, clear, errorBox, every, field, fmtNumber, h, newKey, notice, timeCell,
 } from "../dom.js";
 
 const BENCHMARKS = [
@@ -27,28 +27,18 @@ export async function render(main, { page }) {
 
   if (api.can("scaimind:evaluate")) buildForm(formBox, () => refresh.now());
 
-  const details = new Map(); // evaluation id → full record (kept once finished)
   const charts = new Map();
 
   async function load() {
     let data;
     try {
+      // Each record is the whole evaluation with its scores (as GET /evaluations/{id}).
       data = await api.get("evaluations", { page_size: 50 });
     } catch (err) {
       clear(listBox, errorBox(err, "Evaluations could not be loaded"));
       return;
     }
-    const jobs = data.jobs || [];
-    await Promise.all(jobs.map(async (j) => {
-      const known = details.get(j.job_id);
-      if (known && TERMINAL.has(known.status)) return;
-      try {
-        details.set(j.job_id, await api.get(`evaluations/${encodeURIComponent(j.job_id)}`));
-      } catch (err) {
-        details.set(j.job_id, { evaluation_id: j.job_id, status: j.status, error: err.message, benchmarks: [] });
-      }
-    }));
-    const evals = jobs.map((j) => details.get(j.job_id)).filter(Boolean);
+    const evals = data.evaluations || [];
     if (!evals.length) {
       clear(listBox, notice("empty", "No evaluations yet."));
       clear(chartsBox, notice("empty", "Scores appear here once evaluations finish."));
@@ -62,7 +52,7 @@ export async function render(main, { page }) {
         h("td", { class: "mono" }, e.evaluation_id),
         h("td", {}, e.job_id ? jobLink(e.job_id) : "—"),
         h("td", { class: "wrap" }, e.checkpoint_id ? `checkpoint ${e.checkpoint_id}` : (e.model_uri || "final model")),
-        h("td", {}, badge(e.status), e.error ? h("div", { class: "muted" }, e.error) : null),
+        h("td", {}, badge(e.status), e.status === "FAILED" && e.status_message ? h("div", { class: "muted" }, e.status_message) : null),
         names.map((n) => {
           const b = (e.benchmarks || []).find((x) => x.name === n);
           if (!b) return h("td", {}, "—");
@@ -104,7 +94,7 @@ function buildForm(box, submitted) {
   const canList = api.can("scaimind:view");
   const jobInput = canList ? h("select", { name: "job_id", required: true }, h("option", { value: "" }, "Loading jobs…"))
     : h("input", { type: "text", name: "job_id", required: true, placeholder: "job_…", autocomplete: "off" });
-  const modelUri = h("input", { type: "text", name: "model_uri", required: true, autocomplete: "off" });
+  const modelUri = h("input", { type: "text", name: "model_uri", autocomplete: "off", placeholder: "the job's final model" });
   const checkpoint = h("select", { name: "checkpoint_id" }, h("option", { value: "" }, "Final model"));
   const benchRows = BENCHMARKS.map(([name, label]) => {
     const on = checkbox(label, name === "perplexity", { name: "benchmark", value: name });
@@ -117,7 +107,7 @@ function buildForm(box, submitted) {
   const form = h("form", { class: "card", "aria-labelledby": "eval-new-h" },
     h("h2", { id: "eval-new-h" }, "New evaluation"),
     h("div", { class: "grid-fields" }, field("Job", jobInput), field("Checkpoint", checkpoint),
-      field("Model URI", modelUri, "The job's final model when it has one; any local model path otherwise.")),
+      field("Model URI", modelUri, "Empty: the job's final model (else its latest checkpoint). Or a model folder you may read: scaidrive://<tenant>/… or a path under a local data root.")),
     h("fieldset", {}, h("legend", {}, "Benchmarks"), benchRows.map((b) => b.el)),
     h("div", { class: "buttons" }, submit), outcome);
   clear(box, form);
@@ -130,7 +120,6 @@ function buildForm(box, submitted) {
       for (const c of [...(job.checkpoints || [])].reverse()) {
         checkpoint.append(h("option", { value: c.checkpoint_id }, `${c.checkpoint_id} (step ${c.step})`));
       }
-      if (job.final_model_uri && !modelUri.value) modelUri.value = job.final_model_uri;
       key = newKey();
     } catch (err) {
       clear(outcome, errorBox(err, "The job could not be loaded"));
@@ -163,7 +152,7 @@ function buildForm(box, submitted) {
       ...(b.samples.value ? { num_samples: Number(b.samples.value) } : {}),
     }));
     const body = { job_id: jobInput.value.trim(), model_uri: modelUri.value.trim(), checkpoint_id: checkpoint.value, benchmarks };
-    const missing = [!body.job_id && "a job", !body.model_uri && "a model URI", !benchmarks.length && "at least one benchmark"].filter(Boolean);
+    const missing = [!body.job_id && "a job", !benchmarks.length && "at least one benchmark"].filter(Boolean);
     if (missing.length) {
       clear(outcome, notice("error", `Choose ${missing.join(", ")}.`));
       return;
