@@ -1,4 +1,4 @@
-"""Bearer-token authentication, permissions and tenancy (API.md §3).
+"""Bearer-token authentication, permissions and tenancy (docs/API.md, "Authentication").
 
 The module depends on exactly one user dependency, `get_current_user`. Standalone it verifies
 JWTs and `sgk_` API keys; a host app (ScaiGrid) replaces it via `dependency_overrides` with its
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
+from scaimind.claims import ClaimError, ClaimNames, roles_of, scope_of, tenant_of
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
 from scaimind.openapi import BEARER
 from scaimind.private_files import private_dir, private_file
@@ -79,6 +80,15 @@ def role_grants(settings: Settings) -> RoleGrants:
     it names (a shared install takes scaimind:cluster_admin away from tenant admins there)."""
     overrides = settings.role_permissions or {}
     return {**ROLE_PERMISSIONS, **{role: frozenset(keys) for role, keys in overrides.items()}}
+
+
+def claim_names(settings: Settings) -> ClaimNames:
+    """The claims tenant, role and scope are read from (SCAIMIND_JWT_*_CLAIM)."""
+    return ClaimNames(
+        tenant=settings.jwt_tenant_claim,
+        role=settings.jwt_role_claim,
+        scope=settings.jwt_scope_claim,
+    )
 
 
 def permissions_for(
@@ -177,6 +187,7 @@ class TokenVerifier:
         self._settings = settings
         # What each role may do (API keys are granted from the same table).
         self.grants = role_grants(settings)
+        self.claim_names = claim_names(settings)
         self._jwks: jwt.PyJWKClient | None = None
         self._jwks_keys: dict[str, jwt.PyJWK] = {}
         self._key: Any = None
@@ -256,16 +267,21 @@ class TokenVerifier:
             raise AuthTokenInvalid("bearer token signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise AuthTokenInvalid(f"invalid bearer token: {exc}") from None
-        tenant = claims.get("tenant_id")
-        if not isinstance(tenant, str) or not tenant:
-            raise AuthTokenInvalid("bearer token has no tenant_id claim")
-        role = claims.get("role") if isinstance(claims.get("role"), str) else ""
-        scope = claims.get("scope") if isinstance(claims.get("scope"), str) else None
+        try:
+            tenant = tenant_of(claims, self.claim_names)
+            roles = roles_of(claims, self.claim_names)
+            scope = scope_of(claims, self.claim_names)
+        except ClaimError as exc:
+            raise AuthTokenInvalid(str(exc)) from None
+        # A list of roles (Keycloak's realm_access.roles) grants what each known role grants;
+        # the caller's role is the first one the grant table knows.
+        role = next((r for r in roles if r in self.grants), roles[0] if roles else "")
+        permissions = frozenset(scope).union(*(self.grants.get(r, frozenset()) for r in roles))
         return CurrentUser(
             user_id=str(claims["sub"]),
             tenant_id=tenant,
-            role=str(role),
-            permissions=permissions_for(str(role), scope, self.grants),
+            role=role,
+            permissions=permissions,
             token=token,
         )
 

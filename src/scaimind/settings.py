@@ -1,4 +1,4 @@
-"""Gateway settings: environment variables with the SCAIMIND_ prefix (API.md §7)."""
+"""Gateway settings: environment variables with the SCAIMIND_ prefix (README "Configuration")."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ ENV_PREFIX = "SCAIMIND_"
 PermissionKey = Literal[
     "scaimind:view", "scaimind:manage", "scaimind:cluster_admin", "scaimind:evaluate"
 ]
+
+
+# A claim name or dotted path: no whitespace, no empty parts ("a..b", ".a", "a.").
+ClaimName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
 
 
 class SettingsError(Exception):
@@ -56,6 +60,11 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = "scaimind"
     jwt_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
+    # Where the tenant, role(s) and scope are in a token: a top-level claim of that exact name,
+    # else a dotted path (Keycloak: realm_access.roles). See scaimind.claims.
+    jwt_tenant_claim: ClaimName = "tenant_id"
+    jwt_role_claim: ClaimName = "role"
+    jwt_scope_claim: ClaimName = "scope"
 
     # Downstream token exchange (RFC 8693) or local signing in the embedded mode.
     token_exchange_url: str | None = None

@@ -48,6 +48,12 @@ BAD_ENV: dict[str, tuple[dict[str, str], str]] = {
     ),
     "jwks_url": ({"SCAIMIND_JWT_JWKS_URL": "id.example/jwks"}, "SCAIMIND_JWT_JWKS_URL"),
     "leeway": ({"SCAIMIND_JWT_LEEWAY_S": "-5"}, "SCAIMIND_JWT_LEEWAY_S"),
+    "tenant_claim_empty": ({"SCAIMIND_JWT_TENANT_CLAIM": ""}, "SCAIMIND_JWT_TENANT_CLAIM"),
+    "role_claim_empty_part": (
+        {"SCAIMIND_JWT_ROLE_CLAIM": "realm_access..roles"},
+        "SCAIMIND_JWT_ROLE_CLAIM",
+    ),
+    "scope_claim_space": ({"SCAIMIND_JWT_SCOPE_CLAIM": "my scope"}, "SCAIMIND_JWT_SCOPE_CLAIM"),
     "heartbeat": ({"SCAIMIND_SSE_HEARTBEAT_S": "0"}, "SCAIMIND_SSE_HEARTBEAT_S"),
     "stream_cap": ({"SCAIMIND_STREAM_CAP_PER_TENANT": "0"}, "SCAIMIND_STREAM_CAP_PER_TENANT"),
     "log_level": ({"SCAIMIND_LOG_LEVEL": "LOUD"}, "SCAIMIND_LOG_LEVEL"),

@@ -21,7 +21,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from scaimind import __version__
-from scaimind.auth import ROLE_PERMISSIONS
+from scaimind.auth import ROLE_PERMISSIONS, RoleGrants, claim_names, role_grants
+from scaimind.claims import ClaimNames
 from scaimind.errors import NotFound
 from scaimind.manifest import MANIFEST, AdminPage
 
@@ -99,7 +100,7 @@ def _asset(name: str) -> _Asset:
     return _Asset(body, content_type, f'"{hashlib.sha256(body).hexdigest()[:32]}"')
 
 
-def _config() -> str:
+def _config(grants: RoleGrants, names: ClaimNames) -> str:
     """What every page needs to know, as JSON safe to embed in HTML."""
     config = {
         "version": __version__,
@@ -109,15 +110,28 @@ def _config() -> str:
         ],
         "permissions": {p.key: p.description for p in MANIFEST.permissions},
         # Lets a page hide the actions a token's role cannot take; the API still decides.
-        "roles": {role: sorted(perms) for role, perms in ROLE_PERMISSIONS.items()},
+        "roles": {role: sorted(perms) for role, perms in grants.items()},
+        # Where the token carries them (SCAIMIND_JWT_*_CLAIM), read as the server reads them.
+        "claims": {"tenant": names.tenant, "role": names.role, "scope": names.scope},
     }
     text = json.dumps(config, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @functools.cache
-def _shell_template() -> str:
-    return (_STATIC / "index.html").read_text(encoding="utf-8").replace("%CONFIG%", _config())
+def _shell_template(config: str) -> str:
+    return (_STATIC / "index.html").read_text(encoding="utf-8").replace("%CONFIG%", config)
+
+
+def _page_config(request: Request) -> str:
+    """The config of the serving app: its role table and claim names (SCAIMIND_ROLE_PERMISSIONS,
+    SCAIMIND_JWT_*_CLAIM); the defaults where the module has no state (a host that never
+    entered the lifespan still gets working pages)."""
+    state = getattr(request.app.state, "scaimind", None)
+    settings = getattr(state, "settings", None)
+    if settings is None:
+        return _config(ROLE_PERMISSIONS, ClaimNames())
+    return _config(role_grants(settings), claim_names(settings))
 
 
 def _respond(body: bytes, content_type: str, etag: str, request: Request) -> Response:
@@ -142,7 +156,8 @@ def router() -> APIRouter:
             # host mounted the module.
             path = request.url.path
             base = path[: len(path) - len(route)] if route else path
-            text = _shell_template().replace("%BASE%", html.escape(base, quote=True))
+            template = _shell_template(_page_config(request))
+            text = template.replace("%BASE%", html.escape(base, quote=True))
             body = text.encode()
             etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
             return _respond(body, "text/html; charset=utf-8", etag, request)

@@ -58,13 +58,29 @@ export function claims() {
   }
 }
 
-// Permissions the token's role and scope grant (the server's table, from the page config), or
-// null when unknown: then every action is offered and the API's answer is shown.
+// A claim as the server reads it (SCAIMIND_JWT_*_CLAIM): a top-level claim of exactly that
+// name, else a dotted path into nested objects (Keycloak's realm_access.roles).
+export function claim(c, name) {
+  if (Object.prototype.hasOwnProperty.call(c, name)) return c[name];
+  let value = c;
+  for (const part of name.split(".")) {
+    if (!value || typeof value !== "object" || !Object.prototype.hasOwnProperty.call(value, part)) return undefined;
+    value = value[part];
+  }
+  return value;
+}
+
+const strings = (value) => (typeof value === "string" ? [value] : Array.isArray(value) ? value.filter((v) => typeof v === "string") : []);
+
+// Permissions the token's role(s) and scope grant (the server's table and claim names, from the
+// page config), or null when unknown: then every action is offered and the API's answer is shown.
 export function permissions() {
   const c = claims();
   if (!c) return null;
-  const granted = new Set(config.roles?.[c.role] || []);
-  for (const key of String(c.scope || "").split(/\s+/)) if (key) granted.add(key);
+  const names = config.claims || { role: "role", scope: "scope" };
+  const granted = new Set();
+  for (const role of strings(claim(c, names.role))) for (const key of config.roles?.[role] || []) granted.add(key);
+  for (const item of strings(claim(c, names.scope))) for (const key of item.split(/\s+/)) if (key) granted.add(key);
   return granted;
 }
 

@@ -1,7 +1,7 @@
 // The console's entry point: sign-in, navigation, the connection banner and the current page.
 
 import {
-  adoptFragmentToken, base, can, claims, config, onConnection, onUnauthorized, setToken, signOut, token,
+  adoptFragmentToken, base, can, claim, claims, config, onConnection, onUnauthorized, setToken, signOut, token,
 } from "./api.js";
 import { clear, errorBox, field, h, notice } from "./dom.js";
 
@@ -31,8 +31,11 @@ function renderWho() {
   const who = document.getElementById("who");
   if (!token()) { clear(who); return; }
   const c = claims();
-  const text = c ? `${c.sub || "?"} · ${c.tenant_id || "?"} · ${c.role || "no role"}` : "API key";
-  clear(who, h("span", { class: "who-text", title: c?.scope ? `scope: ${c.scope}` : undefined }, text),
+  const names = config.claims || { tenant: "tenant_id", role: "role", scope: "scope" };
+  const shown = (value) => (Array.isArray(value) ? value.join(" ") : value);
+  const [tenant, role, scope] = c ? [names.tenant, names.role, names.scope].map((n) => shown(claim(c, n))) : [];
+  const text = c ? `${c.sub || "?"} · ${tenant || "?"} · ${role || "no role"}` : "API key";
+  clear(who, h("span", { class: "who-text", title: scope ? `scope: ${scope}` : undefined }, text),
     h("button", { type: "button", class: "link", onclick: () => { signOut(); location.reload(); } }, "Sign out"));
 }
 
