@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
-from scaimind.claims import ClaimError, ClaimNames, roles_of, scope_of, tenant_of
+from scaimind.claims import ClaimError, ClaimNames, put_claim, roles_of, scope_of, tenant_of
 from scaimind.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
 from scaimind.openapi import BEARER
 from scaimind.private_files import private_dir, private_file
@@ -146,20 +146,22 @@ def mint_token(
     audience: str = EMBEDDED_AUDIENCE,
     issuer: str = EMBEDDED_ISSUER,
     extra_claims: Mapping[str, Any] | None = None,
+    names: ClaimNames = ClaimNames(),
 ) -> str:
-    """An HS256 token that the embedded-mode verifier accepts (plus `extra_claims`)."""
+    """An HS256 token that the embedded-mode verifier accepts (plus `extra_claims`), with the
+    tenant, role and scope where a verifier configured with `names` reads them."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user_id,
-        "tenant_id": tenant_id,
-        "role": role,
         "iat": now,
         "exp": now + ttl_s,
         "iss": issuer,
         "aud": audience,
     }
+    put_claim(claims, names.tenant, tenant_id)
+    put_claim(claims, names.role, role)
     if scope:
-        claims["scope"] = scope
+        put_claim(claims, names.scope, scope)
     claims.update(extra_claims or {})
     return jwt.encode(claims, secret, algorithm="HS256")
 

@@ -39,6 +39,22 @@ def claim(claims: Mapping[str, Any], name: str) -> Any:
     return value
 
 
+def put_claim(claims: dict[str, Any], name: str, value: Any) -> None:
+    """Set claim `name` where `claim` reads it: a dotted path makes nested objects, a URL
+    (an Auth0-style namespaced claim) stays one top-level claim."""
+    if "://" in name:
+        claims[name] = value
+        return
+    *parents, last = name.split(".")
+    target = claims
+    for part in parents:
+        nested = target.get(part)
+        if not isinstance(nested, dict):
+            nested = target[part] = {}
+        target = nested
+    target[last] = value
+
+
 def _strings(value: Any, name: str, *, split: bool) -> list[str]:
     """A string claim (split on whitespace when `split`) or a list of strings; [] when absent."""
     if value is None:

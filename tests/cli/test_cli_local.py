@@ -110,7 +110,7 @@ def test_help_lists_every_command_and_shows_defaults() -> None:
     shown = scaimind("--help")
     assert shown.code == 0
     commands = ["serve", "coordinator", "migrate", "token", "apikey", "jobs", "logs", "metrics"]
-    commands += ["eval", "data", "nodes", "queue"]
+    commands += ["eval", "data", "nodes", "queue", "console"]
     for name in commands:
         assert f"  {name} " in shown.out, name
     jobs = scaimind("jobs", "--help").out

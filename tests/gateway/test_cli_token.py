@@ -226,3 +226,31 @@ def test_token_refuses_when_the_gateway_verifies_asymmetric_tokens(
     assert code == 2
     assert captured.out == ""
     assert variable in captured.err
+
+
+async def test_token_puts_the_claims_where_the_server_reads_them(
+    scripted: tuple[ScriptedCoordinator, int],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    servicer, port = scripted
+    monkeypatch.setenv("SCAIMIND_JWT_TENANT_CLAIM", "https://scaigrid.example/tenant")
+    monkeypatch.setenv("SCAIMIND_JWT_ROLE_CLAIM", "realm_access.roles")
+    data_dir = tmp_path / "data"
+    token = token_in_process(
+        capsys, data_dir, "--tenant", "acme", "--user", "ada", "--scope", "scaimind:evaluate"
+    )
+    claims = jwt.decode(token, embedded_secret(data_dir), algorithms=["HS256"], audience="scaimind")
+    assert claims["https://scaigrid.example/tenant"] == "acme"
+    assert claims["realm_access"] == {"roles": "tenant_admin"}
+    assert claims["scope"] == "scaimind:evaluate"
+    assert "tenant_id" not in claims
+    assert "role" not in claims
+    settings = Settings(
+        data_dir=data_dir, grpc_host="127.0.0.1", grpc_port=port, api_secret=API_SECRET
+    )
+    async with running_gateway(settings) as client:
+        r = await client.get(f"{PREFIX}/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert servicer.last("ListJobs").metadata["x-tenant-id"] == "acme"

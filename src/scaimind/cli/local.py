@@ -1,4 +1,4 @@
-"""Commands that act on this machine: serve, coordinator, migrate, token."""
+"""Commands that act on this machine: serve, coordinator, migrate, token (and its minting)."""
 
 from __future__ import annotations
 
@@ -176,21 +176,26 @@ def migrate(database_url: DatabaseUrlOption = None, data_dir: DataDirOption = No
     print(f"cache database is at the newest schema: {shown}")
 
 
+RoleOption = Annotated[
+    str,
+    typer.Option(help="super_admin, partner_admin, tenant_admin, tenant_viewer or tenant_user"),
+]
+ScopeOption = Annotated[
+    str,
+    typer.Option(
+        help="extra permission keys, space-separated: scaimind:view, scaimind:manage, "
+        "scaimind:cluster_admin, scaimind:evaluate"
+    ),
+]
+TtlOption = Annotated[int, typer.Option(help="lifetime in seconds (at most 30 days)")]
+
+
 def token(
     tenant: Annotated[str, typer.Option(help="tenant id (claim tenant_id)")],
     user: Annotated[str, typer.Option(help="user id (claim sub)")],
-    role: Annotated[
-        str,
-        typer.Option(help="super_admin, partner_admin, tenant_admin, tenant_viewer or tenant_user"),
-    ] = "tenant_admin",
-    scope: Annotated[
-        str,
-        typer.Option(
-            help="extra permission keys, space-separated: scaimind:view, scaimind:manage, "
-            "scaimind:cluster_admin, scaimind:evaluate"
-        ),
-    ] = "",
-    ttl: Annotated[int, typer.Option(help="lifetime in seconds (at most 30 days)")] = 3600,
+    role: RoleOption = "tenant_admin",
+    scope: ScopeOption = "",
+    ttl: TtlOption = 3600,
     data_dir: DataDirOption = None,
 ) -> None:
     """Print a bearer token for a `scaimind serve` on the SAME data dir.
@@ -200,11 +205,19 @@ def token(
     verify"): pass the server's --data-dir here. Remote commands name the data dir a rejected
     token was minted for.
     """
+    print(mint_local_token(tenant, user, role, scope, ttl, data_dir))
+
+
+def mint_local_token(
+    tenant: str, user: str, role: str, scope: str, ttl: int, data_dir: Path | None
+) -> str:
+    """A token as `scaimind token` mints it (validated; a note on stderr says who signed it)."""
     from scaimind.auth import (
         ALL_PERMISSIONS,
         EMBEDDED_AUDIENCE,
         EMBEDDED_ISSUER,
         ROLE_PERMISSIONS,
+        claim_names,
         hs256_secret,
         mint_token,
     )
@@ -242,22 +255,23 @@ def token(
         )
     signed_with_data_dir = settings.jwt_secret is None
     data_dir_path = settings.data_dir.resolve()
-    print(
-        mint_token(
-            hs256_secret(settings),
-            tenant_id=tenant,
-            user_id=user,
-            role=role,
-            scope=" ".join(scope.split()),
-            ttl_s=ttl,
-            audience=settings.jwt_audience or EMBEDDED_AUDIENCE,
-            # The gateway checks the issuer whenever one is configured.
-            issuer=settings.jwt_issuer or EMBEDDED_ISSUER,
-            extra_claims={DATA_DIR_CLAIM: str(data_dir_path)} if signed_with_data_dir else None,
-        )
+    minted = mint_token(
+        hs256_secret(settings),
+        tenant_id=tenant,
+        user_id=user,
+        role=role,
+        scope=" ".join(scope.split()),
+        ttl_s=ttl,
+        audience=settings.jwt_audience or EMBEDDED_AUDIENCE,
+        # The gateway checks the issuer whenever one is configured.
+        issuer=settings.jwt_issuer or EMBEDDED_ISSUER,
+        extra_claims={DATA_DIR_CLAIM: str(data_dir_path)} if signed_with_data_dir else None,
+        # Where this server reads them (SCAIMIND_JWT_*_CLAIM).
+        names=claim_names(settings),
     )
     signer = f"data dir {data_dir_path}" if signed_with_data_dir else "SCAIMIND_JWT_SECRET"
     note(
         f"token for tenant {tenant}, user {user} ({role}), valid {ttl} s; signed with the secret "
         f"of {signer}: only a server using that secret accepts it"
     )
+    return minted

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from scaimind import __version__
-from scaimind.cli import apikey, data, evaluations, jobs, local, monitor, nodes, queue
+from scaimind.cli import apikey, console, data, evaluations, jobs, local, monitor, nodes, queue
 from scaimind.cli.common import CliError, ExitCode
 
 RUN = "Run a server (this machine)"
@@ -67,6 +67,7 @@ def build() -> typer.Typer:
     app.add_typer(data.build(), name="data", rich_help_panel=USE)
     app.add_typer(nodes.build(), name="nodes", rich_help_panel=USE)
     app.command("queue", rich_help_panel=USE)(queue.queue)
+    app.command("console", rich_help_panel=USE)(console.console)
     return app
 
 
