@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from scaimind import __version__
+from scaimind import __version__, cluster_metrics
 from scaimind.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
 from scaimind.body_limit import BodyLimitMiddleware
 from scaimind.client import CallContext, CoordinatorClient, open_channel
@@ -144,6 +144,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = State(settings=settings, client=client, verifier=TokenVerifier(settings))
         app.state.scaimind = state
         stack.callback(delattr, app.state, "scaimind")
+        await cluster_metrics.open_cluster_figures(state, stack)
         for hook in _startup_hooks:
             await hook(state, stack)
         logger.info("scaimind module started; coordinator at %s", target)
@@ -238,9 +239,11 @@ def _health_routes(app: FastAPI) -> None:
         )
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
         """Prometheus text exposition."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        await cluster_metrics.refresh(getattr(request.app.state, "scaimind", None))
 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

@@ -104,4 +104,6 @@ async def test_prometheus_metrics_need_no_auth(gateway: Gateway) -> None:
         if line and not line.startswith("#")
     }
     assert any(n.startswith("scaimind_") for n in names), sorted(names)
-    assert servicer.calls == []
+    # The only call: the cluster-wide job figures, as no tenant.
+    assert [c.rpc for c in servicer.calls] == ["GetClusterStatus"]
+    assert servicer.calls[0].metadata["x-tenant-id"] == "scaimind-metrics"

@@ -27,6 +27,7 @@ async def test_cluster_status_shape(gw: Gateway) -> None:
         utilization=cluster_pb2.ClusterUtilization(gpu_percent=75.0),
         coordinator_version="0.1.0",
         updated_at=ts(1_700_000_000),
+        jobs_by_status={"TRAINING": 5, "QUEUED": 2, "COMPLETED": 40},
     )
     r = await gw.http.get(f"{PREFIX}/cluster", headers=auth())
     assert r.status_code == 200, r.text
@@ -44,6 +45,7 @@ async def test_cluster_status_shape(gw: Gateway) -> None:
             "utilization": {"gpu_percent": 75.0},
             "coordinator_version": "0.1.0",
             "updated_at": "2023-11-14T22:13:20.000Z",
+            "jobs_by_status": {"TRAINING": 5, "QUEUED": 2, "COMPLETED": 40},
         }
     }
     call = gw.coordinator.last("GetClusterStatus")

@@ -591,6 +591,8 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
         for gpu_type, (t_total, t_avail) in sorted(by_type.items()):
             status.gpu_types.add(gpu_type=gpu_type, total=t_total, available=t_avail)
         counts = self.m.store.count_by_status()
+        for number, count in counts.items():
+            status.jobs_by_status[status_name(number)] = count
         status.running_jobs = sum(v for k, v in counts.items() if k in RUNNING)
         status.queued_jobs = counts.get(common_pb2.JOB_STATUS_QUEUED, 0) + counts.get(
             common_pb2.JOB_STATUS_PENDING, 0

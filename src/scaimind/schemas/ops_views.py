@@ -69,6 +69,7 @@ class ClusterStatus(BaseModel):
     utilization: ClusterUtilization | None = f("Measured use.")
     coordinator_version: str = f("Coordinator software version.")
     updated_at: Timestamp = f("When these figures were taken.")
+    jobs_by_status: dict[str, int] = f("Jobs of every tenant per status (numbers only).")
 
 
 class Gpu(BaseModel):

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scaimind/v1/cluster.proto\x12\x0bscaimind.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n\x17GetClusterStatusRequest\"D\n\x0eGpuTypeSummary\x12\x10\n\x08gpu_type\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x11\n\tavailable\x18\x03 \x01(\x05\")\n\x12\x43lusterUtilization\x12\x13\n\x0bgpu_percent\x18\x01 \x01(\x01\"\xda\x03\n\rClusterStatus\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\x13\n\x0btotal_nodes\x18\x02 \x01(\x05\x12\x46\n\x0fnodes_by_status\x18\x03 \x03(\x0b\x32-.scaimind.v1.ClusterStatus.NodesByStatusEntry\x12\x12\n\ntotal_gpus\x18\x04 \x01(\x05\x12\x16\n\x0e\x61vailable_gpus\x18\x05 \x01(\x05\x12\x16\n\x0e\x61llocated_gpus\x18\x06 \x01(\x05\x12.\n\tgpu_types\x18\x07 \x03(\x0b\x32\x1b.scaimind.v1.GpuTypeSummary\x12\x14\n\x0crunning_jobs\x18\x08 \x01(\x05\x12\x13\n\x0bqueued_jobs\x18\t \x01(\x05\x12\x34\n\x0butilization\x18\n \x01(\x0b\x32\x1f.scaimind.v1.ClusterUtilization\x12\x1b\n\x13\x63oordinator_version\x18\x0b \x01(\t\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x34\n\x12NodesByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"x\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x1b\n\x13utilization_percent\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\"\xf0\x02\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.scaimind.v1.NodeStatus\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\x12\x11\n\tgpu_count\x18\x05 \x01(\x05\x12\x16\n\x0egpus_available\x18\x06 \x01(\x05\x12\x1e\n\x04gpus\x18\x07 \x03(\x0b\x32\x10.scaimind.v1.Gpu\x12\x17\n\x0frunning_job_ids\x18\x08 \x03(\t\x12-\n\x06labels\x18\t \x03(\x0b\x32\x1d.scaimind.v1.Node.LabelsEntry\x12\x32\n\x0elast_heartbeat\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64rain_reason\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x10ListNodesRequest\x12\x15\n\rstatus_filter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x11ListNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.scaimind.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_count\x18\x03 \x01(\x05\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"B\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x11\x45nableNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"+\n\x15GetQueueStatusRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"\xa9\x01\n\tQueuedJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\tgpu_count\x18\x05 \x01(\x05\x12\x10\n\x08gpu_type\x18\x06 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x07 \x01(\x03\x12\x1f\n\x17\x65stimated_start_seconds\x18\x08 \x01(\x03\"\xa4\x01\n\x0bQueueStatus\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x1b\n\x13oldest_wait_seconds\x18\x04 \x01(\x03\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x05 \x01(\x03\x12$\n\x04jobs\x18\x06 \x03(\x0b\x32\x16.scaimind.v1.QueuedJob\"W\n\x16GetQueueStatusResponse\x12(\n\x06queues\x18\x01 \x03(\x0b\x32\x18.scaimind.v1.QueueStatus\x12\x13\n\x0btotal_depth\x18\x02 \x01(\x05*\xa7\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ONLINE\x10\x01\x12\x18\n\x14NODE_STATUS_DRAINING\x10\x02\x12\x17\n\x13NODE_STATUS_DRAINED\x10\x03\x12\x18\n\x14NODE_STATUS_DISABLED\x10\x04\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x05\x32\xc8\x03\n\x0e\x43lusterService\x12T\n\x10GetClusterStatus\x12$.scaimind.v1.GetClusterStatusRequest\x1a\x1a.scaimind.v1.ClusterStatus\x12J\n\tListNodes\x12\x1d.scaimind.v1.ListNodesRequest\x1a\x1e.scaimind.v1.ListNodesResponse\x12\x39\n\x07GetNode\x12\x1b.scaimind.v1.GetNodeRequest\x1a\x11.scaimind.v1.Node\x12=\n\tDrainNode\x12\x1d.scaimind.v1.DrainNodeRequest\x1a\x11.scaimind.v1.Node\x12?\n\nEnableNode\x12\x1e.scaimind.v1.EnableNodeRequest\x1a\x11.scaimind.v1.Node\x12Y\n\x0eGetQueueStatus\x12\".scaimind.v1.GetQueueStatusRequest\x1a#.scaimind.v1.GetQueueStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19scaimind/v1/cluster.proto\x12\x0bscaimind.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x19\n\x17GetClusterStatusRequest\"D\n\x0eGpuTypeSummary\x12\x10\n\x08gpu_type\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x05\x12\x11\n\tavailable\x18\x03 \x01(\x05\")\n\x12\x43lusterUtilization\x12\x13\n\x0bgpu_percent\x18\x01 \x01(\x01\"\xd5\x04\n\rClusterStatus\x12\x14\n\x0c\x63luster_name\x18\x01 \x01(\t\x12\x13\n\x0btotal_nodes\x18\x02 \x01(\x05\x12\x46\n\x0fnodes_by_status\x18\x03 \x03(\x0b\x32-.scaimind.v1.ClusterStatus.NodesByStatusEntry\x12\x12\n\ntotal_gpus\x18\x04 \x01(\x05\x12\x16\n\x0e\x61vailable_gpus\x18\x05 \x01(\x05\x12\x16\n\x0e\x61llocated_gpus\x18\x06 \x01(\x05\x12.\n\tgpu_types\x18\x07 \x03(\x0b\x32\x1b.scaimind.v1.GpuTypeSummary\x12\x14\n\x0crunning_jobs\x18\x08 \x01(\x05\x12\x13\n\x0bqueued_jobs\x18\t \x01(\x05\x12\x34\n\x0butilization\x18\n \x01(\x0b\x32\x1f.scaimind.v1.ClusterUtilization\x12\x1b\n\x13\x63oordinator_version\x18\x0b \x01(\t\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x44\n\x0ejobs_by_status\x18\r \x03(\x0b\x32,.scaimind.v1.ClusterStatus.JobsByStatusEntry\x1a\x34\n\x12NodesByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x1a\x33\n\x11JobsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"x\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x1b\n\x13utilization_percent\x18\x02 \x01(\x01\x12\x19\n\x11memory_used_bytes\x18\x03 \x01(\x03\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06job_id\x18\x05 \x01(\t\"\xf0\x02\n\x04Node\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.scaimind.v1.NodeStatus\x12\x10\n\x08gpu_type\x18\x04 \x01(\t\x12\x11\n\tgpu_count\x18\x05 \x01(\x05\x12\x16\n\x0egpus_available\x18\x06 \x01(\x05\x12\x1e\n\x04gpus\x18\x07 \x03(\x0b\x32\x10.scaimind.v1.Gpu\x12\x17\n\x0frunning_job_ids\x18\x08 \x03(\t\x12-\n\x06labels\x18\t \x03(\x0b\x32\x1d.scaimind.v1.Node.LabelsEntry\x12\x32\n\x0elast_heartbeat\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64rain_reason\x18\x0b \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x10ListNodesRequest\x12\x15\n\rstatus_filter\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"c\n\x11ListNodesResponse\x12 \n\x05nodes\x18\x01 \x03(\x0b\x32\x11.scaimind.v1.Node\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0btotal_count\x18\x03 \x01(\x05\"!\n\x0eGetNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"B\n\x10\x44rainNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x11\x45nableNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"+\n\x15GetQueueStatusRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"\xa9\x01\n\tQueuedJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08position\x18\x03 \x01(\x05\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x11\n\tgpu_count\x18\x05 \x01(\x05\x12\x10\n\x08gpu_type\x18\x06 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x07 \x01(\x03\x12\x1f\n\x17\x65stimated_start_seconds\x18\x08 \x01(\x03\"\xa4\x01\n\x0bQueueStatus\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\r\n\x05\x64\x65pth\x18\x02 \x01(\x05\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x1b\n\x13oldest_wait_seconds\x18\x04 \x01(\x03\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x05 \x01(\x03\x12$\n\x04jobs\x18\x06 \x03(\x0b\x32\x16.scaimind.v1.QueuedJob\"W\n\x16GetQueueStatusResponse\x12(\n\x06queues\x18\x01 \x03(\x0b\x32\x18.scaimind.v1.QueueStatus\x12\x13\n\x0btotal_depth\x18\x02 \x01(\x05*\xa7\x01\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12NODE_STATUS_ONLINE\x10\x01\x12\x18\n\x14NODE_STATUS_DRAINING\x10\x02\x12\x17\n\x13NODE_STATUS_DRAINED\x10\x03\x12\x18\n\x14NODE_STATUS_DISABLED\x10\x04\x12\x17\n\x13NODE_STATUS_OFFLINE\x10\x05\x32\xc8\x03\n\x0e\x43lusterService\x12T\n\x10GetClusterStatus\x12$.scaimind.v1.GetClusterStatusRequest\x1a\x1a.scaimind.v1.ClusterStatus\x12J\n\tListNodes\x12\x1d.scaimind.v1.ListNodesRequest\x1a\x1e.scaimind.v1.ListNodesResponse\x12\x39\n\x07GetNode\x12\x1b.scaimind.v1.GetNodeRequest\x1a\x11.scaimind.v1.Node\x12=\n\tDrainNode\x12\x1d.scaimind.v1.DrainNodeRequest\x1a\x11.scaimind.v1.Node\x12?\n\nEnableNode\x12\x1e.scaimind.v1.EnableNodeRequest\x1a\x11.scaimind.v1.Node\x12Y\n\x0eGetQueueStatus\x12\".scaimind.v1.GetQueueStatusRequest\x1a#.scaimind.v1.GetQueueStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._loaded_options = None
   _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._serialized_options = b'8\001'
+  _globals['_CLUSTERSTATUS_JOBSBYSTATUSENTRY']._loaded_options = None
+  _globals['_CLUSTERSTATUS_JOBSBYSTATUSENTRY']._serialized_options = b'8\001'
   _globals['_NODE_LABELSENTRY']._loaded_options = None
   _globals['_NODE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATUS']._serialized_start=1983
-  _globals['_NODESTATUS']._serialized_end=2150
+  _globals['_NODESTATUS']._serialized_start=2106
+  _globals['_NODESTATUS']._serialized_end=2273
   _globals['_GETCLUSTERSTATUSREQUEST']._serialized_start=75
   _globals['_GETCLUSTERSTATUSREQUEST']._serialized_end=100
   _globals['_GPUTYPESUMMARY']._serialized_start=102
@@ -45,33 +47,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERUTILIZATION']._serialized_start=172
   _globals['_CLUSTERUTILIZATION']._serialized_end=213
   _globals['_CLUSTERSTATUS']._serialized_start=216
-  _globals['_CLUSTERSTATUS']._serialized_end=690
-  _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._serialized_start=638
-  _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._serialized_end=690
-  _globals['_GPU']._serialized_start=692
-  _globals['_GPU']._serialized_end=812
-  _globals['_NODE']._serialized_start=815
-  _globals['_NODE']._serialized_end=1183
-  _globals['_NODE_LABELSENTRY']._serialized_start=1138
-  _globals['_NODE_LABELSENTRY']._serialized_end=1183
-  _globals['_LISTNODESREQUEST']._serialized_start=1185
-  _globals['_LISTNODESREQUEST']._serialized_end=1265
-  _globals['_LISTNODESRESPONSE']._serialized_start=1267
-  _globals['_LISTNODESRESPONSE']._serialized_end=1366
-  _globals['_GETNODEREQUEST']._serialized_start=1368
-  _globals['_GETNODEREQUEST']._serialized_end=1401
-  _globals['_DRAINNODEREQUEST']._serialized_start=1403
-  _globals['_DRAINNODEREQUEST']._serialized_end=1469
-  _globals['_ENABLENODEREQUEST']._serialized_start=1471
-  _globals['_ENABLENODEREQUEST']._serialized_end=1507
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=1509
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=1552
-  _globals['_QUEUEDJOB']._serialized_start=1555
-  _globals['_QUEUEDJOB']._serialized_end=1724
-  _globals['_QUEUESTATUS']._serialized_start=1727
-  _globals['_QUEUESTATUS']._serialized_end=1891
-  _globals['_GETQUEUESTATUSRESPONSE']._serialized_start=1893
-  _globals['_GETQUEUESTATUSRESPONSE']._serialized_end=1980
-  _globals['_CLUSTERSERVICE']._serialized_start=2153
-  _globals['_CLUSTERSERVICE']._serialized_end=2609
+  _globals['_CLUSTERSTATUS']._serialized_end=813
+  _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._serialized_start=708
+  _globals['_CLUSTERSTATUS_NODESBYSTATUSENTRY']._serialized_end=760
+  _globals['_CLUSTERSTATUS_JOBSBYSTATUSENTRY']._serialized_start=762
+  _globals['_CLUSTERSTATUS_JOBSBYSTATUSENTRY']._serialized_end=813
+  _globals['_GPU']._serialized_start=815
+  _globals['_GPU']._serialized_end=935
+  _globals['_NODE']._serialized_start=938
+  _globals['_NODE']._serialized_end=1306
+  _globals['_NODE_LABELSENTRY']._serialized_start=1261
+  _globals['_NODE_LABELSENTRY']._serialized_end=1306
+  _globals['_LISTNODESREQUEST']._serialized_start=1308
+  _globals['_LISTNODESREQUEST']._serialized_end=1388
+  _globals['_LISTNODESRESPONSE']._serialized_start=1390
+  _globals['_LISTNODESRESPONSE']._serialized_end=1489
+  _globals['_GETNODEREQUEST']._serialized_start=1491
+  _globals['_GETNODEREQUEST']._serialized_end=1524
+  _globals['_DRAINNODEREQUEST']._serialized_start=1526
+  _globals['_DRAINNODEREQUEST']._serialized_end=1592
+  _globals['_ENABLENODEREQUEST']._serialized_start=1594
+  _globals['_ENABLENODEREQUEST']._serialized_end=1630
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=1632
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=1675
+  _globals['_QUEUEDJOB']._serialized_start=1678
+  _globals['_QUEUEDJOB']._serialized_end=1847
+  _globals['_QUEUESTATUS']._serialized_start=1850
+  _globals['_QUEUESTATUS']._serialized_end=2014
+  _globals['_GETQUEUESTATUSRESPONSE']._serialized_start=2016
+  _globals['_GETQUEUESTATUSRESPONSE']._serialized_end=2103
+  _globals['_CLUSTERSERVICE']._serialized_start=2276
+  _globals['_CLUSTERSERVICE']._serialized_end=2732
 # @@protoc_insertion_point(module_scope)

@@ -140,6 +140,26 @@ class ClusterStatus(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class JobsByStatusEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CLUSTER_NAME_FIELD_NUMBER: _builtins.int
     TOTAL_NODES_FIELD_NUMBER: _builtins.int
     NODES_BY_STATUS_FIELD_NUMBER: _builtins.int
@@ -152,6 +172,7 @@ class ClusterStatus(_message.Message):
     UTILIZATION_FIELD_NUMBER: _builtins.int
     COORDINATOR_VERSION_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    JOBS_BY_STATUS_FIELD_NUMBER: _builtins.int
     cluster_name: _builtins.str
     total_nodes: _builtins.int
     total_gpus: _builtins.int
@@ -170,6 +191,10 @@ class ClusterStatus(_message.Message):
     def utilization(self) -> Global___ClusterUtilization: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def jobs_by_status(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """every tenant's jobs (evaluations too): status -> count"""
+
     def __init__(
         self,
         *,
@@ -185,10 +210,11 @@ class ClusterStatus(_message.Message):
         utilization: Global___ClusterUtilization | None = ...,
         coordinator_version: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        jobs_by_status: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at", "utilization", b"utilization"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated_gpus", b"allocated_gpus", "available_gpus", b"available_gpus", "cluster_name", b"cluster_name", "coordinator_version", b"coordinator_version", "gpu_types", b"gpu_types", "nodes_by_status", b"nodes_by_status", "queued_jobs", b"queued_jobs", "running_jobs", b"running_jobs", "total_gpus", b"total_gpus", "total_nodes", b"total_nodes", "updated_at", b"updated_at", "utilization", b"utilization"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated_gpus", b"allocated_gpus", "available_gpus", b"available_gpus", "cluster_name", b"cluster_name", "coordinator_version", b"coordinator_version", "gpu_types", b"gpu_types", "jobs_by_status", b"jobs_by_status", "nodes_by_status", b"nodes_by_status", "queued_jobs", b"queued_jobs", "running_jobs", b"running_jobs", "total_gpus", b"total_gpus", "total_nodes", b"total_nodes", "updated_at", b"updated_at", "utilization", b"utilization"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
