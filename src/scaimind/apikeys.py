@@ -1,4 +1,6 @@
-"""`sgk_…` API keys (API.md §3): created with the CLI, stored only as SHA-256 hashes.
+"""`sgk_…` API keys: created with the CLI, stored only as SHA-256 hashes.
+
+See docs/API.md, "Authentication and permissions".
 
 A key is `sgk_` followed by 256 random bits. Only its SHA-256 digest is stored; verification
 hashes the presented key and looks the digest up through a unique index, so no stored secret

@@ -1,4 +1,6 @@
-"""The exception hierarchy, the gRPC→HTTP table, sanitisation and the error envelope (API.md §2).
+"""The exception hierarchy, the gRPC→HTTP table, sanitisation and the error envelope.
+
+The contract is docs/API.md, "Errors".
 
 Routers never see `grpc` types: the coordinator client translates every failure at the boundary
 with `translate_rpc_error`, and the handlers here turn any `ScaiMindError` into the envelope.

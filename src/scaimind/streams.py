@@ -1,4 +1,4 @@
-"""Server-Sent Events machinery of the monitoring endpoints (API.md §5.2 stream rules).
+"""Server-Sent Events machinery of the monitoring endpoints (docs/API.md, "Stream rules").
 
 A stream is one coroutine: sse-starlette's `EventSourceResponse` runs the relay, the heartbeat,
 the shutdown watch and the disconnect listener in one task group, so a client that goes away

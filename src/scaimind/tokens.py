@@ -1,4 +1,4 @@
-"""Downstream tokens for ScaiDrive and ScaiAtlas (API.md §4).
+"""Downstream tokens for ScaiDrive and ScaiAtlas (docs/API.md, "What the coordinator receives").
 
 Calls that touch data or model artefacts carry `x-scaidrive-token` and `x-scaiatlas-token`,
 short-lived tokens minted for the caller either by an RFC 8693 token exchange against the

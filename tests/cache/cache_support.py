@@ -128,7 +128,7 @@ def job_dict(
     name: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """A Job in the gateway's JSON shape (API.md §5.1)."""
+    """A Job in the gateway's JSON shape (docs/API.md, "Jobs")."""
     created = created_at or datetime(2026, 1, 1, tzinfo=UTC)
     updated = updated_at or created
     job: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Coordinator failures → the HTTP error table of API.md §2.2, through the mounted path."""
+"""Coordinator failures → the table of docs/API.md "Coordinator errors", via the mounted path."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ REQUEST_ID_RE = re.compile(r"^req_[0-9a-f]{26}$")
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the API.md §2.2 table."""
+    """One row of the table in docs/API.md, "Coordinator errors"."""
 
     http: int
     code: str

@@ -1,4 +1,5 @@
-"""The stream code uses sse-starlette through its public surface only (STYLE.md rule 15)."""
+"""The stream code uses sse-starlette through its public surface only (private methods would tie
+us to one of its versions)."""
 
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 `scaidrive://acme/datasets/train.jsonl` maps onto `<storage_root>/acme/datasets/train.jsonl`
 (`storage_root` defaults to `<data_dir>/storage`). Every access needs the caller's
-`x-scaidrive-token`: an HS256 downstream token (API.md §4) signed with the key the coordinator
-shares with the gateway (`downstream_token_key`), for audience `scaidrive` and the caller's
-tenant. A missing, expired, foreign-audience or other-tenant token, a path of another tenant, or
-a coordinator without a key all answer PERMISSION_DENIED. Tokens are never logged.
+`x-scaidrive-token`: an HS256 downstream token (docs/API.md, "What the coordinator
+receives") signed with the key the coordinator shares with the gateway (`downstream_token_key`),
+for audience `scaidrive` and the caller's tenant. A missing, expired, foreign-audience or
+other-tenant token, a path of another tenant, or a coordinator without a key all answer
+PERMISSION_DENIED. Tokens are never logged.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cluster endpoints (API.md §5.3)."""
+"""Cluster endpoints (docs/API.md, "Cluster")."""
 
 from __future__ import annotations
 

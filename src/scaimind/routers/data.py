@@ -1,4 +1,4 @@
-"""Data endpoints (API.md §5.6)."""
+"""Data endpoints (docs/API.md, "Data")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Monitoring endpoints: metric series, live logs and live metrics (API.md §5.2)."""
+"""Monitoring endpoints: metric series, live logs and live metrics (docs/API.md, "Monitoring")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Queue endpoint (API.md §5.4)."""
+"""Queue endpoint (docs/API.md, "Queue")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request schemas of the cluster endpoints (API.md §5.3)."""
+"""Request schemas of the cluster endpoints (docs/API.md, "Cluster")."""
 
 from __future__ import annotations
 

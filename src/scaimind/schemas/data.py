@@ -1,4 +1,4 @@
-"""Request schemas of the data endpoints (API.md §5.6)."""
+"""Request schemas of the data endpoints (docs/API.md, "Data")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request schemas of the evaluation endpoints (API.md §5.5)."""
+"""Request schemas of the evaluation endpoints (docs/API.md, "Evaluations")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request schemas of the jobs endpoints (API.md §5.1)."""
+"""Request schemas of the jobs endpoints (docs/API.md, "Jobs")."""
 
 from __future__ import annotations
 
@@ -315,7 +315,9 @@ class OutputConfig(Strict):
         None, description="Checkpoint every N steps (0 or unset: the coordinator's default)."
     )
     keep_last_checkpoints: Annotated[Int32, Field(ge=0)] | None = Field(
-        None, description="Checkpoints kept (0 or unset: all)."
+        None,
+        description="Newest checkpoints kept, older ones deleted (0 or unset: the coordinator's "
+        "default, 5 on the reference coordinator).",
     )
     save_final_model: bool = Field(True, description="Write the final model.")
     export_format: ExportFormat | None = Field(None, description="Format of the final model.")

@@ -145,7 +145,7 @@ class OutputConfigView(BaseModel):
 
     output_path: str = f("Directory for the final model.")
     checkpoint_interval_steps: int = f("Checkpoint interval; 0 = default.")
-    keep_last_checkpoints: int = f("Checkpoints kept; 0 = all.")
+    keep_last_checkpoints: int = f("Newest checkpoints kept; 0 = the coordinator's default.")
     save_final_model: bool | None = f("Write the final model; null = true.")
     export_format: ExportFormat | None = f("Final model format.")
     merge_adapter: bool = f("Merge a LoRA adapter.")

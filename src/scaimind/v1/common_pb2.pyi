@@ -3,7 +3,7 @@
 isort:skip_file
 Shared types of the MindCoordinator protocol: job configuration, job state, enums.
 
-Field names mirror the gateway's HTTP contract (API.md) one for one; the gateway converts
+Field names mirror the gateway's HTTP contract (docs/API.md) one for one; the gateway converts
 enum values to their names without the type prefix (JOB_STATUS_QUEUED -> "QUEUED").
 """
 
@@ -731,7 +731,7 @@ class OutputConfig(_message.Message):
     checkpoint_interval_steps: _builtins.int
     """0 = coordinator default"""
     keep_last_checkpoints: _builtins.int
-    """0 = keep all"""
+    """0 = coordinator default (the reference coordinator keeps 5)"""
     save_final_model: _builtins.bool
     """unset = true"""
     export_format: Global___ExportFormat.ValueType

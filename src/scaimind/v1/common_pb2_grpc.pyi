@@ -3,7 +3,7 @@
 isort:skip_file
 Shared types of the MindCoordinator protocol: job configuration, job state, enums.
 
-Field names mirror the gateway's HTTP contract (API.md) one for one; the gateway converts
+Field names mirror the gateway's HTTP contract (docs/API.md) one for one; the gateway converts
 enum values to their names without the type prefix (JOB_STATUS_QUEUED -> "QUEUED").
 """
 
