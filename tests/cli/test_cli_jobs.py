@@ -23,7 +23,10 @@ def test_submit_wait_get_list(server: Server) -> None:
     shown = server.ok("jobs", "get", job_id).out
     assert re.search(r"^status\s+COMPLETED", shown, re.M), shown
     assert re.search(r"^progress\s+step 30/30  100\.0%", shown, re.M), shown
-    assert re.search(r"^checkpoints\s+\d+, latest ", shown, re.M), shown
+    latest = job["latest_checkpoint"]
+    assert latest == job["checkpoints"][-1]
+    expected = rf"^checkpoints\s+{job['checkpoint_count']}, latest {latest['checkpoint_id']} "
+    assert re.search(expected + rf"\(step {latest['step']}\)$", shown, re.M), shown
 
     table = server.ok("jobs", "list").out.splitlines()
     assert table[0].split() == ["job_id", "name", "status", "progress", "created_at", "labels"]
@@ -34,6 +37,13 @@ def test_submit_wait_get_list(server: Server) -> None:
 
     listed = server.ok("jobs", "list", "--json", "--label", "team=cli", "--status", "completed")
     assert [j["job_id"] for j in listed.json()["jobs"]] == [job_id]
+    # Lists carry summaries: the newest checkpoint and the count, not the list.
+    (summary,) = listed.json()["jobs"]
+    assert summary["checkpoints"] == []
+    assert (summary["checkpoint_count"], summary["latest_checkpoint"]) == (
+        job["checkpoint_count"],
+        latest,
+    )
     none = server.ok("jobs", "list", "--json", "--label", "team=cli", "--status", "FAILED")
     assert none.json()["jobs"] == []
 

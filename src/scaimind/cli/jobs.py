@@ -150,7 +150,9 @@ def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
     if job.get("status_message"):
         status += f" ({job['status_message']})"
     error = job.get("error") or {}
-    checkpoints = job.get("checkpoints") or []
+    # The summary fields are in every view (a list's BASIC one has no checkpoint list).
+    checkpoint = job.get("latest_checkpoint") or {}
+    checkpoint_count = job.get("checkpoint_count") or 0
     latest = job.get("latest_metrics") or {}
     rows: list[tuple[str, Any]] = [
         ("job_id", job.get("job_id")),
@@ -177,8 +179,9 @@ def job_fields(job: dict[str, Any]) -> list[tuple[str, Any]]:
         ("retry_count", job.get("retry_count")),
         (
             "checkpoints",
-            f"{len(checkpoints)}, latest {checkpoints[-1].get('checkpoint_id')}"
-            if checkpoints
+            f"{checkpoint_count}, latest {checkpoint.get('checkpoint_id')} "
+            f"(step {checkpoint.get('step')})"
+            if checkpoint
             else "",
         ),
         ("final_model_uri", job.get("final_model_uri")),
