@@ -475,7 +475,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         more = len(rows) > size
         rows = rows[:size]
         resp = coordinator_pb2.ListEvaluationsResponse(total_count=total)
-        resp.evaluations.extend(get_evaluation(self.m, caller, r["job_id"]) for r in rows)
+        for row in rows:
+            try:
+                resp.evaluations.append(get_evaluation(self.m, caller, row["job_id"]))
+            except CoordinatorError as e:
+                # A job row whose definition is gone (its ops store lost) is left out, rather
+                # than making the whole page fail.
+                if e.code != grpc.StatusCode.NOT_FOUND:
+                    raise
+                log.warning("evaluation %s has no definition; not listed", row["job_id"])
         if more:
             last = rows[-1]
             resp.next_page_token = _page_token(
