@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -44,6 +45,29 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def free_band(size: int) -> int:
+    """The first port of `size` consecutive free loopback ports for Ray's workers: below the
+    kernel's ephemeral range (where the ports above come from, so none of them can fall inside
+    it), starting at a random band so two heads do not pick the same one."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    bands = list(range(10_000, low - size, size))
+    random.shuffle(bands)
+    for start in bands:
+        socks: list[socket.socket] = []
+        try:
+            for port in range(start, start + size):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {size} free consecutive ports below {low}")
 
 
 def ray_env() -> dict[str, str]:
@@ -140,8 +164,7 @@ class LocalRayHead:
         ports = free_ports(11)
         self.gcs_port, self.dashboard_port = ports[0], ports[1]
         nm, om, client, agl, agg, rte, met, autoscaler_metrics, dashboard_metrics = ports[2:]
-        # Worker ports: a private band derived from the GCS port so two heads do not share it.
-        lo = 20000 + (self.gcs_port % 400) * 100
+        lo = free_band(100)
         argv = [
             str(RAY_BIN), "start", "--head", "--block",
             "--temp-dir", str(self.temp_dir),

@@ -96,26 +96,32 @@ def ray_config(head: LocalRayHead, root: Path, **overrides: Any) -> CoordinatorC
     return CoordinatorConfig(**values)
 
 
+async def open_ray_stack(
+    exits: AsyncExitStack, head: LocalRayHead, tmp_path: Path, **overrides: Any
+) -> RayStack:
+    """Coordinator + gateway on `head`, stopped by `exits` (their Ray jobs with them)."""
+    root = tmp_path / f"stack-{time.monotonic_ns()}"
+    root.mkdir()
+    exits.callback(stop_ray_jobs, head)
+    coordinator = await start_coordinator(ray_config(head, root, **overrides))
+    exits.push_async_callback(coordinator.stop, 1.0)
+    settings = gateway_settings(root, coordinator.port, grpc_timeout_s=10.0)
+    served = await serve(create_app(settings))
+    exits.push_async_callback(served.stop)
+    http = await exits.enter_async_context(
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=30)
+    )
+    corpus, script = job_files(root)
+    return RayStack(Stack(http, root, corpus, script), head, coordinator)
+
+
 @pytest.fixture
 async def make_ray_stack(ray_head: LocalRayHead, tmp_path: Path) -> AsyncIterator[RayStackFactory]:
-    """Starts coordinator + gateway on the session's head; stopped (and their Ray jobs with
-    them) at the end."""
+    """Opens coordinators + gateways on the session's head; all stopped at the end."""
     async with AsyncExitStack() as exits:
-        exits.callback(stop_ray_jobs, ray_head)
 
         async def open_stack(**overrides: Any) -> RayStack:
-            root = tmp_path / f"stack-{time.monotonic_ns()}"
-            root.mkdir()
-            coordinator = await start_coordinator(ray_config(ray_head, root, **overrides))
-            exits.push_async_callback(coordinator.stop, 1.0)
-            settings = gateway_settings(root, coordinator.port, grpc_timeout_s=10.0)
-            served = await serve(create_app(settings))
-            exits.push_async_callback(served.stop)
-            http = await exits.enter_async_context(
-                httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}", timeout=30)
-            )
-            corpus, script = job_files(root)
-            return RayStack(Stack(http, root, corpus, script), ray_head, coordinator)
+            return await open_ray_stack(exits, ray_head, tmp_path, **overrides)
 
         yield open_stack
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ray.job_submission import JobStatus
 
-from tests.conftest import auth
+from tests.conftest import auth, job_processes, wait_for
 from tests.e2e_jobs.conftest import PREFIX, parse_sse
 
 from .conftest import RayStack, ray_jobs, wait_ray_status
@@ -67,3 +68,187 @@ async def test_builtin_job_on_ray_completes_with_falling_loss_and_live_logs(
     assert "s3cr3t-value" not in json.dumps(ray_job.runtime_env) + ray_job.entrypoint
     assert "HF_TOKEN" not in json.dumps(ray_job.model_dump(), default=str)
     assert f"{job_id}-a1" in ray_jobs(head)
+
+    # The trained model is evaluated on Ray too (the evaluator is a Ray job of its own).
+    r = await s.http.post(
+        f"{PREFIX}/evaluations",
+        json={"job_id": job_id, "benchmarks": [{"name": "perplexity"}]},
+        headers=auth(),
+    )
+    assert r.status_code == 201, r.text
+    eval_id = r.json()["data"]["evaluation_id"]
+
+    async def evaluated() -> dict[str, Any] | None:
+        r = await s.http.get(f"{PREFIX}/evaluations/{eval_id}", headers=auth())
+        ev: dict[str, Any] = r.json()["data"]
+        return ev if ev["status"] in ("COMPLETED", "FAILED") else None
+
+    ev = await wait_for(evaluated, within=60)
+    assert ev["status"] == "COMPLETED", ev
+    assert ev["benchmarks"][0]["score"] > 1.0
+    await wait_ray_status(head, f"{eval_id}-a1", JobStatus.SUCCEEDED)
+
+
+async def test_cancel_while_running_on_ray(ray_stack: RayStack) -> None:
+    s, head = ray_stack.stack, ray_stack.head
+    job_id = await s.submit(s.body("cancel-me", env={"GATE": str(s.gate("x")), "GATE_STEP": "2"}))
+    await s.wait(job_id, "TRAINING", step=2, within=60)
+    assert job_processes(job_id)
+    resp = await s.ok(job_id, "cancel", {"reason": "not needed"})
+    assert resp["status"] == "CANCELLED"
+    # Ray stops its job, the processes are gone, and the slot is free for the next job.
+    await wait_ray_status(head, f"{job_id}-a1", JobStatus.STOPPED, JobStatus.FAILED)
+    await wait_for(lambda: not job_processes(job_id), within=30)
+    job = await s.job(job_id)
+    assert job["status"] == "CANCELLED"
+    assert "not needed" in job["status_message"]
+
+    async def free_slots() -> bool:
+        node = (await s.http.get(f"{PREFIX}/cluster/nodes", headers=auth())).json()["data"]
+        return bool(node["nodes"][0]["gpus_available"] == 2)
+
+    await wait_for(free_slots, within=30)
+    assert (await s.job(job_id))["status"] == "CANCELLED"
+
+
+async def test_pause_then_resume_continues_from_the_checkpoint_as_a_new_ray_job(
+    ray_stack: RayStack,
+) -> None:
+    s, head = ray_stack.stack, ray_stack.head
+    # Held at step 3; periodic checkpoints only every 10 steps: only the pause writes one.
+    env = {"GATE": str(s.gate("p")), "GATE_STEP": "3", "TOTAL_STEPS": "6", "CKPT_EVERY": "10"}
+    job_id = await s.submit(s.body("pausable", env=env))
+    await s.wait(job_id, "TRAINING", step=3, within=60)
+    paused = await s.ok(job_id, "pause")
+    assert paused["status"] == "PAUSED", paused
+    job = await s.job(job_id)
+    assert [c["step"] for c in job["checkpoints"]] == [3]
+    await wait_ray_status(head, f"{job_id}-a1", JobStatus.FAILED, JobStatus.STOPPED)
+
+    s.gate("p").write_text("")
+    assert (await s.ok(job_id, "resume"))["status"] == "QUEUED"
+    job = await s.wait(job_id, "COMPLETED", within=60)
+    # A new Ray job for the second attempt, which started from the checkpoint's step.
+    await wait_ray_status(head, f"{job_id}-a2", JobStatus.SUCCEEDED)
+    messages = await s.messages(job_id)
+    assert "custom script starting at step 4 of 6" in messages
+    assert [step for step, _ in await s.losses(job_id)] == list(range(1, 7))
+    assert job["retry_count"] == 0
+
+
+async def test_failing_custom_job_is_retried_from_its_checkpoint(ray_stack: RayStack) -> None:
+    s, head = ray_stack.stack, ray_stack.head
+    env = {"FAIL_AT": "3", "CKPT_EVERY": "1", "TOTAL_STEPS": "5"}
+    job_id = await s.submit(s.body("flaky", env=env, max_retries=1))
+    job = await s.wait(job_id, "FAILED", within=60)
+    assert job["error"]["code"] == "EXIT_CODE"
+    assert "exit code 3" in job["error"]["message"]
+    assert "boom: something went wrong" in job["error"]["message"]
+    await wait_ray_status(head, f"{job_id}-a1", JobStatus.FAILED)
+
+    async def child() -> dict[str, Any] | None:
+        jobs = await s.all_jobs()
+        return next((j for j in jobs if j["parent_job_id"] == job_id), None)
+
+    retry = await wait_for(child, within=30)
+    done = await s.wait(retry["job_id"], "COMPLETED", within=60)
+    assert done["retry_count"] == 1
+    assert "custom script starting at step 3 of 5" in await s.messages(retry["job_id"])
+    await wait_ray_status(head, f"{retry['job_id']}-a1", JobStatus.SUCCEEDED)
+
+
+async def test_priority_queueing_and_preemption_when_the_cluster_is_full(
+    ray_stack: RayStack,
+) -> None:
+    s, head = ray_stack.stack, ray_stack.head
+
+    def held(name: str, **kw: Any) -> dict[str, Any]:
+        return s.body(name, env={"GATE": str(s.gate(name)), "GATE_STEP": "1"}, **kw)
+
+    # Both CPUs of the cluster: one preemptible low-priority job, one normal job.
+    victim = await s.submit(held("victim", priority=2, preemptible=True))
+    steady = await s.submit(held("steady", priority=5))
+    await s.wait(victim, "TRAINING", step=1, within=60)
+    await s.wait(steady, "TRAINING", step=1, within=60)
+
+    # Nothing fits: a low-priority job waits in our queue, never on Ray.
+    low = await s.submit(held("low", priority=1))
+    # A high-priority job pushes the preemptible one out (it checkpoints first).
+    high = await s.submit(held("high", priority=9))
+    await s.wait(victim, "PREEMPTED", within=60)
+    await s.wait(high, "TRAINING", step=1, within=60)
+    queued = await s.job(low)
+    assert queued["status"] == "QUEUED"
+    assert queued["queue_position"] == 1
+    submitted = ray_jobs(head)
+    assert f"{low}-a1" not in submitted
+    assert f"{victim}-a1" in submitted
+
+    # When a slot frees up, the queued job gets it.
+    s.gate("steady").write_text("")
+    await s.wait(steady, "COMPLETED", within=60)
+    await s.wait(low, "TRAINING", step=1, within=60)
+    for name in ("high", "low"):
+        s.gate(name).write_text("")
+    await s.wait(high, "COMPLETED", within=60)
+    await s.wait(low, "COMPLETED", within=60)
+
+
+PEEK_SCRIPT = r"""
+import json, os
+from pathlib import Path
+spec = json.loads(Path(os.environ["SCAIMIND_SPEC_FILE"]).read_text())
+other = os.environ["OTHER"]
+print("uid", os.getuid())
+print("sees other job", os.path.exists(other))
+print("root", sorted(os.listdir("/")))
+out = Path(spec["output_path"])
+out.mkdir(parents=True, exist_ok=True)
+(out / "model.txt").write_text("peeked")
+"""
+
+
+async def test_jobs_of_two_tenants_stay_apart_on_ray(ray_stack: RayStack) -> None:
+    s, head = ray_stack.stack, ray_stack.head
+    a = await s.submit(s.body("a", env={"GATE": str(s.gate("a")), "GATE_STEP": "2"}))
+    job_a = await s.wait(a, "TRAINING", step=2, within=60)
+    a_dir = s.root / "coordinator" / "jobs" / a
+    assert a_dir.is_dir()
+
+    peek = s.root / "peek.py"
+    peek.write_text(PEEK_SCRIPT)
+    body = s.body("b", env={"OTHER": str(a_dir)})
+    body["training_config"]["framework"]["custom_script_path"] = str(peek)
+    b = await s.submit(body, tenant="tenant-b")
+
+    async def b_done() -> dict[str, Any] | None:
+        r = await s.http.get(f"{PREFIX}/jobs/{b}", headers=auth("tenant-b"))
+        job: dict[str, Any] = r.json()["data"]
+        return job if job["status"] in ("COMPLETED", "FAILED") else None
+
+    job_b = await wait_for(b_done, within=60)
+    assert job_b["status"] == "COMPLETED", job_b
+    b_lines = [e["message"] for e in await s.logs(b, tenant="tenant-b")]
+    # Sandboxed on the Ray node: another user, and only its own folders.
+    assert "uid 65534" in b_lines
+    assert "sees other job False" in b_lines
+    assert not [line for line in b_lines if line.startswith("root") and "coordinator" in line]
+
+    # Each tenant sees only its own job; the other's answers like a missing one.
+    for job_id, owner, other in ((a, "tenant-a", "tenant-b"), (b, "tenant-b", "tenant-a")):
+        r = await s.http.get(f"{PREFIX}/jobs/{job_id}", headers=auth(other))
+        assert r.status_code == 404, r.text
+        r = await s.http.get(f"{PREFIX}/jobs/{job_id}/logs", headers=auth(other))
+        assert r.status_code == 404, r.text
+        assert (await s.http.get(f"{PREFIX}/jobs/{job_id}", headers=auth(owner))).status_code == 200
+    listed = {j["job_id"] for j in await s.all_jobs("tenant-b")}
+    assert listed == {b}
+    assert job_b["final_model_uri"] == f"scaidrive://tenant-b/jobs/{b}/model"
+    assert job_a["tenant_id"] == "tenant-a"
+
+    # Ray knows the jobs by their ScaiMind ids, each with its tenant.
+    on_ray = ray_jobs(head)
+    assert on_ray[f"{a}-a1"].metadata["scaimind_tenant"] == "tenant-a"
+    assert on_ray[f"{b}-a1"].metadata["scaimind_tenant"] == "tenant-b"
+    s.gate("a").write_text("")
+    await s.wait(a, "COMPLETED", within=60)

@@ -245,8 +245,10 @@ class JobManager:
         self._slots: dict[str, list[str | None]] = {n.node_id: [None] * n.gpu_count for n in nodes}
         self._runtimes: dict[str, JobRuntime] = {}
         self._drained: dict[str, str] = {k: r for k, (d, r) in store.node_states().items() if d}
-        # Nodes the executor reports gone or dead: listed, but no new work goes there.
+        # Nodes the executor reports gone or dead: listed, but no new work goes there; busy
+        # ones (used by others, on Ray) take none for now either.
         self._offline: set[str] = set()
+        self._busy: set[str] = set()
         self._inventory_read = time.monotonic()
         self._estimates: dict[str, int] = {}
         self._queue_view: dict[str, list[str]] = {}
@@ -304,6 +306,7 @@ class JobManager:
                 self.nodes.remove(self._node_by_id.pop(node_id))
                 del self._slots[node_id]
         self._offline = offline & set(self._node_by_id)
+        self._busy = set(inventory.busy) & set(self._node_by_id)
 
     async def _recover(self) -> None:
         now = time.time()
@@ -937,7 +940,7 @@ class JobManager:
         return {
             nid: [i for i, j in enumerate(slots) if j is None]
             for nid, slots in self._slots.items()
-            if nid not in self._drained and nid not in self._offline
+            if nid not in self._drained and nid not in self._offline and nid not in self._busy
         }
 
     def _schedule_pass(self) -> None:
@@ -993,7 +996,7 @@ class JobManager:
         if placement is not None:
             self._start(row, placement)
             return True
-        closed = self._drained.keys() | self._offline
+        closed = self._drained.keys() | self._offline | self._busy
         online = [n for n in candidates if n.node_id not in closed]
         if len(online) >= row["num_nodes"]:
             # It could run here once slots free up: keep its place (no backfill behind it).
@@ -1371,7 +1374,9 @@ class JobManager:
         if reason == CANCEL:
             return
         if result.withdrawn and reason is None:
-            # It never ran (the cluster had no room after all): back to its place in the queue.
+            # It never ran (the cluster had no room after all): back to its place in the queue,
+            # and no new work goes to its nodes until the executor says they have room.
+            self._busy.update(rt.node_ids)
             self._transition(
                 job_id,
                 RUNNING,

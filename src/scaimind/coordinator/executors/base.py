@@ -87,10 +87,12 @@ class RunExit:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The nodes an executor can run jobs on; `offline` ones take no new work."""
+    """The nodes an executor can run jobs on. `offline` ones are gone; `busy` ones are up but
+    take no new work for now (on Ray: busy with work the coordinator did not start)."""
 
     nodes: list[NodeSpec]
     offline: frozenset[str] = frozenset()
+    busy: frozenset[str] = frozenset()
 
 
 StartedCallback = Callable[[RunHandle], None]

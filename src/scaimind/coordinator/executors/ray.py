@@ -146,6 +146,7 @@ class RayRun(RunHandle):
     submission_id: str
     launch_file: Path
     control_file: Path
+    needs: dict[str, float]  # what it asked of its node ({"GPU": 2}, {"CPU": 1})
     started: bool = False  # the launcher reported the process running
     stopping: bool = False  # a stop or kill was asked for
     escalation: asyncio.TimerHandle | None = None
@@ -169,6 +170,8 @@ class RayExecutor:
         self._lock = asyncio.Lock()
         self._tasks = TrackedTasks()
         self._largest = {"memory": 0.0, "CPU": 0.0}
+        # Nodes where Ray held back an attempt (someone else's work): node -> (needs, since).
+        self._held: dict[str, tuple[dict[str, float], float]] = {}
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -235,7 +238,27 @@ class RayExecutor:
             for key in largest:
                 largest[key] = max(largest[key], float(total.get(key, 0)))
         self._largest = largest
-        return Inventory(nodes, frozenset(offline))
+        if self._held:
+            await self._release_held(c)
+        return Inventory(nodes, frozenset(offline), frozenset(self._held))
+
+    async def _release_held(self, c: _Client) -> None:
+        """Nodes where Ray has room again for what was held back there take work again (Ray's
+        usage view lags by seconds; at worst a node is released after a few pending timeouts)."""
+        try:
+            raw = await self._call(c.get_json, "/api/cluster_status")
+            usage = raw["data"]["clusterStatus"]["loadMetricsReport"].get("usageByNode") or {}
+        except (RuntimeError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+            usage = {}
+        now = time.monotonic()
+        for node_id, (needs, since) in list(self._held.items()):
+            used = usage.get(node_id) or {}
+            room = bool(used) and all(
+                key in used and used[key][1] - used[key][0] >= amount
+                for key, amount in needs.items()
+            )
+            if room or now - since > 5 * max(self.config.pending_timeout_seconds, 10.0):
+                del self._held[node_id]
 
     def check_resources(self, rc: common_pb2.ResourceConfig, field: str) -> None:
         """One node per job; memory and CPU cores a node of the cluster has."""
@@ -331,6 +354,7 @@ class RayExecutor:
             submission_id=sid,
             launch_file=launch,
             control_file=control,
+            needs=_needs(spec),
         )
 
     async def adopt(self, run_id: str, job_id: str, delivered: int) -> RunHandle | None:
@@ -368,6 +392,7 @@ class RayExecutor:
             submission_id=sid,
             launch_file=launch,
             control_file=control,
+            needs={},
         )
 
     # ---- follow -----------------------------------------------------------------------------
@@ -431,6 +456,8 @@ class RayExecutor:
                     limit = self.config.pending_timeout_seconds
                     if limit and now - pending_since > limit:
                         self.kill(r)
+                        if r.node_id:
+                            self._held[r.node_id] = (r.needs, now)
                         withdrawn = True
                         break
                 elif phase == "ended":
@@ -623,6 +650,11 @@ class _LogReader:
         run.delivered = max(run.delivered, self.seen)
         if self.on_progress is not None and run.delivered > before:
             self.on_progress(run)
+
+
+def _needs(spec: LaunchSpec) -> dict[str, float]:
+    p = spec.placement
+    return {"CPU" if p.gpu_type == CPU else "GPU": float(p.slots_per_node)}
 
 
 def _add(batches: list[tuple[str, list[Any]]], kind: str, item: Any) -> None:
