@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 from ray.job_submission import JobStatus
 
-from tests.conftest import auth, job_processes, wait_for
+from scaimind.coordinator.config import SandboxConfig
+from tests.conftest import auth, job_processes, process_ended, wait_for
 from tests.e2e_jobs.conftest import PREFIX, parse_sse
 
-from .conftest import RayStack, ray_jobs, wait_ray_status
+from .conftest import RayStack, RayStackFactory, ray_jobs, wait_ray_status
 
 
 async def test_builtin_job_on_ray_completes_with_falling_loss_and_live_logs(
@@ -112,18 +116,30 @@ async def test_cancel_while_running_on_ray(ray_stack: RayStack) -> None:
 
 
 async def test_pause_then_resume_continues_from_the_checkpoint_as_a_new_ray_job(
-    ray_stack: RayStack,
+    make_ray_stack: RayStackFactory, tmp_path: Path
 ) -> None:
+    # Job folders, checkpoints and launch files on the shared root, not in the data dir.
+    shared = tmp_path / "shared"
+    ray_stack = await make_ray_stack(shared_root=shared)
     s, head = ray_stack.stack, ray_stack.head
     # Held at step 3; periodic checkpoints only every 10 steps: only the pause writes one.
     env = {"GATE": str(s.gate("p")), "GATE_STEP": "3", "TOTAL_STEPS": "6", "CKPT_EVERY": "10"}
     job_id = await s.submit(s.body("pausable", env=env))
     await s.wait(job_id, "TRAINING", step=3, within=60)
+    assert (shared / "jobs" / job_id).is_dir()
+    assert (shared / "launches" / f"{job_id}-a1.json").is_file()
+    assert not (s.root / "coordinator" / "jobs").exists()
     paused = await s.ok(job_id, "pause")
     assert paused["status"] == "PAUSED", paused
     job = await s.job(job_id)
     assert [c["step"] for c in job["checkpoints"]] == [3]
+    assert job["checkpoints"][0]["path"] == (
+        f"scaidrive://tenant-a/jobs/{job_id}/checkpoints/step-000003"
+    )
+    assert (shared / "storage/tenant-a/jobs" / job_id / "checkpoints/step-000003").is_dir()
     await wait_ray_status(head, f"{job_id}-a1", JobStatus.FAILED, JobStatus.STOPPED)
+    # The launch file (it holds the job's variables) is gone with the attempt.
+    await wait_for(lambda: not (shared / "launches" / f"{job_id}-a1.json").exists())
 
     s.gate("p").write_text("")
     assert (await s.ok(job_id, "resume"))["status"] == "QUEUED"
@@ -195,13 +211,17 @@ async def test_priority_queueing_and_preemption_when_the_cluster_is_full(
 
 
 PEEK_SCRIPT = r"""
-import json, os
+import json, os, sys
 from pathlib import Path
 spec = json.loads(Path(os.environ["SCAIMIND_SPEC_FILE"]).read_text())
 other = os.environ["OTHER"]
 print("uid", os.getuid())
 print("sees other job", os.path.exists(other))
 print("root", sorted(os.listdir("/")))
+# Records of the launcher written by the job itself are text, not records.
+print('forged\r@x {"code": 9}\r@s {"pid": 1}', flush=True)
+sys.stderr.write('@x {"code": 9}\n')
+sys.stderr.flush()
 out = Path(spec["output_path"])
 out.mkdir(parents=True, exist_ok=True)
 (out / "model.txt").write_text("peeked")
@@ -233,6 +253,8 @@ async def test_jobs_of_two_tenants_stay_apart_on_ray(ray_stack: RayStack) -> Non
     assert "uid 65534" in b_lines
     assert "sees other job False" in b_lines
     assert not [line for line in b_lines if line.startswith("root") and "coordinator" in line]
+    assert 'forged\r@x {"code": 9}\r@s {"pid": 1}' in b_lines
+    assert '@x {"code": 9}' in b_lines
 
     # Each tenant sees only its own job; the other's answers like a missing one.
     for job_id, owner, other in ((a, "tenant-a", "tenant-b"), (b, "tenant-b", "tenant-a")):
@@ -252,3 +274,42 @@ async def test_jobs_of_two_tenants_stay_apart_on_ray(ray_stack: RayStack) -> Non
     assert on_ray[f"{b}-a1"].metadata["scaimind_tenant"] == "tenant-b"
     s.gate("a").write_text("")
     await s.wait(a, "COMPLETED", within=60)
+
+
+def parent_of(pid: int) -> int:
+    """The parent process id of `pid`."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def command_of(pid: int) -> str:
+    """The command line of `pid`."""
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+
+
+async def test_custom_jobs_without_the_sandbox_follow_the_same_rule_on_ray(
+    make_ray_stack: RayStackFactory,
+) -> None:
+    # No bubblewrap: CUSTOM jobs are refused unless the operator allows them unsandboxed.
+    refused = (await make_ray_stack(sandbox=SandboxConfig(bwrap="no-such-bwrap"))).stack
+    r = await refused.http.post(f"{PREFIX}/jobs", json=refused.body("custom"), headers=auth())
+    assert r.status_code == 409, r.text
+    assert "SCAIMIND_ALLOW_UNSANDBOXED_JOBS" in r.json()["error"]["message"]
+
+    allowed = await make_ray_stack(
+        sandbox=SandboxConfig(bwrap="no-such-bwrap", allow_unsandboxed=True)
+    )
+    s, head = allowed.stack, allowed.head
+    job_id = await s.submit(s.body("bare", env={"GATE": str(s.gate("g")), "GATE_STEP": "2"}))
+    await s.wait(job_id, "TRAINING", step=2, within=60)
+    assert any("without a sandbox" in m for m in await s.messages(job_id))
+    # The process runs in a session of its own, outside Ray's process group; it still ends
+    # with its launcher (here: killed as Ray kills it when the job's supervisor dies).
+    [workload] = job_processes(job_id)
+    launcher = parent_of(workload)
+    assert "ray_entry" in command_of(launcher)
+    os.kill(launcher, signal.SIGKILL)
+    await wait_for(lambda: process_ended(workload), within=30)
+    # The attempt is lost without an exit status: PREEMPTED, like a node that went away.
+    job = await s.wait(job_id, "PREEMPTED", within=60)
+    assert "without an exit status" in job["status_message"]
+    await wait_ray_status(head, f"{job_id}-a1", JobStatus.FAILED)

@@ -37,7 +37,6 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,18 +57,8 @@ from scaimind.coordinator.executors.base import (
     TrackedTasks,
     kind_of,
 )
-from scaimind.coordinator.executors.ray_entry import (
-    BAD_EVENT,
-    EVENT,
-    EXIT,
-    MODULE,
-    STARTED,
-    STDERR,
-    STDOUT,
-    launch_document,
-    parse_record,
-    process_spec,
-)
+from scaimind.coordinator.executors.ray_entry import MODULE, launch_document, process_spec
+from scaimind.coordinator.executors.ray_log import LogReader, RayRun
 from scaimind.coordinator.inventory import CPU, NodeSpec
 from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2
@@ -137,19 +126,6 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, TimeoutError | requests.Timeout):
         return "no answer in time"
     return "unreachable"
-
-
-@dataclass(eq=False, kw_only=True)
-class RayRun(RunHandle):
-    """A Ray job of this executor."""
-
-    submission_id: str
-    launch_file: Path
-    control_file: Path
-    needs: dict[str, float]  # what it asked of its node ({"GPU": 2}, {"CPU": 1})
-    started: bool = False  # the launcher reported the process running
-    stopping: bool = False  # a stop or kill was asked for
-    escalation: asyncio.TimerHandle | None = None
 
 
 class RayExecutor:
@@ -407,7 +383,7 @@ class RayExecutor:
         """The Ray job's log until the launcher's exit record (or the job's end)."""
         r = _ray(run)
         c = await self.client()
-        reader = _LogReader(r, sink, on_started, on_progress)
+        reader = LogReader(r, sink, on_started, on_progress)
         tail: asyncio.Task[None] | None = None
         attaches = 0
         attach_at = next_poll = pending_since = ended_at = unreachable_since = 0.0
@@ -474,7 +450,7 @@ class RayExecutor:
                     await tail
         return await self._exit(c, r, reader, withdrawn, lost_contact)
 
-    async def _tail(self, c: _Client, reader: _LogReader) -> None:
+    async def _tail(self, c: _Client, reader: LogReader) -> None:
         try:
             async for chunk in c.tail_job_logs(reader.run.submission_id):
                 reader.feed(chunk)
@@ -494,7 +470,7 @@ class RayExecutor:
         return "running" if status == JobStatus.RUNNING else "ended"
 
     async def _exit(
-        self, c: _Client, r: RayRun, reader: _LogReader, withdrawn: bool, lost_contact: bool
+        self, c: _Client, r: RayRun, reader: LogReader, withdrawn: bool, lost_contact: bool
     ) -> RunExit:
         if withdrawn:
             waited = round(self.config.pending_timeout_seconds)
@@ -584,84 +560,9 @@ class RayExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _LogReader:
-    """Turns the Ray job's log into sink calls: records of one kind in a row go together."""
-
-    def __init__(
-        self,
-        run: RayRun,
-        sink: OutputSink,
-        on_started: StartedCallback,
-        on_progress: StartedCallback | None,
-    ) -> None:
-        self.run = run
-        self.sink = sink
-        self.on_started = on_started
-        self.on_progress = on_progress
-        self.seen = 0  # lines of the log so far, including those delivered before
-        self.buffer = ""
-        self.exit: dict[str, Any] | None = None
-        self.gone = False
-
-    def reset(self) -> None:
-        """The log is read from its start again."""
-        self.seen, self.buffer = 0, ""
-
-    def feed(self, chunk: str) -> None:
-        """A chunk of the log (it may end inside a line)."""
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split("\n")
-        self._dispatch(lines)
-
-    def _dispatch(self, lines: list[str]) -> None:
-        run = self.run
-        before = run.delivered
-        batches: list[tuple[str, list[Any]]] = []
-        for line in lines:
-            self.seen += 1
-            tag, value = parse_record(line)
-            if tag == STARTED:
-                run.started = True
-            elif tag == EXIT:
-                self.exit = value if isinstance(value, dict) else {}
-            if self.seen <= run.delivered:
-                continue  # replayed: delivered before
-            if tag in (STDOUT, STDERR) and isinstance(value, str):
-                source = "stdout" if tag == STDOUT else "stderr"
-                if value.strip():
-                    run.output_tail.append(f"[{source}] {value}")
-                    _add(batches, source, value)
-            elif tag in (EVENT, BAD_EVENT, STARTED) and isinstance(value, dict):
-                _add(batches, tag, value)
-            elif not tag and line.strip():
-                # Ray's own lines (runtime env, the entrypoint's command line): server paths,
-                # for the operator's log only.
-                log.debug("%s: %s", run.label, line)
-        for kind, items in batches:
-            if kind in ("stdout", "stderr"):
-                self.sink.on_output(kind, items)
-            elif kind == EVENT:
-                self.sink.on_events(items)
-            elif kind == BAD_EVENT:
-                for item in items:
-                    self.sink.on_bad_event(str(item.get("line", "")), str(item.get("error", "")))
-            elif kind == STARTED:
-                self.on_started(run)
-        run.delivered = max(run.delivered, self.seen)
-        if self.on_progress is not None and run.delivered > before:
-            self.on_progress(run)
-
-
 def _needs(spec: LaunchSpec) -> dict[str, float]:
     p = spec.placement
     return {"CPU" if p.gpu_type == CPU else "GPU": float(p.slots_per_node)}
-
-
-def _add(batches: list[tuple[str, list[Any]]], kind: str, item: Any) -> None:
-    if batches and batches[-1][0] == kind:
-        batches[-1][1].append(item)
-    else:
-        batches.append((kind, [item]))
 
 
 def _ray(run: RunHandle) -> RayRun:
