@@ -130,9 +130,9 @@ def coordinator(
 ) -> None:
     """Run the reference coordinator as a standalone gRPC server."""
     quiet_grpc_fork()
-    from scaimind.coordinator.server import serve_forever
-
     from pydantic import ValidationError
+
+    from scaimind.coordinator.server import serve_forever
 
     settings = load(data_dir)
     secret = settings.api_secret.get_secret_value() if settings.api_secret else None

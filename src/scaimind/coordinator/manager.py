@@ -291,8 +291,8 @@ class JobManager:
         self.apply_inventory(inventory)
 
     def apply_inventory(self, inventory: Inventory) -> None:
-        """New nodes get slots; nodes gone or dead take no new work (their jobs' runs end on
-        their own); a node that is gone and holds no job leaves the list."""
+        """New nodes get slots; a node that is gone takes no new work (OFFLINE while its jobs'
+        runs end on their own) and leaves the list once it holds no job."""
         current = {n.node_id for n in inventory.nodes}
         for node in inventory.nodes:
             if node.node_id not in self._node_by_id:
@@ -300,12 +300,11 @@ class JobManager:
                 self._node_by_id[node.node_id] = node
                 self._slots[node.node_id] = [None] * node.gpu_count
                 log.info("node %s joined (%d× %s)", node.node_id, node.gpu_count, node.gpu_type)
-        offline = set(inventory.offline) | (set(self._node_by_id) - current)
-        for node_id in offline - current:
+        for node_id in set(self._node_by_id) - current:
             if all(j is None for j in self._slots[node_id]):
                 self.nodes.remove(self._node_by_id.pop(node_id))
                 del self._slots[node_id]
-        self._offline = offline & set(self._node_by_id)
+        self._offline = set(self._node_by_id) - current
         self._busy = set(inventory.busy) & set(self._node_by_id)
 
     async def _recover(self) -> None:
@@ -323,6 +322,14 @@ class JobManager:
             run_id = str(row["run_id"])
             if run_id and await self._adopt(row):
                 continue
+            if kind_of(run_id) not in ("", self.executor.kind):
+                log.warning(
+                    "job %s ran as %s, which this coordinator's %s executor cannot reach; if "
+                    "it still runs, stop it there (its retry would run twice)",
+                    job_id,
+                    run_id,
+                    self.executor.kind,
+                )
             if run_id:
                 self.executor.discard(run_id)
             resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])

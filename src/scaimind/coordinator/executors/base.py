@@ -87,11 +87,10 @@ class RunExit:
 
 @dataclass(frozen=True)
 class Inventory:
-    """The nodes an executor can run jobs on. `offline` ones are gone; `busy` ones are up but
-    take no new work for now (on Ray: busy with work the coordinator did not start)."""
+    """The nodes an executor can run jobs on now. `busy` ones are up but take no new work for
+    the moment (on Ray: busy with work the coordinator did not start)."""
 
     nodes: list[NodeSpec]
-    offline: frozenset[str] = frozenset()
     busy: frozenset[str] = frozenset()
 
 

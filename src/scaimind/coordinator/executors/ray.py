@@ -182,19 +182,19 @@ class RayExecutor:
 
     async def inventory(self) -> Inventory:
         """Alive nodes with GPUs: their GPUs as slots of their accelerator type; CPU-only nodes:
-        their CPUs as CPU slots. Dead nodes are offline."""
+        their CPUs as CPU slots (a dead node is not listed: the manager takes it offline)."""
         c = await self.client()
         try:
             raw = await self._call(c.get_json, "/api/v0/nodes?detail=1&limit=10000")
-        except (RuntimeError, OSError, TimeoutError, ValueError) as e:
+            items = [n for n in raw["data"]["result"]["result"] if n.get("state") == "ALIVE"]
+        except (RuntimeError, OSError, TimeoutError, ValueError, KeyError, TypeError) as e:
             raise ExecutorError(
                 f"cannot read the nodes of the Ray cluster at {self.config.address} "
                 f"({_describe(e)})"
             ) from e
         nodes: list[NodeSpec] = []
-        offline: set[str] = set()
         largest = {"memory": 0.0, "CPU": 0.0}
-        for item in raw["data"]["result"]["result"]:
+        for item in items:
             total: dict[str, float] = item.get("resources_total") or {}
             gpus = int(total.get("GPU", 0))
             if gpus > 0:
@@ -209,14 +209,12 @@ class RayExecutor:
             labels = {str(k): v for k, v in raw_labels.items() if isinstance(v, str)}
             name = item.get("node_name") or item.get("node_ip") or node_id[:12]
             nodes.append(NodeSpec(node_id, str(name), gpu_type, slots, labels))
-            if item.get("state") != "ALIVE":
-                offline.add(node_id)
             for key in largest:
                 largest[key] = max(largest[key], float(total.get(key, 0)))
         self._largest = largest
         if self._held:
             await self._release_held(c)
-        return Inventory(nodes, frozenset(offline), frozenset(self._held))
+        return Inventory(nodes, busy=frozenset(self._held))
 
     async def _release_held(self, c: _Client) -> None:
         """Nodes where Ray has room again for what was held back there take work again (Ray's
@@ -314,8 +312,14 @@ class RayExecutor:
         except (RuntimeError, OSError, TimeoutError) as e:
             # A duplicate id answers HTTP 500 ("already exists"); a lost answer to a submit
             # that worked looks like a timeout. Either way, if Ray has this attempt, it is ours.
-            run = await self.adopt(self.planned_run_id(spec.job_id, spec.attempt), spec.job_id, 0)
+            try:
+                run = await self.adopt(
+                    self.planned_run_id(spec.job_id, spec.attempt), spec.job_id, 0
+                )
+            except ExecutorError:
+                run = None
             if run is None:
+                launch.unlink(missing_ok=True)  # it holds the job's variables
                 raise ExecutorError(f"the Ray job server refused the job ({_describe(e)})") from e
             run.process, run.adopted = spec.process, False
             return run
