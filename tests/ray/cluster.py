@@ -30,6 +30,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ray.job_submission import JobSubmissionClient
+
 RAY_BIN = Path(sys.executable).with_name("ray")
 
 
@@ -212,11 +214,24 @@ class LocalRayHead:
         self.stop()
         raise TimeoutError("the Ray head did not become ready")
 
+    @property
+    def token(self) -> str:
+        """The cluster's token when it runs with RAY_AUTH_MODE=token ('' otherwise)."""
+        return self.extra_env.get("RAY_AUTH_TOKEN", "")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client of the job server sends (the token, if any)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def client(self) -> JobSubmissionClient:
+        """A Ray Jobs SDK client of this head."""
+        return JobSubmissionClient(self.address, headers=self.headers)
+
     def _ready(self) -> bool:
         # The job server answers once the dashboard's JobHead module is up; nodes must be
         # registered too, else the first submission waits for the raylet.
-        token = self.extra_env.get("RAY_AUTH_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = self.headers
         try:
             req = urllib.request.Request(f"{self.address}/api/jobs/", headers=headers)
             with urllib.request.urlopen(req, timeout=2) as r:

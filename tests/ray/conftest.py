@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ray.job_submission import JobStatus, JobSubmissionClient
+from ray.job_submission import JobStatus
 
 from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig, RayConfig
@@ -47,13 +47,12 @@ def ray_head() -> Iterator[LocalRayHead]:
 
 def ray_jobs(head: LocalRayHead) -> dict[str, Any]:
     """Every Ray job of the head by submission id (what `ray job list` shows)."""
-    client = JobSubmissionClient(head.address)
-    return {j.submission_id: j for j in client.list_jobs() if j.submission_id}
+    return {j.submission_id: j for j in head.client().list_jobs() if j.submission_id}
 
 
 def stop_ray_jobs(head: LocalRayHead, within: float = 60) -> None:
     """Stop every Ray job that still runs and wait until Ray says so (its CPUs are free then)."""
-    client = JobSubmissionClient(head.address)
+    client = head.client()
     deadline = time.monotonic() + within
     while True:
         running = [j for j in client.list_jobs() if j.status not in TERMINAL_RAY]

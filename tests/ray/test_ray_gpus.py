@@ -6,31 +6,41 @@ real A100 node (the GPUs are Ray's bookkeeping: it hands out device ids, nothing
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from scaimind.coordinator.config import RayConfig
+from scaimind.coordinator.server import CoordinatorStartError, start_coordinator
 from tests.conftest import auth, wait_for
 from tests.coordinator.conftest import CUSTOM_SCRIPT
 from tests.e2e_jobs.conftest import PREFIX, Stack
 from tests.ray.cluster import LocalRayHead
 
-from .conftest import RayStack, open_ray_stack, ray_jobs, wait_ray_status
+from .conftest import RayStack, open_ray_stack, ray_config, ray_jobs, wait_ray_status
 
 GPU_SCRIPT = (
-    'import os\nprint("gpus", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)\n' + CUSTOM_SCRIPT
+    "import os\n"
+    'print("gpus", os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)\n'
+    'print("ray token visible", any("RAY" in k for k in os.environ), flush=True)\n' + CUSTOM_SCRIPT
 )
 
 
 @pytest.fixture(scope="module")
 def gpu_head() -> Iterator[LocalRayHead]:
-    """A head with one CPU and two A100s."""
-    head = LocalRayHead(num_cpus=1, num_gpus=2, resources={"accelerator_type:A100": 1})
+    """A head with one CPU and two A100s, and Ray's token authentication on."""
+    head = LocalRayHead(
+        num_cpus=1,
+        num_gpus=2,
+        resources={"accelerator_type:A100": 1},
+        extra_env={"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+    )
     head.start()
     try:
         yield head
@@ -45,7 +55,12 @@ async def gpu_stack(gpu_head: LocalRayHead, tmp_path: Path) -> AsyncIterator[Ray
     8 s (long enough for Ray to clear the withdrawn attempt it still holds, short enough to see
     it happen)."""
     async with AsyncExitStack() as exits:
-        ray = RayConfig(address=gpu_head.address, inventory_seconds=1.0, pending_timeout_seconds=8)
+        ray = RayConfig(
+            address=gpu_head.address,
+            auth_token=gpu_head.token,
+            inventory_seconds=1.0,
+            pending_timeout_seconds=8,
+        )
         yield await open_ray_stack(exits, gpu_head, tmp_path, ray=ray)
 
 
@@ -81,7 +96,14 @@ async def test_gpu_node_inventory_placement_foreign_load_and_forced_drain(
 
     # Someone else's Ray job holds both GPUs: Ray would keep ours waiting, so the attempt is
     # withdrawn and the job waits in our queue again (no job is queued inside Ray for long).
-    client = JobSubmissionClient(head.address)
+    # The cluster wants its token (the coordinator sends SCAIMIND_RAY_AUTH_TOKEN); without the
+    # right one a coordinator does not start, and says why.
+    with pytest.raises(AuthenticationError):
+        JobSubmissionClient(head.address).list_jobs()
+    wrong = RayConfig(address=head.address, auth_token="not-the-token")
+    with pytest.raises(CoordinatorStartError, match="SCAIMIND_RAY_AUTH_TOKEN must be the"):
+        await start_coordinator(ray_config(head, s.root / "wrong", ray=wrong))
+    client = head.client()
     foreign = client.submit_job(entrypoint="sleep 600", entrypoint_num_gpus=2)
     await wait_ray_status(head, foreign, JobStatus.RUNNING)
     job_id = await s.submit(gpu_body(s, "gpu-job", "g"))
@@ -103,8 +125,10 @@ async def test_gpu_node_inventory_placement_foreign_load_and_forced_drain(
     client.stop_job(foreign)
     job = await s.wait(job_id, "TRAINING", step=2, within=60)
     assert job["assigned_nodes"] == [node_id]
-    # Ray's device assignment reaches the sandboxed job.
-    assert "gpus 0,1" in await s.messages(job_id)
+    # Ray's device assignment reaches the sandboxed job; Ray's token and settings do not.
+    messages = await s.messages(job_id)
+    assert "gpus 0,1" in messages
+    assert "ray token visible False" in messages
     r = await s.http.get(f"{PREFIX}/cluster/nodes/{node_id}", headers=auth())
     assert r.json()["data"]["gpus_available"] == 0
 

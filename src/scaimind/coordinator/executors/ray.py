@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import requests
+from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from scaimind.coordinator.config import RayConfig
@@ -108,6 +109,11 @@ class _Client(JobSubmissionClient):
         return response.json()
 
 
+# What a call to the job server raises: the SDK's RuntimeError("Request failed with status code
+# N: …"), a refused token, requests' connection errors (OSError), our timeout.
+_SERVER_ERRORS = (RuntimeError, AuthenticationError, OSError, TimeoutError)
+
+
 def _status_code(error: BaseException) -> int:
     """The HTTP status in the SDK's RuntimeError('Request failed with status code N: …')."""
     text = str(error)
@@ -120,6 +126,8 @@ def _status_code(error: BaseException) -> int:
 
 def _describe(error: BaseException) -> str:
     """An error of the job server in a few words: never Ray's text (tracebacks, paths)."""
+    if isinstance(error, AuthenticationError):
+        return "refusing the credentials (SCAIMIND_RAY_AUTH_TOKEN must be the cluster's token)"
     code = _status_code(error)
     if code:
         return f"HTTP {code}"
@@ -169,7 +177,7 @@ class RayExecutor:
                         self.config.request_timeout_seconds,
                         self._headers,
                     )
-                except (RuntimeError, OSError, TimeoutError) as e:
+                except _SERVER_ERRORS as e:
                     raise ExecutorError(
                         f"the Ray job server at {self.config.address} is {_describe(e)}"
                     ) from e
@@ -187,7 +195,7 @@ class RayExecutor:
         try:
             raw = await self._call(c.get_json, "/api/v0/nodes?detail=1&limit=10000")
             items = [n for n in raw["data"]["result"]["result"] if n.get("state") == "ALIVE"]
-        except (RuntimeError, OSError, TimeoutError, ValueError, KeyError, TypeError) as e:
+        except (*_SERVER_ERRORS, ValueError, KeyError, TypeError) as e:
             raise ExecutorError(
                 f"cannot read the nodes of the Ray cluster at {self.config.address} "
                 f"({_describe(e)})"
@@ -222,7 +230,7 @@ class RayExecutor:
         try:
             raw = await self._call(c.get_json, "/api/cluster_status")
             usage = raw["data"]["clusterStatus"]["loadMetricsReport"].get("usageByNode") or {}
-        except (RuntimeError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+        except (*_SERVER_ERRORS, ValueError, KeyError, TypeError):
             usage = {}
         now = time.monotonic()
         for node_id, (needs, since) in list(self._held.items()):
@@ -309,7 +317,7 @@ class RayExecutor:
             json.dump(document, f)
         try:
             await self._call(c.submit_job, **self._submit_args(spec, launch))
-        except (RuntimeError, OSError, TimeoutError) as e:
+        except _SERVER_ERRORS as e:
             # A duplicate id answers HTTP 500 ("already exists"); a lost answer to a submit
             # that worked looks like a timeout. Either way, if Ray has this attempt, it is ours.
             try:
@@ -345,7 +353,7 @@ class RayExecutor:
         c = await self.client()
         try:
             info = await self._call(c.get_job_info, sid)
-        except (RuntimeError, OSError, TimeoutError) as e:
+        except _SERVER_ERRORS as e:
             if _status_code(e) == 404:
                 return None
             raise ExecutorError(f"the Ray job server is {_describe(e)}") from e
@@ -467,7 +475,7 @@ class RayExecutor:
     async def _phase(self, c: _Client, sid: str) -> str:
         try:
             status = await self._call(c.get_job_status, sid)
-        except (RuntimeError, OSError, TimeoutError) as e:
+        except _SERVER_ERRORS as e:
             return "gone" if _status_code(e) == 404 else "unreachable"
         if status == JobStatus.PENDING:
             return "pending"
@@ -494,7 +502,7 @@ class RayExecutor:
             return RunExit(None, lost=True, detail="the Ray job no longer exists")
         try:
             info = await self._call(c.get_job_info, r.submission_id)
-        except (RuntimeError, OSError, TimeoutError) as e:
+        except _SERVER_ERRORS as e:
             lost = "no longer exists" if _status_code(e) == 404 else "could not be asked"
             return RunExit(None, lost=True, detail=f"the Ray job {lost}")
         if info.status == JobStatus.PENDING:
@@ -537,7 +545,7 @@ class RayExecutor:
         try:
             c = await self.client()
             await self._call(c.stop_job, r.submission_id)
-        except (ExecutorError, RuntimeError, OSError, TimeoutError) as e:
+        except (ExecutorError, *_SERVER_ERRORS) as e:
             if _status_code(e) != 404:
                 log.warning("%s: stop_job failed (%s)", r.label, _describe(e))
 
