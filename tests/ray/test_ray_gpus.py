@@ -123,6 +123,9 @@ async def test_gpu_node_inventory_placement_foreign_load_and_forced_drain(
     assert (await s.job(job_id))["status"] == "QUEUED"
     assert [k for k in ray_jobs(head) if k.startswith(job_id)] == [f"{job_id}-a1"]
     client.stop_job(foreign)
+    # The withdrawn attempt, which Ray still held, is started by Ray and ended at once.
+    await wait_ray_status(head, f"{job_id}-a1", JobStatus.STOPPED, JobStatus.FAILED)
+    assert "@s " not in client.get_job_logs(f"{job_id}-a1")
     job = await s.wait(job_id, "TRAINING", step=2, within=60)
     assert job["assigned_nodes"] == [node_id]
     # Ray's device assignment reaches the sandboxed job; Ray's token and settings do not.
