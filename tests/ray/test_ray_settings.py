@@ -74,7 +74,7 @@ def test_coordinator_without_its_ray_cluster_refuses_to_start(tmp_path: Path) ->
         check=False,
     )
     assert result.returncode == 1, result
-    assert f"the Ray job server at {address} is unreachable" in result.stderr
+    assert f"cannot reach the Ray job server at {address}: no connection" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -14,7 +14,8 @@ Choices where the spec leaves room (documented for operators):
 - A clean coordinator shutdown SIGTERMs running jobs and puts them back to QUEUED (keeping
   their place in the queue) with their latest checkpoint as resume point; this consumes no
   retry. A crash is detected at the next start: those jobs become PREEMPTED ("coordinator
-  restarted") and are retried when max_retries allows.
+  restarted") and are retried when max_retries allows. Runs of an executor that outlive the
+  coordinator (Ray jobs) are left running by a shutdown and adopted by the next start.
 - Within a queue a job that does not fit blocks later jobs of the same gpu_type (no backfill),
   so a big high-priority job is never starved by a stream of small ones.
 - FIFO among equal priorities is by the time a job (re-)entered the queue: submission, resume

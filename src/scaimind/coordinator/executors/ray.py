@@ -127,13 +127,15 @@ def _status_code(error: BaseException) -> int:
 def _describe(error: BaseException) -> str:
     """An error of the job server in a few words: never Ray's text (tracebacks, paths)."""
     if isinstance(error, AuthenticationError):
-        return "refusing the credentials (SCAIMIND_RAY_AUTH_TOKEN must be the cluster's token)"
+        return "it refused the credentials (SCAIMIND_RAY_AUTH_TOKEN must be the cluster's token)"
     code = _status_code(error)
     if code:
         return f"HTTP {code}"
     if isinstance(error, TimeoutError | requests.Timeout):
         return "no answer in time"
-    return "unreachable"
+    if isinstance(error, ValueError | KeyError | TypeError):
+        return "an answer of an unexpected form"
+    return "no connection"
 
 
 class RayExecutor:
@@ -179,7 +181,7 @@ class RayExecutor:
                     )
                 except _SERVER_ERRORS as e:
                     raise ExecutorError(
-                        f"the Ray job server at {self.config.address} is {_describe(e)}"
+                        f"cannot reach the Ray job server at {self.config.address}: {_describe(e)}"
                     ) from e
             return self._client
 
@@ -197,8 +199,7 @@ class RayExecutor:
             items = [n for n in raw["data"]["result"]["result"] if n.get("state") == "ALIVE"]
         except (*_SERVER_ERRORS, ValueError, KeyError, TypeError) as e:
             raise ExecutorError(
-                f"cannot read the nodes of the Ray cluster at {self.config.address} "
-                f"({_describe(e)})"
+                f"cannot read the nodes of the Ray cluster at {self.config.address}: {_describe(e)}"
             ) from e
         nodes: list[NodeSpec] = []
         largest = {"memory": 0.0, "CPU": 0.0}
@@ -328,7 +329,7 @@ class RayExecutor:
                 run = None
             if run is None:
                 launch.unlink(missing_ok=True)  # it holds the job's variables
-                raise ExecutorError(f"the Ray job server refused the job ({_describe(e)})") from e
+                raise ExecutorError(f"the Ray job server refused the job: {_describe(e)}") from e
             run.process, run.adopted = spec.process, False
             return run
         return RayRun(
@@ -356,7 +357,7 @@ class RayExecutor:
         except _SERVER_ERRORS as e:
             if _status_code(e) == 404:
                 return None
-            raise ExecutorError(f"the Ray job server is {_describe(e)}") from e
+            raise ExecutorError(f"cannot ask the Ray job server about {sid}: {_describe(e)}") from e
         meta = info.metadata or {}
         if meta.get(META_JOB) != job_id:
             return None
@@ -547,7 +548,7 @@ class RayExecutor:
             await self._call(c.stop_job, r.submission_id)
         except (ExecutorError, *_SERVER_ERRORS) as e:
             if _status_code(e) != 404:
-                log.warning("%s: stop_job failed (%s)", r.label, _describe(e))
+                log.warning("%s: stop_job failed: %s", r.label, _describe(e))
 
     def stats(self, run: RunHandle) -> dict[str, float]:
         """Not known on Ray (the node's agent has them; not read)."""
