@@ -99,7 +99,6 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         raise CoordinatorStartError(str(e)) from e
     store = Store(config.data_dir / "coordinator.db")
     manager = JobManager(config, list(inventory.nodes), store, executor=executor)
-    manager.apply_inventory(inventory)
     _secure(config, manager)
     await manager.sandbox.probe()
     if manager.sandbox.usable:
