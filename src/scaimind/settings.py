@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     job_max_runtime_s: Annotated[int, Field(ge=0)] = 86_400
     validate_max_bytes: Annotated[int, Field(ge=1)] = 64 * 1024 * 1024
 
+    # Where jobs run (README "Running jobs on Ray"): child processes of the coordinator, or
+    # Ray jobs on the cluster whose job server is RAY_ADDRESS. SHARED_ROOT: storage every node
+    # sees at the same path (default: the coordinator's data dir).
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str = ""
+    ray_python: str = ""
+    ray_auth_token: SecretStr | None = None
+    ray_request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    ray_pending_timeout_s: Annotated[float, Field(ge=0)] = 60.0
+    shared_root: Path | None = None
+
     # Role -> permission keys (JSON), replacing the default grants of the roles it names.
     role_permissions: dict[Annotated[str, Field(min_length=1)], list[PermissionKey]] | None = None
 
@@ -116,6 +127,30 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Jobs run in their own directories, so a relative data dir would mean another place.
         return value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _check_executor(self) -> Self:
+        problems: list[str] = []
+        if self.executor == "ray" and not self.ray_address:
+            problems.append(
+                f"{ENV_PREFIX}RAY_ADDRESS: required with {ENV_PREFIX}EXECUTOR=ray (the Ray job "
+                "server, for example http://127.0.0.1:8265)"
+            )
+        if self.ray_address and not self.ray_address.startswith(("http://", "https://")):
+            problems.append(
+                f"{ENV_PREFIX}RAY_ADDRESS: not an http(s) URL of the Ray job server: "
+                f"{self.ray_address!r}"
+            )
+        if self.shared_root is not None and not self.shared_root.is_absolute():
+            problems.append(f"{ENV_PREFIX}SHARED_ROOT: {self.shared_root} is not an absolute path")
+        if self.ray_python and not Path(self.ray_python).is_absolute():
+            problems.append(
+                f"{ENV_PREFIX}RAY_PYTHON: {self.ray_python!r} is not an absolute path of the "
+                "interpreter on the Ray nodes"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _check_tls_and_keys(self) -> Self:
@@ -163,7 +198,12 @@ class Settings(BaseSettings):
         """The reference coordinator's configuration from these settings plus `fields`
         (data_dir, host, port, api_secret, ...): the one place both `serve` (embedded) and
         `scaimind coordinator` build it, so they read the same SCAIMIND_* variables."""
-        from scaimind.coordinator.config import CoordinatorConfig, JobLimits, SandboxConfig
+        from scaimind.coordinator.config import (
+            CoordinatorConfig,
+            JobLimits,
+            RayConfig,
+            SandboxConfig,
+        )
 
         limits = JobLimits(
             memory_mb=self.job_memory_mb,
@@ -181,11 +221,23 @@ class Settings(BaseSettings):
             tmp_mb=self.job_tmp_mb,
             limits=limits,
         )
+        ray = None
+        if self.executor == "ray":
+            ray = RayConfig(
+                address=self.ray_address,
+                python=self.ray_python,
+                auth_token=self.ray_auth_token.get_secret_value() if self.ray_auth_token else "",
+                request_timeout_seconds=self.ray_request_timeout_s,
+                pending_timeout_seconds=self.ray_pending_timeout_s,
+            )
         return CoordinatorConfig(
             local_data_roots=self.data_roots,
             sandbox=sandbox,
             max_runtime_seconds=self.job_max_runtime_s,
             validate_max_bytes=self.validate_max_bytes,
+            executor=self.executor,
+            ray=ray,
+            shared_root=self.shared_root,
             **fields,
         )
 

@@ -130,22 +130,31 @@ def coordinator(
 ) -> None:
     """Run the reference coordinator as a standalone gRPC server."""
     quiet_grpc_fork()
+    from pydantic import ValidationError
+
     from scaimind.coordinator.server import serve_forever
 
     settings = load(data_dir)
     secret = settings.api_secret.get_secret_value() if settings.api_secret else None
-    config = settings.coordinator_config(
-        data_dir=data_dir or settings.data_dir / "coordinator",
-        host=host,
-        port=port,
-        api_secret=secret,
-        allow_unauthenticated=allow_unauthenticated,
-        inventory_path=inventory,
-        # SCAIMIND_TOKEN_SIGNING_KEY: the gateway's key for x-scaidrive-token (scaidrive://).
-        downstream_token_key=(
-            settings.token_signing_key.get_secret_value() if settings.token_signing_key else None
-        ),
-    )
+    try:
+        config = settings.coordinator_config(
+            data_dir=data_dir or settings.data_dir / "coordinator",
+            host=host,
+            port=port,
+            api_secret=secret,
+            allow_unauthenticated=allow_unauthenticated,
+            inventory_path=inventory,
+            # SCAIMIND_TOKEN_SIGNING_KEY: the gateway's key for x-scaidrive-token (scaidrive://).
+            downstream_token_key=(
+                settings.token_signing_key.get_secret_value()
+                if settings.token_signing_key
+                else None
+            ),
+        )
+    except ValidationError as exc:
+        # A combination the coordinator refuses (no secret, an inventory file with Ray…).
+        reasons = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        raise CliError(reasons, ExitCode.USAGE) from None
     code: int = serve_forever(config)
     if code:
         raise typer.Exit(code)

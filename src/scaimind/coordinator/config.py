@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -50,6 +50,35 @@ class SandboxConfig(BaseModel):
     limits: JobLimits = JobLimits()
 
 
+class RayConfig(BaseModel):
+    """The Ray backend (executors/ray.py): where the Ray job server is and how to reach it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # The job server (the dashboard's HTTP address), e.g. http://127.0.0.1:8265.
+    address: str
+    # The interpreter on the Ray nodes that has scaimind installed ('' = this coordinator's).
+    python: str = ""
+    # Ray token authentication (RAY_AUTH_MODE=token on the cluster); never reaches a job.
+    auth_token: str = ""
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # An attempt Ray keeps PENDING this long (someone else holds the resources) is withdrawn
+    # and the job waits in our queue again; 0 = wait for Ray as long as it takes.
+    pending_timeout_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # How often the node inventory is read from the cluster.
+    inventory_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+    @field_validator("address")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"the Ray address {value!r} is not an http(s) URL of the Ray job server "
+                "(for example http://127.0.0.1:8265)"
+            )
+        return value.rstrip("/")
+
+
 class CoordinatorConfig(BaseModel):
     """Everything the reference coordinator is started with."""
 
@@ -87,8 +116,25 @@ class CoordinatorConfig(BaseModel):
     tenant_queue_quota: Annotated[int, Field(ge=1)] = 10_000
     # How long a stop (pause, preemption, shutdown) waits for the checkpoint before SIGKILL.
     stop_grace_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # Where job processes run: child processes of this coordinator, or Ray jobs.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig | None = None
+    # Storage every node that runs jobs sees at the same path: job folders, the dataset cache,
+    # launch files and (unless storage_root says otherwise) the tenants' storage areas.
+    shared_root: Path | None = None
 
-    @field_validator("data_dir", "storage_root", "inventory_path")
+    @property
+    def shared(self) -> Path:
+        """The shared root (the data dir unless set)."""
+        return self.shared_root or self.data_dir
+
+    @property
+    def service_dirs(self) -> tuple[Path, ...]:
+        """Directories of the service no tenant may name and no job may see."""
+        extra = (self.shared_root,) if self.shared_root is not None else ()
+        return (self.data_dir, *extra, *self.protected_dirs)
+
+    @field_validator("data_dir", "storage_root", "inventory_path", "shared_root")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Jobs run in their own directories, so a relative data dir would mean another place.
@@ -101,6 +147,20 @@ class CoordinatorConfig(BaseModel):
             if not root.startswith("/"):
                 raise ValueError(f"local data root {root!r} is not an absolute path")
         return value
+
+    @model_validator(mode="after")
+    def _executor_settings(self) -> Self:
+        if self.executor == "ray":
+            if self.ray is None:
+                raise ValueError(
+                    "the Ray executor needs the Ray job server's address (SCAIMIND_RAY_ADDRESS)"
+                )
+            if self.inventory_path is not None:
+                raise ValueError(
+                    "the Ray executor reads its nodes from the Ray cluster; an inventory file "
+                    "cannot be given with it"
+                )
+        return self
 
     @model_validator(mode="after")
     def _require_secret(self) -> Self:

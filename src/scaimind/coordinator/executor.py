@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ _CHUNK = 65536
 _METRICS_READ = 1 << 20
 # A metrics line longer than this is not an event (it is dropped with a warning).
 MAX_EVENT_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(slots=True)
@@ -52,6 +54,9 @@ class ProcessSpec:
     limits: JobLimits = field(default_factory=JobLimits)
     # Who owns what the job writes (the sandbox's user when the coordinator runs as root).
     owner: tuple[int, int] | None = None
+    # Without a sandbox: SIGKILL the process when the one that started it dies (the launcher of
+    # a Ray job; a sandbox has bwrap's --die-with-parent for that).
+    die_with_parent: bool = False
 
     def to_host(self, inside: str) -> Path | None:
         """The host path of a path the job reported (None when outside every mount)."""
@@ -191,10 +196,17 @@ async def _start(spec: ProcessSpec, metrics: int) -> RunningProcess:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_die_with_parent if spec.die_with_parent else None,
     )
     if prlimit is None:
         apply_rlimits(proc.pid, spec.limits)
     return RunningProcess(proc, proc.pid, metrics_fd=metrics)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 async def follow_process(

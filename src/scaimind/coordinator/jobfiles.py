@@ -1,8 +1,8 @@
 """Where a job's files live on the host, and the paths its process sees.
 
-Host layout (all directories 0700):
+Host layout (all directories 0700; `<shared>` is the shared root, by default the data dir):
 
-- `<data_dir>/jobs/<job_id>/`: the working directory (spec files, metrics files, a copy of a
+- `<shared>/jobs/<job_id>/`: the working directory (spec files, metrics files, a copy of a
   CUSTOM script). Private to the coordinator and the job.
 - `<storage_root>/<tenant>/jobs/<job_id>/checkpoints/` and `…/model/` (the default output): the
   job's artefacts, in the tenant's storage area, so views name them
@@ -115,10 +115,8 @@ class JobFiles:
         self.sandbox = sandbox
         self._request_of = request_of
         root = storage_root(config)
-        self.layout = JobLayout(config.data_dir / "jobs", root)
-        self.policy = PathPolicy(
-            config.local_data_roots, root, protected=(config.data_dir, *config.protected_dirs)
-        )
+        self.layout = JobLayout(config.shared / "jobs", root)
+        self.policy = PathPolicy(config.local_data_roots, root, protected=config.service_dirs)
 
     # ---- who may name what ---------------------------------------------------------------
 

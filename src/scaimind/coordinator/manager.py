@@ -14,7 +14,8 @@ Choices where the spec leaves room (documented for operators):
 - A clean coordinator shutdown SIGTERMs running jobs and puts them back to QUEUED (keeping
   their place in the queue) with their latest checkpoint as resume point; this consumes no
   retry. A crash is detected at the next start: those jobs become PREEMPTED ("coordinator
-  restarted") and are retried when max_retries allows.
+  restarted") and are retried when max_retries allows. Runs of an executor that outlive the
+  coordinator (Ray jobs) are left running by a shutdown and adopted by the next start.
 - Within a queue a job that does not fit blocks later jobs of the same gpu_type (no backfill),
   so a big high-priority job is never starved by a stream of small ones.
 - FIFO among equal priorities is by the time a job (re-)entered the queue: submission, resume
@@ -38,7 +39,7 @@ import stat
 import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,14 +59,20 @@ from scaimind.coordinator.convert import (
 )
 from scaimind.coordinator.dataset_cache import DatasetCache
 from scaimind.coordinator.errors import CoordinatorError, invalid, not_found, precondition
-from scaimind.coordinator.executor import (
-    OutputSink,
-    ProcessSpec,
-    RunningProcess,
-    follow_process,
-    start_process,
+from scaimind.coordinator.executor import OutputSink, ProcessSpec
+from scaimind.coordinator.executors.base import (
+    Executor,
+    ExecutorError,
+    Inventory,
+    LaunchSpec,
+    Placement,
+    RunExit,
+    RunHandle,
+    kind_of,
 )
-from scaimind.coordinator.inventory import NodeSpec, ProcessSampler, process_start_marker
+from scaimind.coordinator.executors.base import os_message as _os_message
+from scaimind.coordinator.executors.local import LocalExecutor
+from scaimind.coordinator.inventory import CPU, NodeSpec
 from scaimind.coordinator.jobfiles import JobFiles
 from scaimind.coordinator.notifier import LOGS, JobNotifier, wait_event
 from scaimind.coordinator.ops_store import OpsStore
@@ -161,7 +168,7 @@ class JobRuntime:
     slots: list[tuple[str, int]]
     node_ids: list[str]
     stop_reason: str | None = None
-    process: RunningProcess | None = None
+    run: RunHandle | None = None  # the attempt, once the executor started it
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     started_mono: float = field(default_factory=time.monotonic)
@@ -170,7 +177,8 @@ class JobRuntime:
     total_steps: int = 0
     spec: ProcessSpec | None = None  # what runs (paths the process reports map back through it)
     graceful: bool = True
-    escalation: asyncio.TimerHandle | None = None
+    # Left running when the coordinator stopped (an executor whose runs outlive it).
+    detached: bool = False
 
     @property
     def node_id(self) -> str:
@@ -203,8 +211,11 @@ class JobManager:
         nodes: list[NodeSpec],
         store: Store,
         workloads: Mapping[str, Workload] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
+        # Where processes run (executors/): child processes here, or Ray jobs.
+        self.executor: Executor = executor or LocalExecutor(config.inventory_path)
         if workloads is None:
             # Imported here: the training workload builds on this module.
             from scaimind.coordinator.evaluations import EVALUATION, EvaluationWorkload
@@ -219,24 +230,27 @@ class JobManager:
         # Evaluations, the dataset cache and data-access tokens (evaluations.py, dataset_cache.py).
         self.ops = OpsStore(config.data_dir / "ops.db")
         self.sandbox = Sandbox(
-            config.sandbox,
-            protected=(config.data_dir, *config.protected_dirs, storage_root(config)),
+            config.sandbox, protected=(*config.service_dirs, storage_root(config))
         )
         # Paths tenants may name, where jobs write, what a process sees (jobfiles.py, paths.py).
         self.files = JobFiles(config, store, self.ops, self.sandbox, self.request_of)
         self.data_cache = DatasetCache(
             self.ops,
-            config.data_dir / "dataset-cache",
+            config.shared / "dataset-cache",
             config.dataset_cache_capacity_bytes,
             self.is_active,
             owner=self.files.owner,
         )
         self.notifier = JobNotifier()
-        self.sampler = ProcessSampler()
         self.jobs_dir = self.files.layout.jobs_dir
         self._slots: dict[str, list[str | None]] = {n.node_id: [None] * n.gpu_count for n in nodes}
         self._runtimes: dict[str, JobRuntime] = {}
         self._drained: dict[str, str] = {k: r for k, (d, r) in store.node_states().items() if d}
+        # Nodes the executor reports gone or dead: listed, but no new work goes there; busy
+        # ones (used by others, on Ray) take none for now either.
+        self._offline: set[str] = set()
+        self._busy: set[str] = set()
+        self._inventory_read = time.monotonic()
         self._estimates: dict[str, int] = {}
         self._queue_view: dict[str, list[str]] = {}
         self._closing = False
@@ -246,23 +260,55 @@ class JobManager:
 
     # ---- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Recover from the previous run and start the scheduler."""
-        self._recover()
+    async def start(self) -> None:
+        """Recover from the previous run (adopting runs that outlived it) and start the
+        scheduler."""
+        await self._recover()
         self.schedule()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
 
     async def _tick(self) -> None:
         # Events (submit, exit, resume, enable) schedule immediately; the tick only covers
-        # time-based conditions: start_after, max_queue_wait_seconds and fresher estimates.
+        # time-based conditions: start_after, max_queue_wait_seconds and fresher estimates,
+        # and an inventory that changes (a Ray cluster's nodes).
         while not self._closing:
             await asyncio.sleep(_TICK_SECONDS)
             try:
+                await self._refresh_inventory()
                 self.schedule()
             except Exception:
                 log.exception("scheduler pass failed")
 
-    def _recover(self) -> None:
+    async def _refresh_inventory(self) -> None:
+        every = self.executor.refresh_seconds
+        if every <= 0 or time.monotonic() - self._inventory_read < every:
+            return
+        self._inventory_read = time.monotonic()
+        try:
+            inventory = await self.executor.inventory()
+        except ExecutorError as e:
+            log.warning("cannot read the inventory: %s", e)
+            return
+        self.apply_inventory(inventory)
+
+    def apply_inventory(self, inventory: Inventory) -> None:
+        """New nodes get slots; a node that is gone takes no new work (OFFLINE while its jobs'
+        runs end on their own) and leaves the list once it holds no job."""
+        current = {n.node_id for n in inventory.nodes}
+        for node in inventory.nodes:
+            if node.node_id not in self._node_by_id:
+                self.nodes.append(node)
+                self._node_by_id[node.node_id] = node
+                self._slots[node.node_id] = [None] * node.gpu_count
+                log.info("node %s joined (%d× %s)", node.node_id, node.gpu_count, node.gpu_type)
+        for node_id in set(self._node_by_id) - current:
+            if all(j is None for j in self._slots[node_id]):
+                self.nodes.remove(self._node_by_id.pop(node_id))
+                del self._slots[node_id]
+        self._offline = set(self._node_by_id) - current
+        self._busy = set(inventory.busy) & set(self._node_by_id)
+
+    async def _recover(self) -> None:
         now = time.time()
         for row in self.store.jobs_in_status([S.JOB_STATUS_PENDING]):
             self.store.transition(
@@ -274,33 +320,85 @@ class JobManager:
             )
         for row in self.store.jobs_in_status(RUNNING):
             job_id = row["job_id"]
-            self._kill_leftover(row)
+            run_id = str(row["run_id"])
+            if run_id and await self._adopt(row):
+                continue
+            if kind_of(run_id) not in ("", self.executor.kind):
+                log.warning(
+                    "job %s ran as %s, which this coordinator's %s executor cannot reach; if "
+                    "it still runs, stop it there (its retry would run twice)",
+                    job_id,
+                    run_id,
+                    self.executor.kind,
+                )
+            if run_id:
+                self.executor.discard(run_id)
             resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
             msg = "coordinator restarted while the job was running"
             ok = self.store.transition(
                 job_id,
                 RUNNING,
                 S.JOB_STATUS_PREEMPTED,
-                {"status_message": msg, "resume_checkpoint": resume, "pid": 0, "pid_start": ""},
+                {"status_message": msg, "resume_checkpoint": resume, "run_id": ""},
                 [_clog(f"{status_name(row['status'])} → PREEMPTED: {msg}", L.LOG_LEVEL_WARNING)],
             )
             if ok:
                 self._auto_retry(job_id, "coordinator restarted")
 
-    def _kill_leftover(self, row: sqlite3.Row) -> None:
-        pid = int(row["pid"])
-        # Only a process whose kernel start time matches the recorded one is ours.
-        if pid > 0 and row["pid_start"] and process_start_marker(pid) == row["pid_start"]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+    async def _adopt(self, row: sqlite3.Row) -> bool:
+        """A run that outlived the previous coordinator (a Ray job): follow it again instead of
+        restarting the job. False when the executor cannot reach it (it is then discarded)."""
+        job_id, run_id = str(row["job_id"]), str(row["run_id"])
+        if kind_of(run_id) != self.executor.kind:
+            return False
+        try:
+            run = await self.executor.adopt(run_id, job_id, int(row["run_delivered"]))
+        except ExecutorError as e:
+            log.warning("job %s: cannot adopt %s: %s", job_id, run_id, e)
+            return False
+        if run is None:
+            return False
+        need = max(int(row["gpu_count"]), 1)
+        placement: list[tuple[str, int]] = []
+        for node_id in json.loads(row["assigned_nodes"] or "[]"):
+            free = [i for i, j in enumerate(self._slots.get(node_id, [])) if j is None]
+            placement.extend((node_id, i) for i in free[:need])
+        rt = JobRuntime(
+            job_id=job_id,
+            tenant_id=row["tenant_id"],
+            queue_name=row["queue_name"],
+            slots=placement,
+            node_ids=sorted({nid for nid, _ in placement}),
+            run=run,
+            spec=run.process,
+        )
+        for nid, i in placement:
+            self._slots[nid][i] = job_id
+        self._runtimes[job_id] = rt
+        self.log(job_id, f"coordinator restarted; {run.label} is still there and is followed again")
+        if row["status"] == S.JOB_STATUS_CHECKPOINTING:
+            # Why it was stopping died with the previous coordinator: a preemption, so the
+            # job continues from its checkpoint (as a retry when max_retries allows).
+            rt.stop_reason, rt.graceful = PREEMPT, True
+            self._signal(rt)
+        workload = self.workloads[row["job_type"]]
+        rt.task = asyncio.get_running_loop().create_task(
+            self._run(rt, self._follow(rt, row, workload, run))
+        )
+        return True
 
     def begin_shutdown(self) -> None:
-        """Stop placing work and ask every running job to checkpoint and stop."""
+        """Stop placing work; running jobs checkpoint and stop, or, when their runs outlive the
+        coordinator (Ray), keep running and are adopted by the next start."""
         self._closing = True
         if self._ticker is not None:
             self._ticker.cancel()
         for rt in list(self._runtimes.values()):
-            if rt.stop_reason is None:
+            if self.executor.keeps_running and rt.run is not None:
+                rt.detached = True
+                if rt.task is not None:
+                    rt.task.cancel()
+            elif rt.stop_reason is None:
                 self._request_stop(rt, SHUTDOWN, graceful=True)
         # Followers end with UNAVAILABLE instead of holding the server open for the grace period.
         self.notifier.close()
@@ -312,12 +410,13 @@ class JobManager:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             if pending:
                 for rt in list(self._runtimes.values()):
-                    if rt.process is not None:
-                        rt.process.signal(signal.SIGKILL)
+                    if rt.run is not None and not rt.detached:
+                        self.executor.kill(rt.run)
                 await asyncio.wait(pending, timeout=10)
         if self._ticker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.executor.close()
 
     # ---- helpers ----------------------------------------------------------------------------
 
@@ -365,10 +464,9 @@ class JobManager:
     def process_stats(self, job_id: str) -> dict[str, float]:
         """cpu_percent and memory_used_bytes of the job's process (empty when none)."""
         rt = self._runtimes.get(job_id)
-        if rt is None or rt.process is None:
+        if rt is None or rt.run is None:
             return {}
-        cpu, rss = self.sampler.sample(rt.process.main_pid())
-        return {"cpu_percent": round(cpu, 2), "memory_used_bytes": float(rss)}
+        return self.executor.stats(rt.run)
 
     def log(self, job_id: str, message: str, level: int = L.LOG_LEVEL_INFO) -> None:
         """Persist a coordinator log entry for a job and wake its followers."""
@@ -461,6 +559,7 @@ class JobManager:
                 return self._submit_replay(existing)
         files = self.files.for_tenant(caller.tenant_id, caller.scaidrive_token)
         validate_submit(req, self.nodes, files, self.config.max_runtime_seconds)
+        self.executor.check_resources(req.resource_config, "resource_config")
         custom = req.training_config.framework.type == common_pb2.FRAMEWORK_TYPE_CUSTOM
         self.files.sandboxed(custom)
         output = (
@@ -713,6 +812,7 @@ class JobManager:
             if not req.HasField("new_resource_config"):
                 raise invalid("new_resource_config: is required when modify_resources is true")
             validate_resources(req.new_resource_config, self.nodes, "new_resource_config")
+            self.executor.check_resources(req.new_resource_config, "new_resource_config")
             submit.resource_config.CopyFrom(req.new_resource_config)
             if not eligible_nodes(submit.resource_config, submit.scheduling_config, self.nodes):
                 raise invalid(
@@ -770,7 +870,9 @@ class JobManager:
     # ---- scheduler --------------------------------------------------------------------------
 
     def node_status(self, node_id: str) -> int:
-        """ONLINE, DRAINING (drained, still running work) or DRAINED."""
+        """ONLINE, DRAINING (drained, still running work), DRAINED or OFFLINE (gone)."""
+        if node_id in self._offline:
+            return cluster_pb2.NODE_STATUS_OFFLINE
         if node_id not in self._drained:
             return cluster_pb2.NODE_STATUS_ONLINE
         busy = any(j is not None for j in self._slots[node_id])
@@ -846,7 +948,7 @@ class JobManager:
         return {
             nid: [i for i, j in enumerate(slots) if j is None]
             for nid, slots in self._slots.items()
-            if nid not in self._drained
+            if nid not in self._drained and nid not in self._offline and nid not in self._busy
         }
 
     def _schedule_pass(self) -> None:
@@ -902,7 +1004,8 @@ class JobManager:
         if placement is not None:
             self._start(row, placement)
             return True
-        online = [n for n in candidates if n.node_id not in self._drained]
+        closed = self._drained.keys() | self._offline | self._busy
+        online = [n for n in candidates if n.node_id not in closed]
         if len(online) >= row["num_nodes"]:
             # It could run here once slots free up: keep its place (no backfill behind it).
             blocked.add(key)
@@ -976,7 +1079,7 @@ class JobManager:
         typical = statistics.median(runtimes) if runtimes else _DEFAULT_JOB_SECONDS
         free_at: dict[str, list[float]] = {}
         for nid, slots in self._slots.items():
-            if nid in self._drained:
+            if nid in self._drained or nid in self._offline:
                 continue
             times = []
             for job_id in slots:
@@ -1076,27 +1179,22 @@ class JobManager:
         self._signal(rt)
 
     def _signal(self, rt: JobRuntime) -> None:
-        if rt.process is None or rt.stop_reason is None:
+        if rt.run is None or rt.stop_reason is None:
             return
-        if not rt.graceful:
-            rt.process.signal(signal.SIGKILL)
-            return
-        rt.process.signal(signal.SIGTERM)
-        if rt.escalation is None:
-            proc = rt.process
-            rt.escalation = asyncio.get_running_loop().call_later(
-                self.config.stop_grace_seconds, proc.signal, signal.SIGKILL
-            )
+        if rt.graceful:
+            self.executor.stop(rt.run, self.config.stop_grace_seconds)
+        else:
+            self.executor.kill(rt.run)
 
     # ---- the training workload ---------------------------------------------------------------
 
-    async def _run(self, rt: JobRuntime) -> None:
+    async def _run(self, rt: JobRuntime, body: Coroutine[Any, Any, None] | None = None) -> None:
         try:
-            await self._run_job(rt)
+            await (body if body is not None else self._run_job(rt))
         except Exception as e:
             log.exception("job %s: executor failure", rt.job_id)
-            if rt.process is not None:
-                rt.process.signal(signal.SIGKILL)
+            if rt.run is not None:
+                self.executor.kill(rt.run)
             self._transition(
                 rt.job_id,
                 RUNNING,
@@ -1109,14 +1207,14 @@ class JobManager:
                 L.LOG_LEVEL_ERROR,
             )
         finally:
-            if rt.escalation is not None:
-                rt.escalation.cancel()
-            for nid, i in rt.slots:
-                if self._slots[nid][i] == rt.job_id:
-                    self._slots[nid][i] = None
-            if rt.process is not None:
-                self.sampler.forget(rt.process.main_pid())
-                self.store.update_job(rt.job_id, {"pid": 0, "pid_start": ""}, bump=False)
+            # A detached run goes on without this coordinator; the next one adopts it.
+            if not rt.detached:
+                for nid, i in rt.slots:
+                    if self._slots[nid][i] == rt.job_id:
+                        self._slots[nid][i] = None
+                if rt.run is not None:
+                    self.executor.release(rt.run)
+                    self.store.update_job(rt.job_id, {"run_id": "", "run_delivered": 0}, bump=False)
             self._runtimes.pop(rt.job_id, None)
             rt.done.set()
             self.notifier.notify(rt.job_id)
@@ -1161,11 +1259,27 @@ class JobManager:
             + (" in the job sandbox" if pspec.sandbox is not None else " without a sandbox")
             + (f", resuming from {self.shown(rt.tenant_id, resume)}" if resume else ""),
         )
+        # Persisted before the start: a coordinator that dies while a Ray job is submitted
+        # still finds (and adopts) it.
+        planned = self.executor.planned_run_id(job_id, attempt)
+        self.store.update_job(
+            job_id, {"attempt": attempt, "run_id": planned, "run_delivered": 0}, bump=False
+        )
+        launch = LaunchSpec(
+            process=pspec,
+            job_id=job_id,
+            attempt=attempt,
+            tenant_id=rt.tenant_id,
+            placement=self._placement(rt, row),
+            labels=json.loads(row["labels"] or "{}"),
+            stop_grace_seconds=self.config.stop_grace_seconds,
+        )
         try:
-            running = await start_process(pspec)
-        except OSError as e:
-            msg = f"cannot start the process: {_os_message(e)}"
-            log.warning("job %s: cannot start the process: %s", job_id, e)
+            run = await self.executor.start(launch)
+        except ExecutorError as e:
+            msg = str(e)
+            log.warning("job %s: %s (%s)", job_id, msg, e.__cause__)
+            self.store.update_job(job_id, {"run_id": ""}, bump=False)
             self._transition(
                 job_id,
                 RUNNING,
@@ -1175,41 +1289,68 @@ class JobManager:
                 L.LOG_LEVEL_ERROR,
             )
             return
-        rt.process = running
+        rt.run = run
         rt.spec = pspec
         rt.started_mono = time.monotonic()
-        self.store.update_job(
-            job_id,
-            {
-                "attempt": attempt,
-                "pid": running.pid,
-                "pid_start": process_start_marker(running.pid),
-            },
-            bump=False,
-        )
+        self.store.update_job(job_id, {"run_id": run.run_id}, bump=False)
         if rt.stop_reason is not None:
             self._signal(rt)
-        elif not self._transition(
-            job_id,
-            [S.JOB_STATUS_PREPARING],
-            S.JOB_STATUS_TRAINING,
-            {},
-            f"process {running.pid} started",
-        ):
-            running.signal(signal.SIGKILL)
+        await self._follow(rt, row, workload, run)
+
+    def _placement(self, rt: JobRuntime, row: sqlite3.Row) -> Placement:
+        rc = self.request_of(row).resource_config
+        node = self._node_by_id.get(rt.node_id)
+        return Placement(
+            node_ids=tuple(rt.node_ids),
+            gpu_type=node.gpu_type if node is not None else CPU,
+            slots_per_node=max(int(row["gpu_count"]), 1),
+            cpu_cores=int(rc.cpu_cores),
+            memory_bytes=int(rc.memory_gb * 1024**3),
+        )
+
+    async def _follow(
+        self, rt: JobRuntime, row: sqlite3.Row, workload: Workload, run: RunHandle
+    ) -> None:
+        """Output and events of a started (or adopted) attempt until it ends; then settle it."""
+        job_id = rt.job_id
+
+        def started(run: RunHandle) -> None:
+            if rt.stop_reason is not None:
+                return
+            status = self.store.job_status(job_id)
+            if status == S.JOB_STATUS_PREPARING:
+                self._transition(
+                    job_id,
+                    [S.JOB_STATUS_PREPARING],
+                    S.JOB_STATUS_TRAINING,
+                    {},
+                    f"{run.label} started",
+                )
+            elif status not in RUNNING:
+                self.executor.kill(run)  # settled meanwhile: it must not run on
+
+        def progress(run: RunHandle) -> None:
+            self.store.update_job(job_id, {"run_delivered": run.delivered}, bump=False)
+
         timer = None
         limit = self.runtime_limit(workload, row)
         if limit > 0:
-            timer = asyncio.get_running_loop().call_later(limit, self._timeout, rt, limit)
+            # An adopted attempt has been running for a while already.
+            elapsed = max(0.0, time.time() - run.started_at) if run.adopted else 0.0
+            timer = asyncio.get_running_loop().call_later(
+                max(limit - elapsed, 0.0), self._timeout, rt, limit
+            )
         try:
-            code = await follow_process(running, pspec, workload.sink(self, rt, row))
+            result = await self.executor.follow(
+                run, workload.sink(self, rt, row), started, progress
+            )
         finally:
             if timer is not None:
                 timer.cancel()
-        self._on_exit(rt, row, code, running, workload)
+        self._on_exit(rt, row, result, run, workload)
 
     def _timeout(self, rt: JobRuntime, limit: int) -> None:
-        if rt.stop_reason is None and rt.process is not None:
+        if rt.stop_reason is None and rt.run is not None:
             self.log(
                 rt.job_id, f"max_runtime_seconds={limit} exceeded; stopping", L.LOG_LEVEL_ERROR
             )
@@ -1219,19 +1360,39 @@ class JobManager:
         self,
         rt: JobRuntime,
         row: sqlite3.Row,
-        code: int,
-        running: RunningProcess,
+        result: RunExit,
+        run: RunHandle,
         workload: Workload,
     ) -> None:
         job_id = rt.job_id
         reason = rt.stop_reason
-        how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        code = result.code
+        if code is None:
+            how = result.detail or "it was lost"
+        elif code >= 0:
+            how = f"exit code {code}"
+        else:
+            how = f"signal {signal.Signals(-code).name}"
+        expected = code in (0, EXIT_CHECKPOINTED) or reason is not None or result.withdrawn
         self.log(
             job_id,
-            f"process {running.pid} ended ({how})",
-            L.LOG_LEVEL_INFO if code in (0, EXIT_CHECKPOINTED) or reason else L.LOG_LEVEL_ERROR,
+            f"{run.label} ended ({how})",
+            L.LOG_LEVEL_INFO if expected else L.LOG_LEVEL_ERROR,
         )
         if reason == CANCEL:
+            return
+        if result.withdrawn and reason is None:
+            # It never ran (the cluster had no room after all): back to its place in the queue,
+            # and no new work goes to its nodes until the executor says they have room.
+            self._busy.update(rt.node_ids)
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_QUEUED,
+                {"assigned_nodes": "[]"},
+                f"{how}; waiting for slots again",
+                L.LOG_LEVEL_WARNING,
+            )
             return
         if code == 0:
             fields, message = workload.completed(self, rt, row)
@@ -1240,6 +1401,18 @@ class JobManager:
             return
         if reason is not None:
             self._settle_stop(rt, row, f"process ended with {how}", workload)
+        elif result.lost:
+            rt.stop_reason = PREEMPT
+            self._settle_stop(rt, row, how, workload)
+        elif code is None:
+            self._transition(
+                job_id,
+                RUNNING,
+                S.JOB_STATUS_FAILED,
+                {"error_code": "SPAWN_ERROR", "error_message": how},
+                how,
+                L.LOG_LEVEL_ERROR,
+            )
         elif code == EXIT_CHECKPOINTED:
             rt.stop_reason = PREEMPT
             self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
@@ -1247,7 +1420,7 @@ class JobManager:
             resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
             # One line for error.message: the last thing the process said (its whole output
             # stays in the job's logs).
-            last = running.output_tail[-1].split("] ", 1)[-1] if running.output_tail else ""
+            last = run.output_tail[-1].split("] ", 1)[-1] if run.output_tail else ""
             msg = f"process exited with {how}" + (f": {last[:300]}" if last else "")
             if self._transition(
                 job_id,
@@ -1368,13 +1541,6 @@ class JobManager:
 
 def _clog(message: str, level: int = L.LOG_LEVEL_INFO, node_id: str = "") -> PendingLog:
     return PendingLog(level, message, "coordinator", node_id)
-
-
-def _os_message(e: OSError) -> str:
-    """An OSError for the job's view: our own message, or the reason without the server path."""
-    if e.filename is not None or e.filename2 is not None:
-        return f"cannot prepare the job's files ({e.strerror})"
-    return str(e)
 
 
 def to_int(value: Any) -> int:

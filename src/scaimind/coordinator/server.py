@@ -7,6 +7,9 @@ job that does not exit within the grace period is SIGKILLed and re-queued from i
 periodic checkpoint. The next start on the same data directory continues them. After a crash
 (SIGKILL of the coordinator) the next start finds those jobs still marked running: they become
 PREEMPTED ("coordinator restarted") and are retried automatically when max_retries allows.
+
+With the Ray executor, job runs do not depend on the coordinator: a shutdown leaves them running,
+and the next start (after a shutdown or a crash) adopts every one that Ray still has.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import grpc
 from pydantic import ValidationError
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.inventory import load_inventory
+from scaimind.coordinator.executors import ExecutorError, make_executor
 from scaimind.coordinator.jobfiles import JOBS_AREA
 from scaimind.coordinator.manager import JobManager
 from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
@@ -83,12 +86,19 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
             f"data dir {config.data_dir} is used by another coordinator"
         ) from e
     try:
-        nodes = load_inventory(config.inventory_path)
-    except ValueError as e:
+        executor = make_executor(config)
+    except ExecutorError as e:
+        lock.close()
+        raise CoordinatorStartError(str(e)) from e
+    try:
+        # The local inventory file, or the Ray cluster's nodes (its job server must answer).
+        inventory = await executor.inventory()
+    except (ValueError, ExecutorError) as e:
+        await executor.close()
         lock.close()
         raise CoordinatorStartError(str(e)) from e
     store = Store(config.data_dir / "coordinator.db")
-    manager = JobManager(config, nodes, store)
+    manager = JobManager(config, list(inventory.nodes), store, executor=executor)
     _secure(config, manager)
     await manager.sandbox.probe()
     if manager.sandbox.usable:
@@ -107,11 +117,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
     try:
         port = server.add_insecure_port(f"{config.host}:{config.port}")
     except RuntimeError as e:
+        await executor.close()
         manager.ops.close()
         store.close()
         lock.close()
         raise CoordinatorStartError(f"cannot listen on {config.host}:{config.port}: {e}") from e
-    manager.start()
+    await manager.start()
     await server.start()
     host = f"[{config.host}]" if ":" in config.host else config.host
     return RunningCoordinator(
@@ -130,7 +141,7 @@ def _secure(config: CoordinatorConfig, manager: JobManager) -> None:
         private_database(config.data_dir / name)
     private_dir(manager.jobs_dir)
     secure_children(manager.jobs_dir)
-    cache = private_dir(config.data_dir / "dataset-cache")
+    cache = private_dir(config.shared / "dataset-cache")
     secure_tree(cache)
     # Each job's artefacts folder in the storage areas (what is inside is the job's own).
     for area in manager.files.layout.storage_root.glob(f"*/{JOBS_AREA}"):

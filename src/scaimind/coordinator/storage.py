@@ -38,8 +38,8 @@ def denied(message: str) -> CoordinatorError:
 
 
 def storage_root(config: CoordinatorConfig) -> Path:
-    """Where scaidrive:// paths live on this machine."""
-    return config.storage_root or config.data_dir / "storage"
+    """Where scaidrive:// paths live on this machine (on the shared root by default)."""
+    return config.storage_root or config.shared / "storage"
 
 
 def is_scaidrive(raw: str) -> bool:

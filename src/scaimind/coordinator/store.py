@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempt INTEGER NOT NULL DEFAULT 0,
     pid INTEGER NOT NULL DEFAULT 0,
     pid_start TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL DEFAULT '',
+    run_delivered INTEGER NOT NULL DEFAULT 0,
     start_after REAL NOT NULL DEFAULT 0,
     max_queue_wait REAL NOT NULL DEFAULT 0,
     created_at REAL NOT NULL,
@@ -189,6 +191,7 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         self._db = open_database(path, _SCHEMA)
+        _add_run_columns(self._db)
         self._last_seq: dict[str, int] = {}
         # The newest entries of recently active jobs, so log followers (possibly thousands per
         # job) read new lines from memory instead of one query each per notification.
@@ -594,6 +597,22 @@ class Store:
                 "drain_reason = excluded.drain_reason, updated_at = excluded.updated_at",
                 (node_id, int(drained), reason, time.time()),
             )
+
+
+def _add_run_columns(db: sqlite3.Connection) -> None:
+    """Databases of coordinators before the executor interface: the attempt's run id (and how
+    much of its output was delivered) replace `pid`/`pid_start`, which stay unused."""
+    columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+    if "run_id" in columns:
+        return
+    with transaction(db):
+        db.execute("ALTER TABLE jobs ADD COLUMN run_id TEXT NOT NULL DEFAULT ''")
+        db.execute("ALTER TABLE jobs ADD COLUMN run_delivered INTEGER NOT NULL DEFAULT 0")
+        # A process of the previous coordinator is still found (and killed) at recovery.
+        db.execute(
+            "UPDATE jobs SET run_id = 'local:' || pid || ':' || pid_start "
+            "WHERE pid > 0 AND pid_start != ''"
+        )
 
 
 def _log(r: sqlite3.Row) -> LogRecord:

@@ -140,6 +140,12 @@ def validate_resources(
                 f"{field}.gpu_count: must be at least 1 for GPU training "
                 f"(inventory gpu types: {', '.join(types)})"
             )
+    if not candidates:
+        # Only an inventory that changes can be empty (a Ray cluster without worker nodes).
+        raise invalid(
+            f"{field}.gpu_type: no node of the inventory has {rc.gpu_type or 'any'} slots "
+            f"(inventory gpu types: {', '.join(types) or 'none'})"
+        )
     need = max(rc.gpu_count, 1)
     big_enough = [n for n in candidates if n.gpu_count >= need]
     if not big_enough:
