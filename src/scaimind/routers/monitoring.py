@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Depends, Header, Path, Query
 from fastapi.responses import Response
 
 from scaimind import limits
 from scaimind.app import register_startup_hook
-from scaimind.convert import message_to_dict
 from scaimind.deps import Caller, ClientDep, State, StateDep, Viewer
 from scaimind.openapi import MODULE, errors, sse_responses
+from scaimind.responses import data_response
 from scaimind.schemas.views import Data, JobMetrics
 from scaimind.streams import (
     DirectSend,
@@ -117,12 +117,12 @@ async def get_job_metrics(
             "0 = the coordinator's default (500).",
         ),
     ] = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Every metric series of a job, downsampled without hiding spikes."""
     req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
     resp = await client.get_job_metrics(req, who.ctx)
-    # NaN/±inf (a diverged loss) go out as null: FastAPI's encoder does that for dict bodies.
-    return {"data": message_to_dict(resp)}
+    # NaN/±inf (a diverged loss) go out as null, as orjson renders them.
+    return data_response(resp)
 
 
 @router.get("/{job_id}/logs", response_class=Response, responses=sse_responses("log", _LOG_EXAMPLE))
