@@ -28,6 +28,7 @@ from scaimind.errors import (
 )
 from scaimind.manifest import MANIFEST
 from scaimind.openapi import install_docs
+from scaimind.request_metrics import RequestMetricsMiddleware
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.app")
@@ -181,6 +182,8 @@ def mount_module(
         # Added first, so it runs inside the request-id middleware (its 413 carries the id).
         app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix=prefix)
         app.add_middleware(RequestIdMiddleware)
+        # Outermost: the latency it records covers the request id and the 413s too.
+        app.add_middleware(RequestMetricsMiddleware, prefix=prefix)
         app.state.scaimind_request_ids = True
     app.include_router(module_router(), prefix=prefix)
     if current_user is not None:
