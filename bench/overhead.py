@@ -363,7 +363,7 @@ def start_profiler(pids: list[int], path: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def measure(args: argparse.Namespace, procs: Processes) -> None:
+async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
     base = f"http://127.0.0.1:{procs.http_port}"
     token = mint_token(JWT_SECRET, tenant_id=TENANT, user_id=USER, ttl_s=24 * 3600)
     await wait_http(f"{base}/health/ready", within=120)
@@ -397,7 +397,7 @@ async def measure(args: argparse.Namespace, procs: Processes) -> None:
     )
     print(header)
     print("-" * len(header), flush=True)
-    rows = []
+    rows: list[Any] = []
     try:
         for round_ in range(args.rounds):
             for name in args.endpoints:
@@ -428,16 +428,7 @@ async def measure(args: argparse.Namespace, procs: Processes) -> None:
             profiler.send_signal(signal.SIGINT)
             profiler.wait(60)
             print(f"# py-spy profile of the gateway (speedscope): {profile_path}", flush=True)
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                [
-                    {"round": r, "endpoint": n, "c": c, "direct": d.__dict__, "gateway": g.__dict__}
-                    for r, n, c, d, g in rows
-                ],
-                indent=1,
-            )
-        )
+    return rows
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -482,7 +473,18 @@ def main(argv: list[str] | None = None) -> None:
     tmp.chmod(0o755)
     procs = start(tmp, args.workers)
     try:
-        asyncio.run(measure(args, procs))
+        rows = asyncio.run(measure(args, procs))
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    [
+                        {"round": r, "endpoint": n, "c": c, "direct": vars(d), "gateway": vars(g)}
+                        for r, n, c, d, g in rows
+                    ],
+                    indent=1,
+                )
+            )
+
     finally:
         stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)

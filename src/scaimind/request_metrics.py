@@ -52,9 +52,7 @@ class _Metrics:
     duration: Histogram
 
 
-_per_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = (
-    weakref.WeakKeyDictionary()
-)
+_per_registry: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
 
 
 def _metrics(registry: CollectorRegistry) -> _Metrics:
