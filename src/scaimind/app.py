@@ -71,7 +71,7 @@ def embedded_api_secret(data_dir: Path) -> str:
     return secret_file(data_dir, _API_SECRET_FILE)
 
 
-async def _start_embedded_coordinator(
+async def start_embedded_coordinator(
     settings: Settings, api_secret: str, stack: AsyncExitStack
 ) -> str:
     from scaimind.coordinator.server import start_coordinator
@@ -136,7 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         target = settings.grpc_target
         _warn_if_plaintext(settings)
         if settings.embedded_coordinator:
-            target = await _start_embedded_coordinator(settings, api_secret, stack)
+            target = await start_embedded_coordinator(settings, api_secret, stack)
         channel = open_channel(settings, target)
         client = CoordinatorClient(
             channel, api_secret=api_secret, timeout_s=settings.grpc_timeout_s
