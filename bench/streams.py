@@ -297,6 +297,8 @@ def start(args: argparse.Namespace) -> Setup:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="scaimind-bench-streams-"))
+    # The sandboxed jobs run as another user, who must read the script and the corpus.
+    tmp.chmod(0o755)
     script = tmp / "ticker.py"
     script.write_text(TICKER)
     corpus = tmp / "corpus.jsonl"
@@ -323,6 +325,8 @@ def start(args: argparse.Namespace) -> Setup:
         "SCAIMIND_GRPC_HOST": "127.0.0.1",
         "SCAIMIND_GRPC_PORT": str(grpc_port),
         "SCAIMIND_STREAM_CAP_PER_TENANT": "100000",
+        # The ticker script and the corpus are local files (issue 10: only listed roots).
+        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
         "SCAIMIND_LOG_LEVEL": "warning",
     }
     cli = [sys.executable, "-m", "scaimind.cli"]
@@ -376,7 +380,8 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                 "resource_config": {"gpu_count": 1},
             }
             r = await http.post("/jobs", json=body, headers=headers)
-            r.raise_for_status()
+            if r.is_error:
+                raise RuntimeError(f"submitting a job: {r.status_code} {r.text}")
             jobs.append(r.json()["data"]["job_id"])
         for job_id in jobs:
             deadline = time.monotonic() + 60
@@ -386,7 +391,10 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                     break
                 await asyncio.sleep(0.1)
             else:
-                raise RuntimeError(f"job {job_id} did not start")
+                raise RuntimeError(
+                    f"job {job_id} did not start: {job['status']} {job['status_message']} "
+                    f"{job['error']}"
+                )
         probe_url = f"{base}{PREFIX}/jobs/{jobs[0]}"
         idle = await unary_latencies(probe_url, token, args.requests, args.rate)
         idle_p50, idle_p99 = pct(idle, 50) * 1e3, pct(idle, 99) * 1e3
