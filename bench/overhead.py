@@ -22,7 +22,10 @@ py-spy: in the dev extras (`pip install -e '.[dev]'`); recording another process
 rights (root, or kernel.yama.ptrace_scope=0).
 
 Usage: .venv/bin/python bench/overhead.py [--duration 5] [--concurrency 1,32] [--workers 1]
-       [--endpoints get,list,cancel] [--rounds 1] [--profile]
+       [--endpoints get,list,cancel] [--rounds 1] [--profile] [--gateway-src DIR]
+
+Before/after: `git worktree add /tmp/before <commit>`, then
+`.venv/bin/python bench/overhead.py --gateway-src /tmp/before/src` runs that commit's gateway.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class Processes:
     gateway: subprocess.Popen[bytes]
 
 
-def start(tmp: Path, workers: int) -> Processes:
+def start(tmp: Path, workers: int, gateway_src: Path | None = None) -> Processes:
     """Start the coordinator and the gateway (external mode) on free ports."""
     inventory = tmp / "inventory.json"
     # Enough slots to train the jobs side by side; they are tiny NumPy runs.
@@ -138,7 +141,12 @@ def start(tmp: Path, workers: int) -> Processes:
     serve = [*cli, "serve", "--port", str(http_port)]
     if workers > 1:
         serve += ["--workers", str(workers)]
-    gateway = subprocess.Popen(serve, env=env, stderr=subprocess.DEVNULL)
+    gateway_env = dict(env)
+    if gateway_src is not None:
+        # The gateway of another checkout (the "before" figures); the coordinator stays this
+        # one's, since its sandboxed trainer runs the installed package.
+        gateway_env["PYTHONPATH"] = str(gateway_src)
+    gateway = subprocess.Popen(serve, env=gateway_env, stderr=subprocess.DEVNULL)
     return Processes(tmp, grpc_port, http_port, coordinator, gateway)
 
 
@@ -456,6 +464,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy profile of the gateway")
     parser.add_argument("--profile-output", type=Path, help="where the profile goes")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    parser.add_argument(
+        "--gateway-src",
+        type=Path,
+        help="run the gateway from this source tree (e.g. the src/ of a `git worktree` of an "
+        "older commit) to compare before/after in one run's conditions",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.endpoints) - set(ENDPOINTS)
     if unknown:
@@ -471,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(WRK_HINT)
     tmp = Path(tempfile.mkdtemp(prefix="scaimind-bench-overhead-"))
     tmp.chmod(0o755)
-    procs = start(tmp, args.workers)
+    procs = start(tmp, args.workers, args.gateway_src)
     try:
         rows = asyncio.run(measure(args, procs))
         if args.json:

@@ -371,9 +371,15 @@ def translate_rpc_error(
         if retry_after is None:
             retry_after = _retry_after(list(trailing) if trailing else None)  # type: ignore[arg-type]
     # A caller's own mistake (404, a 409 on an ended job, ...) is not the operator's concern
-    # and is routine traffic: INFO. Failures of the coordinator, or worth a retry: WARNING.
+    # and is routine traffic: INFO. Failures of the coordinator, answers worth a retry, and
+    # UNAUTHENTICATED (the coordinator refused the gateway's API secret): WARNING.
+    callers_mistake = (
+        mapping.http < 500
+        and not mapping.retryable
+        and grpc_code is not grpc.StatusCode.UNAUTHENTICATED
+    )
     logger.log(
-        logging.INFO if mapping.http < 500 and not mapping.retryable else logging.WARNING,
+        logging.INFO if callers_mistake else logging.WARNING,
         "coordinator error on %s: %s",
         rpc,
         grpc_code.name,
