@@ -90,6 +90,28 @@ class Figures:
     rps: float
     requests: int
     unexpected: int = 0
+    # Gateway CPU per request (µs, all its processes): efficiency, which scheduling noise on a
+    # busy machine blurs much less than latency.
+    cpu_us: float = float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process and its children (the workers)."""
+    total = 0.0
+    for proc in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 @dataclass
@@ -323,7 +345,7 @@ def parse_wrk(out: str, expect_non_2xx: bool) -> Figures:
 
 
 def run_wrk(
-    url: str, token: str, concurrency: int, duration: float, script: Path | None
+    url: str, token: str, concurrency: int, duration: float, script: Path | None, gateway_pid: int
 ) -> Figures:
     """wrk with one thread (like the direct client's one process) and `concurrency` conns."""
     base = ["wrk", "-t1", f"-c{concurrency}", "--latency", "-H", f"Authorization: Bearer {token}"]
@@ -331,10 +353,14 @@ def run_wrk(
         base += ["-s", str(script)]
     # Warm-up (connections, caches, the gateway's first-call paths), then the measurement.
     subprocess.run([*base, "-d1s", url], check=True, capture_output=True)
+    cpu0 = cpu_seconds(gateway_pid)
     out = subprocess.run(
         [*base, f"-d{duration:g}s", url], check=True, capture_output=True, text=True
     ).stdout
-    return parse_wrk(out, expect_non_2xx=script is not None)
+    cpu = cpu_seconds(gateway_pid) - cpu0
+    figures = parse_wrk(out, expect_non_2xx=script is not None)
+    figures.cpu_us = cpu / max(figures.requests, 1) * 1e6
+    return figures
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -401,7 +427,8 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
     calls = direct_calls(stub, job_id)
     header = (
         f"{'endpoint':<29} {'c':>3} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | "
-        f"{'gateway p50':>11} {'p99':>7} {'req/s':>7} | {'added p50':>9} {'kept':>6}"
+        f"{'gateway p50':>11} {'p99':>7} {'req/s':>7} | {'added p50':>9} {'kept':>6} | "
+        f"{'gw CPU/req':>10}"
     )
     print(header)
     print("-" * len(header), flush=True)
@@ -418,6 +445,7 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
                         c,
                         args.duration,
                         post_script if name == "cancel" else None,
+                        procs.gateway.pid,
                     )
                     rows.append((round_, name, c, direct, gateway))
                     flag = ""
@@ -427,7 +455,7 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
                         f"{ENDPOINTS[name]:<29} {c:>3} | {direct.p50:8.2f}ms {direct.p99:7.2f} "
                         f"{direct.rps:7.0f} | {gateway.p50:9.2f}ms {gateway.p99:7.2f} "
                         f"{gateway.rps:7.0f} | {gateway.p50 - direct.p50:+7.2f}ms "
-                        f"{gateway.rps / direct.rps:6.0%}{flag}",
+                        f"{gateway.rps / direct.rps:6.0%} | {gateway.cpu_us:8.0f}µs{flag}",
                         flush=True,
                     )
     finally:
