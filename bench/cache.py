@@ -41,14 +41,14 @@ import grpc
 import httpx
 from prometheus_client import CollectorRegistry
 
-from scaimind.app import create_app, lifespan
-from scaimind.auth import mint_token
-from scaimind.cache import migrate
-from scaimind.cache.db import create_engine
-from scaimind.cache.gateway import CacheResources
-from scaimind.cache.jobs import JobCache
-from scaimind.cache.repository import JobRepository, encode_cursor
-from scaimind.deps import State
+from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.db import migrate
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.jobs import JobCache
+from scaimind.gateway.db.repository import JobRepository, encode_cursor
+from scaimind.gateway.db.resources import CacheResources
+from scaimind.gateway.security.auth import mint_token
+from scaimind.gateway.web.deps import State
 from scaimind.settings import Settings
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 

@@ -1,8 +1,9 @@
 """The downstream-token contract: the gateway signs, the coordinator checks.
 
 In the embedded mode the gateway signs short-lived HS256 tokens for ScaiDrive and ScaiAtlas
-(`scaimind.tokens`); the reference coordinator verifies the ScaiDrive one before it maps a
-scaidrive:// source. Both sides import this module, so the coordinator needs no gateway code.
+(`scaimind.gateway.security.token_exchange`); the reference coordinator verifies the
+ScaiDrive one before it maps a scaidrive:// source. Both sides import this module, so the
+coordinator needs no gateway code.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from scaimind.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
 from scaimind.cli import main
+from scaimind.gateway.security.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
 from scaimind.identity import validate_identity
 from tests.cli.conftest import scaimind
 from tests.conftest import closed_port

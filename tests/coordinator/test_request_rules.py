@@ -11,7 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from scaimind.convert import dict_to_message
+from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.identity import validate_identity
 from scaimind.limits import first_violation
 from scaimind.v1 import cluster_pb2, coordinator_pb2

@@ -15,15 +15,19 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from scaimind.app import create_app, lifespan, mount_module
-from scaimind.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
 from scaimind.downstream_tokens import (
     MAX_TTL_S,
     DownstreamTokenRejected,
     sign_downstream_token,
     verify_downstream_token,
 )
-from scaimind.tokens import EXTRAS_KEY, TokenExchange, downstream_signing_key
+from scaimind.gateway.app import create_app, lifespan, mount_module
+from scaimind.gateway.security.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
+from scaimind.gateway.security.token_exchange import (
+    EXTRAS_KEY,
+    TokenExchange,
+    downstream_signing_key,
+)
 from tests.conftest import auth, closed_port, gateway_settings, make_token, settings_for, wait_for
 from tests.gateway.conftest import app_client
 from tests.ops.conftest import (

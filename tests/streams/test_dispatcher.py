@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from scaimind.streams import ClientStalled, Dispatcher, Subscriber, _Item
+from scaimind.gateway.streaming.streams import ClientStalled, Dispatcher, Subscriber, _Item
 from tests.conftest import wait_for
 
 

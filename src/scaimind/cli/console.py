@@ -43,7 +43,7 @@ def console(
     URL printed works: a server that cannot be reached, or that refuses the token, is an error.
     """
     from scaimind.cli.api import ApiError
-    from scaimind.ui import console_url
+    from scaimind.gateway.web.console import console_url
 
     if not token:
         if not tenant or not user:

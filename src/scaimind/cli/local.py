@@ -56,7 +56,7 @@ def serve(
     quiet_grpc_fork()
     import uvicorn
 
-    from scaimind.app import API_PREFIX, create_app
+    from scaimind.gateway.app import API_PREFIX, create_app
     from scaimind.private_files import private_dir
 
     settings = load(data_dir)
@@ -167,7 +167,7 @@ def migrate(database_url: DatabaseUrlOption = None, data_dir: DataDirOption = No
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from scaimind.cache.migrate import upgrade
+    from scaimind.gateway.db.migrate import upgrade
 
     url = load(data_dir, database_url=database_url).effective_database_url
     try:
@@ -221,7 +221,7 @@ def mint_local_token(
     tenant: str, user: str, role: str, scope: str, ttl: int, data_dir: Path | None
 ) -> str:
     """A token as `scaimind token` mints it (validated; a note on stderr says who signed it)."""
-    from scaimind.auth import (
+    from scaimind.gateway.security.auth import (
         ALL_PERMISSIONS,
         EMBEDDED_AUDIENCE,
         EMBEDDED_ISSUER,

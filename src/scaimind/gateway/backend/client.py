@@ -1,0 +1,362 @@
+"""The one class around the MindCoordinator stubs.
+
+Every call gets the per-call metadata and a deadline; every failure is translated to a
+`CoordinatorError` here, so nothing above this module sees `grpc` types. Idempotent reads are
+retried on UNAVAILABLE with backoff inside their deadline; mutations are never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from scaimind.gateway.errors import translate_rpc_error
+from scaimind.settings import Settings
+from scaimind.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
+    common_pb2,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+)
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+_BACKOFF_START_S: Final = 0.05
+_BACKOFF_MAX_S: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who a call is made for; becomes the call's metadata."""
+
+    tenant_id: str
+    request_id: str
+    user_id: str | None = None
+    idempotency_key: str | None = None
+    # e.g. {"x-scaidrive-token": "...", "x-scaiatlas-token": "..."}; never logged.
+    downstream_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def open_channel(settings: Settings, target: str | None = None) -> grpc.aio.Channel:
+    """One long-lived channel per process; call inside the running event loop."""
+    target = target or settings.grpc_target
+    options = [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        # gRPC's default reconnect backoff grows to 120 s, so after a coordinator restart the
+        # gateway could answer 503 for two minutes; cap it so recovery takes seconds.
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 5_000),
+    ]
+    if not settings.tls_enabled:
+        return grpc.aio.insecure_channel(target, options=options)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=settings.tls_ca_path.read_bytes() if settings.tls_ca_path else None,
+        private_key=settings.tls_key_path.read_bytes() if settings.tls_key_path else None,
+        certificate_chain=settings.tls_cert_path.read_bytes() if settings.tls_cert_path else None,
+    )
+    return grpc.aio.secure_channel(target, creds, options=options)
+
+
+class CoordinatorClient:
+    """Typed, translated access to CoordinatorService and ClusterService."""
+
+    def __init__(self, channel: grpc.aio.Channel, *, api_secret: str, timeout_s: float) -> None:
+        self._channel = channel
+        self._api_secret = api_secret
+        self.timeout_s = timeout_s
+        self._jobs = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+        self._cluster = cluster_pb2_grpc.ClusterServiceStub(channel)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close(None)
+
+    def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
+        md = [
+            ("x-api-secret", self._api_secret),
+            ("x-tenant-id", ctx.tenant_id),
+            ("x-request-id", ctx.request_id),
+        ]
+        if ctx.user_id:
+            md.append(("x-user-id", ctx.user_id))
+        if ctx.idempotency_key:
+            md.append(("x-idempotency-key", ctx.idempotency_key))
+        md.extend((k, v) for k, v in ctx.downstream_tokens.items() if v)
+        return tuple(md)
+
+    async def _unary(
+        self,
+        rpc: str,
+        method: Any,
+        request: Message,
+        ctx: CallContext,
+        *,
+        idempotent: bool,
+    ) -> Any:
+        deadline = time.monotonic() + self.timeout_s
+        delay = _BACKOFF_START_S
+        metadata = self._metadata(ctx)
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return await method(request, timeout=max(remaining, 0.001), metadata=metadata)
+            except grpc.aio.AioRpcError as exc:
+                retry = (
+                    idempotent
+                    and exc.code() is grpc.StatusCode.UNAVAILABLE
+                    and deadline - time.monotonic() > delay * 2
+                )
+                if not retry:
+                    raise translate_rpc_error(
+                        exc,
+                        rpc=rpc,
+                        request_id=ctx.request_id,
+                        tenant_id=ctx.tenant_id,
+                        request=request,
+                    ) from exc
+            # Full jitter keeps many gateways from reconnecting in lockstep.
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def _stream(
+        self, rpc: str, method: Any, request: Message, ctx: CallContext
+    ) -> AsyncIterator[Any]:
+        # Streams have no deadline; they end with the job or when the consumer goes away.
+        call = method(request, metadata=self._metadata(ctx))
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as exc:
+            raise translate_rpc_error(
+                exc, rpc=rpc, request_id=ctx.request_id, tenant_id=ctx.tenant_id, request=request
+            ) from exc
+        finally:
+            call.cancel()
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def submit_job(
+        self, req: coordinator_pb2.SubmitJobRequest, ctx: CallContext
+    ) -> coordinator_pb2.SubmitJobResponse:
+        """SubmitJob (never retried)."""
+        r: coordinator_pb2.SubmitJobResponse = await self._unary(
+            "SubmitJob", self._jobs.SubmitJob, req, ctx, idempotent=False
+        )
+        return r
+
+    async def list_jobs(
+        self, req: coordinator_pb2.ListJobsRequest, ctx: CallContext
+    ) -> coordinator_pb2.ListJobsResponse:
+        """ListJobs."""
+        r: coordinator_pb2.ListJobsResponse = await self._unary(
+            "ListJobs", self._jobs.ListJobs, req, ctx, idempotent=True
+        )
+        return r
+
+    async def get_job(
+        self,
+        job_id: str,
+        ctx: CallContext,
+        view: coordinator_pb2.JobView.ValueType = coordinator_pb2.JOB_VIEW_FULL,
+    ) -> common_pb2.Job:
+        """GetJob (the FULL view unless `view` says BASIC)."""
+        r: common_pb2.Job = await self._unary(
+            "GetJob",
+            self._jobs.GetJob,
+            coordinator_pb2.GetJobRequest(job_id=job_id, view=view),
+            ctx,
+            idempotent=True,
+        )
+        return r
+
+    async def cancel_job(
+        self, req: coordinator_pb2.CancelJobRequest, ctx: CallContext
+    ) -> coordinator_pb2.JobActionResponse:
+        """CancelJob."""
+        r: coordinator_pb2.JobActionResponse = await self._unary(
+            "CancelJob", self._jobs.CancelJob, req, ctx, idempotent=False
+        )
+        return r
+
+    async def pause_job(
+        self, req: coordinator_pb2.PauseJobRequest, ctx: CallContext
+    ) -> coordinator_pb2.JobActionResponse:
+        """PauseJob."""
+        r: coordinator_pb2.JobActionResponse = await self._unary(
+            "PauseJob", self._jobs.PauseJob, req, ctx, idempotent=False
+        )
+        return r
+
+    async def resume_job(
+        self, req: coordinator_pb2.ResumeJobRequest, ctx: CallContext
+    ) -> coordinator_pb2.JobActionResponse:
+        """ResumeJob."""
+        r: coordinator_pb2.JobActionResponse = await self._unary(
+            "ResumeJob", self._jobs.ResumeJob, req, ctx, idempotent=False
+        )
+        return r
+
+    async def retry_job(
+        self, req: coordinator_pb2.RetryJobRequest, ctx: CallContext
+    ) -> coordinator_pb2.RetryJobResponse:
+        """RetryJob."""
+        r: coordinator_pb2.RetryJobResponse = await self._unary(
+            "RetryJob", self._jobs.RetryJob, req, ctx, idempotent=False
+        )
+        return r
+
+    # --- monitoring ---------------------------------------------------------------------------
+
+    async def get_job_metrics(
+        self, req: coordinator_pb2.GetJobMetricsRequest, ctx: CallContext
+    ) -> coordinator_pb2.GetJobMetricsResponse:
+        """GetJobMetrics."""
+        r: coordinator_pb2.GetJobMetricsResponse = await self._unary(
+            "GetJobMetrics", self._jobs.GetJobMetrics, req, ctx, idempotent=True
+        )
+        return r
+
+    def stream_job_logs(
+        self, req: coordinator_pb2.StreamJobLogsRequest, ctx: CallContext
+    ) -> AsyncIterator[coordinator_pb2.StreamJobLogsResponse]:
+        """StreamJobLogs; closing the iterator cancels the call."""
+        return self._stream("StreamJobLogs", self._jobs.StreamJobLogs, req, ctx)
+
+    def stream_job_metrics(
+        self, req: coordinator_pb2.StreamJobMetricsRequest, ctx: CallContext
+    ) -> AsyncIterator[coordinator_pb2.StreamJobMetricsResponse]:
+        """StreamJobMetrics; closing the iterator cancels the call."""
+        return self._stream("StreamJobMetrics", self._jobs.StreamJobMetrics, req, ctx)
+
+    # --- evaluations and data -----------------------------------------------------------------
+
+    async def submit_evaluation(
+        self, req: coordinator_pb2.SubmitEvaluationRequest, ctx: CallContext
+    ) -> coordinator_pb2.SubmitEvaluationResponse:
+        """SubmitEvaluation (never retried)."""
+        r: coordinator_pb2.SubmitEvaluationResponse = await self._unary(
+            "SubmitEvaluation", self._jobs.SubmitEvaluation, req, ctx, idempotent=False
+        )
+        return r
+
+    async def get_evaluation(
+        self, evaluation_id: str, ctx: CallContext
+    ) -> coordinator_pb2.Evaluation:
+        """GetEvaluation."""
+        r: coordinator_pb2.Evaluation = await self._unary(
+            "GetEvaluation",
+            self._jobs.GetEvaluation,
+            coordinator_pb2.GetEvaluationRequest(evaluation_id=evaluation_id),
+            ctx,
+            idempotent=True,
+        )
+        return r
+
+    async def list_evaluations(
+        self, req: coordinator_pb2.ListEvaluationsRequest, ctx: CallContext
+    ) -> coordinator_pb2.ListEvaluationsResponse:
+        """ListEvaluations."""
+        r: coordinator_pb2.ListEvaluationsResponse = await self._unary(
+            "ListEvaluations", self._jobs.ListEvaluations, req, ctx, idempotent=True
+        )
+        return r
+
+    async def validate_data(
+        self, req: coordinator_pb2.ValidateDataRequest, ctx: CallContext
+    ) -> coordinator_pb2.ValidateDataResponse:
+        """ValidateData (reads only, so retried)."""
+        r: coordinator_pb2.ValidateDataResponse = await self._unary(
+            "ValidateData", self._jobs.ValidateData, req, ctx, idempotent=True
+        )
+        return r
+
+    async def get_data_cache(
+        self, node_id: str, ctx: CallContext
+    ) -> coordinator_pb2.GetDataCacheResponse:
+        """GetDataCache."""
+        r: coordinator_pb2.GetDataCacheResponse = await self._unary(
+            "GetDataCache",
+            self._jobs.GetDataCache,
+            coordinator_pb2.GetDataCacheRequest(node_id=node_id),
+            ctx,
+            idempotent=True,
+        )
+        return r
+
+    # --- cluster ------------------------------------------------------------------------------
+
+    async def get_cluster_status(self, ctx: CallContext) -> cluster_pb2.ClusterStatus:
+        """GetClusterStatus."""
+        r: cluster_pb2.ClusterStatus = await self._unary(
+            "GetClusterStatus",
+            self._cluster.GetClusterStatus,
+            cluster_pb2.GetClusterStatusRequest(),
+            ctx,
+            idempotent=True,
+        )
+        return r
+
+    async def list_nodes(
+        self, req: cluster_pb2.ListNodesRequest, ctx: CallContext
+    ) -> cluster_pb2.ListNodesResponse:
+        """ListNodes."""
+        r: cluster_pb2.ListNodesResponse = await self._unary(
+            "ListNodes", self._cluster.ListNodes, req, ctx, idempotent=True
+        )
+        return r
+
+    async def get_node(self, node_id: str, ctx: CallContext) -> cluster_pb2.Node:
+        """GetNode."""
+        r: cluster_pb2.Node = await self._unary(
+            "GetNode",
+            self._cluster.GetNode,
+            cluster_pb2.GetNodeRequest(node_id=node_id),
+            ctx,
+            idempotent=True,
+        )
+        return r
+
+    async def drain_node(
+        self, req: cluster_pb2.DrainNodeRequest, ctx: CallContext
+    ) -> cluster_pb2.Node:
+        """DrainNode."""
+        r: cluster_pb2.Node = await self._unary(
+            "DrainNode", self._cluster.DrainNode, req, ctx, idempotent=False
+        )
+        return r
+
+    async def enable_node(self, node_id: str, ctx: CallContext) -> cluster_pb2.Node:
+        """EnableNode."""
+        r: cluster_pb2.Node = await self._unary(
+            "EnableNode",
+            self._cluster.EnableNode,
+            cluster_pb2.EnableNodeRequest(node_id=node_id),
+            ctx,
+            idempotent=False,
+        )
+        return r
+
+    async def get_queue_status(
+        self, queue_name: str, ctx: CallContext
+    ) -> cluster_pb2.GetQueueStatusResponse:
+        """GetQueueStatus."""
+        r: cluster_pb2.GetQueueStatusResponse = await self._unary(
+            "GetQueueStatus",
+            self._cluster.GetQueueStatus,
+            cluster_pb2.GetQueueStatusRequest(queue_name=queue_name),
+            ctx,
+            idempotent=True,
+        )
+        return r

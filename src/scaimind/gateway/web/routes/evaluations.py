@@ -1,0 +1,88 @@
+"""Evaluation endpoints (docs/API.md, "Evaluations")."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+
+from scaimind import limits
+from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
+from scaimind.gateway.db.resources import IdempotencyDep
+from scaimind.gateway.security.auth import EVALUATE, VIEW
+from scaimind.gateway.security.token_exchange import TokenExchangeDep
+from scaimind.gateway.web.deps import Caller, ClientDep, Evaluator, caller
+from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
+from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
+from scaimind.gateway.web.schemas.ops_views import Evaluation, EvaluationList, EvaluationSubmitted
+from scaimind.gateway.web.schemas.views import Data
+from scaimind.v1 import coordinator_pb2
+
+router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=errors(*MODULE))
+
+# Evaluations are readable with `evaluate` alone, so evaluators need not see every job.
+Reader = Annotated[Caller, Depends(caller(VIEW, EVALUATE))]
+EvaluationId = Annotated[
+    str,
+    Path(min_length=1, max_length=limits.ID_CHARS, description="The evaluation's id (eval_…)."),
+]
+
+
+@router.get("", response_model=Data[EvaluationList])
+async def list_evaluations(
+    who: Reader,
+    client: ClientDep,
+    job_id: Annotated[
+        str,
+        Query(
+            max_length=limits.ID_CHARS,
+            description="Only evaluations of this job; empty = all of the tenant's.",
+        ),
+    ] = "",
+    page_size: Annotated[int, Query(ge=1, le=100, description="Evaluations per page.")] = 20,
+    page_token: Annotated[
+        str,
+        Query(
+            max_length=limits.PAGE_TOKEN_CHARS,
+            description="next_page_token of the previous page.",
+        ),
+    ] = "",
+) -> dict[str, Any]:
+    """List the tenant's evaluations with their scores, newest first."""
+    req = coordinator_pb2.ListEvaluationsRequest(
+        job_id=job_id, page_size=page_size, page_token=page_token
+    )
+    return {"data": message_to_dict(await client.list_evaluations(req, who.ctx))}
+
+
+@router.post(
+    "", status_code=201, response_model=Data[EvaluationSubmitted], responses=errors(413, 502)
+)
+async def submit_evaluation(
+    who: Evaluator,
+    client: ClientDep,
+    tokens: TokenExchangeDep,
+    body: Annotated[SubmitEvaluationBody, Body(openapi_examples=SUBMIT_EVALUATION_EXAMPLES)],
+    idempotency: IdempotencyDep,
+) -> dict[str, Any]:
+    """Evaluate a trained model (or one of its checkpoints) on benchmarks."""
+    payload = body.model_dump(mode="json")
+
+    async def submit() -> dict[str, Any]:
+        req = dict_to_message(payload, coordinator_pb2.SubmitEvaluationRequest)
+        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
+        return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
+
+    return await idempotency.run(
+        who.ctx.tenant_id, "POST /evaluations", payload, submit, status_code=201
+    )
+
+
+@router.get("/{evaluation_id}", response_model=Data[Evaluation])
+async def get_evaluation(
+    evaluation_id: EvaluationId, who: Reader, client: ClientDep
+) -> dict[str, Any]:
+    """One evaluation with its benchmark results."""
+    return {"data": message_to_dict(await client.get_evaluation(evaluation_id, who.ctx))}
