@@ -48,7 +48,7 @@ from scaimind.gateway.db.jobs import JobCache
 from scaimind.gateway.db.repository import JobRepository, encode_cursor
 from scaimind.gateway.db.resources import CacheResources
 from scaimind.gateway.security.auth import mint_token
-from scaimind.gateway.web.deps import State
+from scaimind.gateway.state import State
 from scaimind.settings import Settings
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
@@ -150,7 +150,7 @@ async def bench_list_endpoint(database_url: str | None, label: str, rounds: int)
         headers = {"Authorization": f"Bearer {token}"}
         async with lifespan(app):
             state: State = app.state.scaimind
-            resources: CacheResources = state.extras["cache"]
+            resources: CacheResources = state.cache
             with_sync = resources.jobs
             without_sync = NoSync(resources.engine, registry=CollectorRegistry())
             transport = httpx.ASGITransport(app=app)

@@ -21,8 +21,9 @@ from scaimind.gateway.db.engine import create_engine
 from scaimind.gateway.db.idempotency import Claimed, IdempotencyStore, fingerprint
 from scaimind.gateway.db.jobs import SYNC_FAILURES_METRIC, JobCache
 from scaimind.gateway.db.repository import CachedJob, JobRepository
-from scaimind.gateway.db.resources import CacheResources, Idempotency
+from scaimind.gateway.db.resources import CacheResources
 from scaimind.gateway.errors import IdempotencyKeyInProgress
+from scaimind.gateway.web.idempotency import Idempotency
 from scaimind.settings import Settings
 from scaimind.v1 import (
     common_pb2,

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from scaimind.gateway.app import create_app, lifespan
-from scaimind.gateway.security.apikeys import EXTRAS_KEY, ApiKeyStore
+from scaimind.gateway.security.apikeys import ApiKeyStore
 from tests.conftest import auth, gateway_settings, settings_for
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, app_client, running_gateway
 
@@ -58,7 +58,7 @@ async def test_role_permissions_take_cluster_admin_away_from_tenant_admins(
         assert await _drain(client, auth(role="super_admin")) == 501
         assert await _drain(client, auth(scope="scaimind:cluster_admin")) == 501
         # API keys are granted from the same table.
-        store = app.state.scaimind.extras[EXTRAS_KEY]
+        store = app.state.scaimind.api_keys
         assert isinstance(store, ApiKeyStore)
         _, key = await store.create("tenant-a", "ci", role="tenant_admin")
         assert await _drain(client, {"Authorization": f"Bearer {key}"}) == 403

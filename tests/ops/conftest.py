@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from scaimind.downstream_tokens import METADATA_KEYS, verify_downstream_token
 from scaimind.gateway.app import create_app
 from scaimind.gateway.security.auth import embedded_secret
-from scaimind.gateway.web.deps import State
+from scaimind.gateway.state import State
 from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from scaimind import __version__
-from scaimind.gateway import metrics as cluster_metrics
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient, open_channel
+from scaimind.gateway.db.resources import open_cache
 from scaimind.gateway.errors import (
     CoordinatorError,
     NotFound,
@@ -25,9 +25,14 @@ from scaimind.gateway.errors import (
     request_id_of,
 )
 from scaimind.gateway.manifest import MANIFEST
-from scaimind.gateway.security.auth import CurrentUser, TokenVerifier, get_current_user, secret_file
+from scaimind.gateway.metrics import open_cluster_figures
+from scaimind.gateway.security.apikeys import ApiKeyStore
+from scaimind.gateway.security.auth import CurrentUser, TokenVerifier, secret_file
+from scaimind.gateway.security.token_exchange import open_token_exchange
+from scaimind.gateway.state import State
+from scaimind.gateway.streaming.streams import open_streams
 from scaimind.gateway.web.body_limit import BodyLimitMiddleware
-from scaimind.gateway.web.deps import State
+from scaimind.gateway.web.deps import get_current_user
 from scaimind.gateway.web.openapi import install_docs
 from scaimind.settings import Settings
 
@@ -40,7 +45,6 @@ _READY_TIMEOUT_S: Final = 2.0
 
 def module_router() -> APIRouter:
     """Every module endpoint, without a prefix; hosts include it under API_PREFIX."""
-    from scaimind.gateway.security import apikeys  # noqa: F401  (registers the API-key store's startup hook)
     from scaimind.gateway.web.console import router as console_router
     from scaimind.gateway.web.routes import cluster, data, evaluations, jobs, monitoring, queue
 
@@ -142,26 +146,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             channel, api_secret=api_secret, timeout_s=settings.grpc_timeout_s
         )
         stack.push_async_callback(client.close)
-        state = State(settings=settings, client=client, verifier=TokenVerifier(settings))
-        app.state.scaimind = state
+        cache = await open_cache(settings, stack)
+        app.state.scaimind = State(
+            settings=settings,
+            client=client,
+            verifier=TokenVerifier(settings),
+            cache=cache,
+            # Keys live in the cache database; a server database is migrated by `migrate`.
+            api_keys=ApiKeyStore(cache.engine, timeout_s=settings.cache_sync_timeout_s),
+            token_exchange=await open_token_exchange(settings, stack),
+            streams=open_streams(settings, stack),
+            cluster_figures=open_cluster_figures(client, stack),
+        )
         stack.callback(delattr, app.state, "scaimind")
-        await cluster_metrics.open_cluster_figures(state, stack)
-        for hook in _startup_hooks:
-            await hook(state, stack)
         logger.info("scaimind module started; coordinator at %s", target)
         yield
-
-
-StartupHook = Callable[[State, AsyncExitStack], Coroutine[Any, Any, None]]
-# Subsystems (cache, token exchange, stream limits) register hooks that add to the state.
-_startup_hooks: list[StartupHook] = []
-
-
-def register_startup_hook(hook: StartupHook) -> StartupHook:
-    """Run `hook(state, stack)` inside every lifespan after the core resources exist."""
-    if hook not in _startup_hooks:
-        _startup_hooks.append(hook)
-    return hook
 
 
 def mount_module(
@@ -230,9 +229,7 @@ def _health_routes(app: FastAPI) -> None:
                 checks["coordinator"] = "ok"
             except (CoordinatorError, TimeoutError) as exc:
                 checks["coordinator"] = getattr(exc, "code", "BACKEND_TIMEOUT")
-            probe = state.extras.get("cache_probe")
-            if probe is not None:
-                checks["cache"] = "ok" if await probe() else "unavailable"
+            checks["cache"] = "ok" if await state.cache.ping() else "unavailable"
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": checks},
@@ -244,7 +241,9 @@ def _health_routes(app: FastAPI) -> None:
         """Prometheus text exposition."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        await cluster_metrics.refresh(getattr(request.app.state, "scaimind", None))
+        state: State | None = getattr(request.app.state, "scaimind", None)
+        if state is not None:
+            await state.cluster_figures.refresh()
 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -299,5 +298,4 @@ __all__ = [
     "lifespan",
     "module_router",
     "mount_module",
-    "register_startup_hook",
 ]

@@ -23,14 +23,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient
 from scaimind.gateway.backend.convert import enum_name
 from scaimind.gateway.errors import CoordinatorError
-from scaimind.gateway.web.deps import State
 from scaimind.v1 import common_pb2
 
 logger = logging.getLogger("scaimind.metrics")
 
 MAX_AGE_S: Final = 5.0
 TIMEOUT_S: Final = 1.0
-EXTRAS_KEY: Final = "cluster_figures"
 # Every status is reported (0 when no job has it), so series do not come and go.
 STATUSES: Final = tuple(
     name
@@ -133,15 +131,8 @@ def collector() -> ClusterFiguresCollector:
     return _collector
 
 
-async def open_cluster_figures(state: State, stack: AsyncExitStack) -> None:
-    """Lifespan hook: this app's figures, reported while it runs."""
-    figures = ClusterFigures(state.client)
-    state.extras[EXTRAS_KEY] = figures
+def open_cluster_figures(client: CoordinatorClient, stack: AsyncExitStack) -> ClusterFigures:
+    """This app's figures, reported while it runs (until `stack` closes)."""
+    figures = ClusterFigures(client)
     stack.callback(collector().add(figures))
-
-
-async def refresh(state: State | None) -> None:
-    """Before a scrape: bring the figures of `state`'s app up to date (no-op without one)."""
-    figures = state.extras.get(EXTRAS_KEY) if state is not None else None
-    if isinstance(figures, ClusterFigures):
-        await figures.refresh()
+    return figures

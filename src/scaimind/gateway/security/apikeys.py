@@ -17,7 +17,6 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -27,10 +26,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.gateway.app import register_startup_hook
 from scaimind.gateway.db.models import ApiKeyRow, Base
-from scaimind.gateway.db.resources import EXTRAS_KEY as CACHE_EXTRAS_KEY
-from scaimind.gateway.db.resources import CacheResources
 from scaimind.gateway.errors import ApiKeysUnavailable, AuthTokenInvalid
 from scaimind.gateway.security.auth import (
     ALL_PERMISSIONS,
@@ -40,11 +36,9 @@ from scaimind.gateway.security.auth import (
     RoleGrants,
     permissions_for,
 )
-from scaimind.gateway.web.deps import State
 
 logger = logging.getLogger("scaimind.gateway.security.apikeys")
 
-EXTRAS_KEY: Final = "api_keys"
 # Writing last_used_at on every request would turn each authenticated read into a write.
 LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
 DEFAULT_TIMEOUT_S: Final = 2.0
@@ -253,31 +247,17 @@ class ApiKeyStore:
             found = await conn.execute(select(_C.key_id).where(_C.key_id == key_id))
             return found.first() is not None
 
-
-async def authenticate(state: State, key: str) -> CurrentUser:
-    """The caller of an `sgk_` bearer key; 401 when the key does not verify."""
-    store = state.extras.get(EXTRAS_KEY)
-    if not isinstance(store, ApiKeyStore):
-        raise AuthTokenInvalid("API keys are not available on this gateway")
-    try:
-        user = await store.verify(key, state.verifier.grants)
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        logger.warning(
-            "API key verification failed: %s",
-            type(exc).__name__,
-            extra={"event": "scaimind_api_key_unavailable"},
-        )
-        raise ApiKeysUnavailable() from None
-    if user is None:
-        raise AuthTokenInvalid("unknown, revoked or expired API key")
-    return user
-
-
-@register_startup_hook
-async def start_api_keys(state: State, stack: AsyncExitStack) -> None:
-    """Lifespan hook: the key store, on the cache engine (registered after the cache's hook)."""
-    cache = state.extras.get(CACHE_EXTRAS_KEY)
-    if isinstance(cache, CacheResources):
-        state.extras[EXTRAS_KEY] = ApiKeyStore(
-            cache.engine, timeout_s=state.settings.cache_sync_timeout_s
-        )
+    async def authenticate(self, key: str, grants: RoleGrants) -> CurrentUser:
+        """The caller of an `sgk_` bearer key; 401 when it does not verify, 503 when unsure."""
+        try:
+            user = await self.verify(key, grants)
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            logger.warning(
+                "API key verification failed: %s",
+                type(exc).__name__,
+                extra={"event": "scaimind_api_key_unavailable"},
+            )
+            raise ApiKeysUnavailable() from None
+        if user is None:
+            raise AuthTokenInvalid("unknown, revoked or expired API key")
+        return user

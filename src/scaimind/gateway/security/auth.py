@@ -14,19 +14,17 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials
 
-from scaimind.gateway.errors import AuthTokenInvalid, AuthTokenMissing, PermissionMissing
+from scaimind.gateway.errors import AuthTokenInvalid
 from scaimind.gateway.security.claims import (
     ClaimError,
     ClaimNames,
@@ -35,7 +33,6 @@ from scaimind.gateway.security.claims import (
     scope_of,
     tenant_of,
 )
-from scaimind.gateway.web.openapi import BEARER
 from scaimind.private_files import private_dir, private_file
 from scaimind.settings import Settings, SettingsError
 
@@ -293,51 +290,3 @@ class TokenVerifier:
             permissions=permissions,
             token=token,
         )
-
-
-def _bearer(request: Request) -> str:
-    header = request.headers.get("authorization")
-    if not header:
-        raise AuthTokenMissing()
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthTokenInvalid("Authorization header must be 'Bearer <token>'")
-    return token.strip()
-
-
-async def get_current_user(
-    request: Request,
-    # Declares the bearer scheme in OpenAPI (the Authorize button); the header is read below,
-    # where a missing or malformed one gets its own error.
-    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-) -> CurrentUser:
-    """The standalone user dependency; hosts override it with their own."""
-    from scaimind.gateway.web.deps import state_of  # late: deps imports this module
-
-    state = state_of(request)
-    token = _bearer(request)
-    if token.startswith(API_KEY_PREFIX):
-        from scaimind.gateway.security.apikeys import (
-            authenticate,  # late: apikeys imports this module
-        )
-
-        return await authenticate(state, token)
-    return await state.verifier.verify(token)
-
-
-CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
-
-
-def require(
-    *permissions: str,
-) -> Callable[[CurrentUser], Coroutine[Any, Any, CurrentUser]]:
-    """A dependency that passes when the caller holds any of `permissions`."""
-    if not permissions:
-        raise ValueError("require() needs at least one permission")
-
-    async def check(user: CurrentUserDep) -> CurrentUser:
-        if not any(user.has(p) for p in permissions):
-            raise PermissionMissing(f"missing permission: {' or '.join(permissions)}")
-        return user
-
-    return check

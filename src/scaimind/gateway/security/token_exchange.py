@@ -3,8 +3,6 @@
 Calls that touch data or model artefacts carry `x-scaidrive-token` and `x-scaiatlas-token`,
 short-lived tokens minted for the caller either by an RFC 8693 token exchange against the
 identity provider or, in the embedded mode, signed locally with HS256. Tokens are never logged.
-
-No `from __future__ import annotations` here: FastAPI must resolve the dependency's annotations.
 """
 
 import asyncio
@@ -16,23 +14,19 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Final
+from typing import Any, Final
 from urllib.parse import quote_plus
 
 import httpx
-from fastapi import Depends, Request
 
 from scaimind.downstream_tokens import METADATA_KEYS, sign_downstream_token
-from scaimind.gateway.app import register_startup_hook
 from scaimind.gateway.backend.client import CallContext
 from scaimind.gateway.errors import TokenExchangeFailed
-from scaimind.gateway.security.auth import CurrentUser, CurrentUserDep, embedded_secret
-from scaimind.gateway.web.deps import State, state_of
+from scaimind.gateway.security.auth import CurrentUser, embedded_secret
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.gateway.security.token_exchange")
 
-EXTRAS_KEY: Final = "token_exchange"
 # Exchanged tokens are replaced this long before the identity provider says they expire, so a
 # token handed to the coordinator still has time to be used.
 REFRESH_MARGIN_S: Final = 60.0
@@ -269,25 +263,8 @@ class DownstreamTokens:
         return replace(ctx, downstream_tokens=await self.metadata())
 
 
-async def get_token_exchange(request: Request) -> TokenExchange:
-    """The module's token exchange service."""
-    return state_of(request).extra(EXTRAS_KEY, TokenExchange)
-
-
-async def downstream_tokens(
-    user: CurrentUserDep, exchange: Annotated[TokenExchange, Depends(get_token_exchange)]
-) -> DownstreamTokens:
-    """Dependency: the caller's downstream tokens (minted on `attach`/`metadata`)."""
-    return DownstreamTokens(exchange, user)
-
-
-TokenExchangeDep = Annotated[DownstreamTokens, Depends(downstream_tokens)]
-
-
-@register_startup_hook
-async def start_token_exchange(state: State, stack: AsyncExitStack) -> None:
-    """Lifespan hook: the token exchange service and its one shared HTTP client."""
-    settings = state.settings
+async def open_token_exchange(settings: Settings, stack: AsyncExitStack) -> TokenExchange:
+    """The token exchange service and its one shared HTTP client (closed by `stack`)."""
     http: httpx.AsyncClient | None = None
     if settings.token_exchange_url:
         http = httpx.AsyncClient(
@@ -295,4 +272,4 @@ async def start_token_exchange(state: State, stack: AsyncExitStack) -> None:
             follow_redirects=False,
         )
         stack.push_async_callback(http.aclose)
-    state.extras[EXTRAS_KEY] = TokenExchange(settings, http=http)
+    return TokenExchange(settings, http=http)

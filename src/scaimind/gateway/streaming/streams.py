@@ -23,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from starlette.types import Message, Receive, Scope, Send
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient
 from scaimind.gateway.backend.convert import enum_name, finite, message_to_dict
 from scaimind.gateway.errors import CoordinatorError, RateLimited
+from scaimind.settings import Settings
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 logger = logging.getLogger("scaimind.gateway.streaming.streams")
@@ -808,3 +810,20 @@ class EventStream(EventSourceResponse):
             )
         finally:
             self._slot.release()
+
+
+@dataclass(eq=False)
+class StreamResources:
+    """This process's stream limiter and shared log feeds (each worker process has its own)."""
+
+    limiter: StreamLimiter
+    feeds: FeedHub
+
+
+def open_streams(settings: Settings, stack: AsyncExitStack) -> StreamResources:
+    """The per-tenant stream limiter and the shared log feeds, reported to Prometheus."""
+    limiter = StreamLimiter(settings.stream_cap_per_tenant)
+    hub = FeedHub(settings.sse_send_timeout_s)
+    stack.push_async_callback(hub.close)
+    stack.callback(stream_metrics().add(limiter, hub))
+    return StreamResources(limiter=limiter, feeds=hub)

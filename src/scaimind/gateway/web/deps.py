@@ -1,51 +1,39 @@
-"""Lifespan state and the dependency aliases that hand it to handlers.
+"""The dependencies that hand the lifespan's resources and the caller to handlers.
 
 No `from __future__ import annotations` here: FastAPI must resolve the closures' annotations.
 """
 
 import re
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient
-from scaimind.gateway.errors import AuthTokenInvalid, request_id_of
-
-# Re-exported: the monitoring router imports it from here.
-from scaimind.gateway.errors import ModuleNotStarted as ModuleNotStarted
+from scaimind.gateway.db.jobs import JobCache
+from scaimind.gateway.errors import (
+    AuthTokenInvalid,
+    AuthTokenMissing,
+    ModuleNotStarted,
+    PermissionMissing,
+    request_id_of,
+)
 from scaimind.gateway.security.auth import (
+    API_KEY_PREFIX,
     CLUSTER_ADMIN,
     EVALUATE,
     MANAGE,
     VIEW,
     CurrentUser,
-    TokenVerifier,
-    require,
 )
+from scaimind.gateway.security.token_exchange import DownstreamTokens
+from scaimind.gateway.state import State
+from scaimind.gateway.streaming.streams import FeedHub, StreamLimiter
+from scaimind.gateway.web.idempotency import Idempotency
+from scaimind.gateway.web.openapi import BEARER
 from scaimind.identity import validate_identity
-from scaimind.settings import Settings
-
-T = TypeVar("T")
-
-
-@dataclass(eq=False)
-class State:
-    """Every long-lived resource of the module, created by `lifespan`."""
-
-    settings: Settings
-    client: CoordinatorClient
-    verifier: TokenVerifier
-    # Objects owned by later subsystems (cache, token exchange, stream limiter) hang here.
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def extra(self, key: str, kind: type[T]) -> T:
-        """The subsystem object under `key`; ModuleNotStarted when its hook has not run."""
-        value = self.extras.get(key)
-        if not isinstance(value, kind):
-            raise ModuleNotStarted()
-        return value
 
 
 def state_of(request: Request) -> State:
@@ -82,6 +70,82 @@ IdempotencyKeyHeader = Annotated[
         "first response (Idempotent-Replayed: true) and create nothing.",
     ),
 ]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise AuthTokenMissing()
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthTokenInvalid("Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def get_current_user(
+    request: Request,
+    # Declares the bearer scheme in OpenAPI (the Authorize button); the header is read below,
+    # where a missing or malformed one gets its own error.
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> CurrentUser:
+    """The standalone user dependency; hosts override it with their own."""
+    state = state_of(request)
+    token = _bearer(request)
+    if token.startswith(API_KEY_PREFIX):
+        return await state.api_keys.authenticate(token, state.verifier.grants)
+    return await state.verifier.verify(token)
+
+
+CurrentUserDep = Annotated[CurrentUser, Depends(get_current_user)]
+
+
+def require(
+    *permissions: str,
+) -> Callable[[CurrentUser], Coroutine[Any, Any, CurrentUser]]:
+    """A dependency that passes when the caller holds any of `permissions`."""
+    if not permissions:
+        raise ValueError("require() needs at least one permission")
+
+    async def check(user: CurrentUserDep) -> CurrentUser:
+        if not any(user.has(p) for p in permissions):
+            raise PermissionMissing(f"missing permission: {' or '.join(permissions)}")
+        return user
+
+    return check
+
+
+async def get_job_cache(state: StateDep) -> JobCache:
+    """The job cache (routers schedule best-effort syncs on it)."""
+    return state.cache.jobs
+
+
+async def idempotency(
+    response: Response, state: StateDep, idempotency_key: IdempotencyKeyHeader = None
+) -> Idempotency:
+    """The Idempotency-Key handling of this request."""
+    return Idempotency(state.cache, idempotency_key, response)
+
+
+async def downstream_tokens(user: CurrentUserDep, state: StateDep) -> DownstreamTokens:
+    """The caller's downstream tokens (minted on `attach`/`metadata`)."""
+    return DownstreamTokens(state.token_exchange, user)
+
+
+async def stream_limiter(state: StateDep) -> StreamLimiter:
+    """The per-tenant stream limiter of this process."""
+    return state.streams.limiter
+
+
+async def feed_hub(state: StateDep) -> FeedHub:
+    """The shared log feeds of this process."""
+    return state.streams.feeds
+
+
+JobCacheDep = Annotated[JobCache, Depends(get_job_cache)]
+IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
+TokenExchangeDep = Annotated[DownstreamTokens, Depends(downstream_tokens)]
+Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
+Hub = Annotated[FeedHub, Depends(feed_hub)]
 
 
 _METADATA_SAFE = re.compile(r"[\x20-\x7e]+")

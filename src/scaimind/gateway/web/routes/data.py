@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query
 
 from scaimind import limits
 from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
-from scaimind.gateway.security.token_exchange import TokenExchangeDep
-from scaimind.gateway.web.deps import ClientDep, Manager
+from scaimind.gateway.web.deps import ClientDep, Manager, TokenExchangeDep
 from scaimind.gateway.web.openapi import MODULE, errors
 from scaimind.gateway.web.schemas.data import ValidateDataBody
 from scaimind.gateway.web.schemas.ops_views import DataCache, ValidationReport

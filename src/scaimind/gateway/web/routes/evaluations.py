@@ -9,10 +9,15 @@ from fastapi import APIRouter, Body, Depends, Path, Query
 
 from scaimind import limits
 from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
-from scaimind.gateway.db.resources import IdempotencyDep
 from scaimind.gateway.security.auth import EVALUATE, VIEW
-from scaimind.gateway.security.token_exchange import TokenExchangeDep
-from scaimind.gateway.web.deps import Caller, ClientDep, Evaluator, caller
+from scaimind.gateway.web.deps import (
+    Caller,
+    ClientDep,
+    Evaluator,
+    IdempotencyDep,
+    TokenExchangeDep,
+    caller,
+)
 from scaimind.gateway.web.openapi import MODULE, errors
 from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
 from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES

@@ -9,9 +9,14 @@ from fastapi import APIRouter, Body, Path, Query
 
 from scaimind import limits
 from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
-from scaimind.gateway.db.resources import IdempotencyDep, JobCacheDep
-from scaimind.gateway.security.token_exchange import TokenExchangeDep
-from scaimind.gateway.web.deps import ClientDep, Manager, Viewer
+from scaimind.gateway.web.deps import (
+    ClientDep,
+    IdempotencyDep,
+    JobCacheDep,
+    Manager,
+    TokenExchangeDep,
+    Viewer,
+)
 from scaimind.gateway.web.openapi import MODULE, errors
 from scaimind.gateway.web.schemas.examples import SUBMIT_JOB_EXAMPLES
 from scaimind.gateway.web.schemas.jobs import (

@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from enum import StrEnum
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from scaimind import limits
-from scaimind.gateway.app import register_startup_hook
 from scaimind.gateway.backend.convert import message_to_dict
+from scaimind.gateway.state import State
 from scaimind.gateway.streaming.streams import (
     DirectSend,
     EventStream,
-    FeedHub,
     StreamLimiter,
     StreamSlot,
     follow_logs,
     relay,
     render_log,
     render_snapshot,
-    stream_metrics,
 )
-from scaimind.gateway.web.deps import Caller, ClientDep, State, StateDep, Viewer
+from scaimind.gateway.web.deps import Caller, ClientDep, Hub, Limiter, StateDep, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors, sse_responses
 from scaimind.gateway.web.schemas.views import Data, JobMetrics
 from scaimind.v1 import common_pb2, coordinator_pb2
@@ -74,33 +71,6 @@ _LEVELS: Final = {
     LogLevel.INFO: common_pb2.LOG_LEVEL_INFO,
     LogLevel.WARNING: common_pb2.LOG_LEVEL_WARNING,
 }
-
-
-async def open_stream_resources(state: State, stack: AsyncExitStack) -> None:
-    """Lifespan hook: the per-tenant stream limiter and the shared log feeds."""
-    limiter = StreamLimiter(state.settings.stream_cap_per_tenant)
-    state.extras["stream_limiter"] = limiter
-    hub = FeedHub(state.settings.sse_send_timeout_s)
-    state.extras["log_feeds"] = hub
-    stack.push_async_callback(hub.close)
-    stack.callback(stream_metrics().add(limiter, hub))
-
-
-register_startup_hook(open_stream_resources)
-
-
-async def stream_limiter(state: StateDep) -> StreamLimiter:
-    """The per-tenant stream limiter of this process."""
-    return state.extra("stream_limiter", StreamLimiter)
-
-
-async def feed_hub(state: StateDep) -> FeedHub:
-    """The shared log feeds of this process."""
-    return state.extra("log_feeds", FeedHub)
-
-
-Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
-Hub = Annotated[FeedHub, Depends(feed_hub)]
 
 
 @router.get("/{job_id}/metrics", response_model=Data[JobMetrics])
