@@ -219,13 +219,13 @@ def serve_without_sync(argv: list[str]) -> int:
     The baseline is the very same gateway minus `JobCache.schedule_sync`; no production setting
     exists for this on purpose (the sync is part of the contract), so only the bench patches it.
     """
-    from scaimind import cli
+    from scaimind.cli.main import main
 
     def no_sync(self: JobCache, tenant_id: str, jobs: Any) -> None:
         return None
 
     JobCache.schedule_sync = no_sync  # type: ignore[method-assign]
-    return cli.main(["serve", *argv])
+    return main(["serve", *argv])
 
 
 async def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:

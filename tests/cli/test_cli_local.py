@@ -10,7 +10,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from scaimind.cli import main
+from scaimind.cli.main import main
 from scaimind.gateway.security.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
 from scaimind.identity import validate_identity
 from tests.cli.conftest import scaimind
@@ -130,7 +130,7 @@ def imported_after(*args: str) -> list[str]:
     """Heavy top-level modules imported by `scaimind ARGS`, run in a fresh interpreter."""
     probe = (
         "import sys\n"
-        "from scaimind.cli import main\n"
+        "from scaimind.cli.main import main\n"
         f"code = main({list(args)!r})\n"
         f"heavy = {HEAVY!r}\n"
         "top = {m if m in heavy else m.split('.')[0] for m in sys.modules}\n"

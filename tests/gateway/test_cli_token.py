@@ -12,7 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from scaimind.cli import main
+from scaimind.cli.main import main
 from scaimind.gateway.security.auth import embedded_secret, mint_token
 from scaimind.settings import Settings, SettingsError
 from tests.conftest import API_SECRET

@@ -28,7 +28,7 @@ from typing import Any, Final, Self
 import httpx
 
 from scaimind import __version__
-from scaimind.cli.common import DATA_DIR_CLAIM, CliError, ExitCode, note
+from scaimind.cli.base import DATA_DIR_CLAIM, CliError, ExitCode, note
 from scaimind.cli.sse import SSEEvent, SSEParser
 
 API_PREFIX: Final = "/v1/modules/scaimind"

@@ -9,14 +9,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from scaimind.cli.common import (
-    CliError,
-    DatabaseUrlOption,
-    DataDirOption,
-    JsonOption,
-    note,
-    print_json,
-)
+from scaimind.cli.base import CliError, note
+from scaimind.cli.common import DatabaseUrlOption, DataDirOption, JsonOption, print_json
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

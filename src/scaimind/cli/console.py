@@ -6,15 +6,8 @@ from typing import Annotated
 
 import typer
 
-from scaimind.cli.common import (
-    DEFAULT_URL,
-    CliError,
-    DataDirOption,
-    ExitCode,
-    TokenOption,
-    UrlOption,
-    connect,
-)
+from scaimind.cli.base import CliError, ExitCode
+from scaimind.cli.common import DEFAULT_URL, DataDirOption, TokenOption, UrlOption, connect
 from scaimind.cli.local import RoleOption, ScopeOption, TtlOption, mint_local_token
 
 _MINT = "Minting a token (without --token)"

@@ -14,14 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 import typer
 
 from scaimind import __version__
-from scaimind.cli.common import (
-    DATA_DIR_CLAIM,
-    CliError,
-    DatabaseUrlOption,
-    DataDirOption,
-    ExitCode,
-    note,
-)
+from scaimind.cli.base import DATA_DIR_CLAIM, CliError, ExitCode, note
+from scaimind.cli.common import DatabaseUrlOption, DataDirOption
 
 if TYPE_CHECKING:
     from scaimind.settings import Settings
