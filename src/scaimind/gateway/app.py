@@ -17,13 +17,7 @@ from pydantic import BaseModel, Field
 from scaimind import __version__
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient, open_channel
 from scaimind.gateway.db.resources import open_cache
-from scaimind.gateway.errors import (
-    CoordinatorError,
-    NotFound,
-    RequestIdMiddleware,
-    install_error_handlers,
-    request_id_of,
-)
+from scaimind.gateway.errors import CoordinatorError, NotFound
 from scaimind.gateway.manifest import MANIFEST
 from scaimind.gateway.metrics import open_cluster_figures
 from scaimind.gateway.security.apikeys import ApiKeyStore
@@ -33,6 +27,7 @@ from scaimind.gateway.state import State
 from scaimind.gateway.streaming.streams import open_streams
 from scaimind.gateway.web.body_limit import BodyLimitMiddleware
 from scaimind.gateway.web.deps import get_current_user
+from scaimind.gateway.web.envelope import RequestIdMiddleware, install_error_handlers, request_id_of
 from scaimind.gateway.web.openapi import install_docs
 from scaimind.settings import Settings
 

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from scaimind.gateway.errors import translate_rpc_error
+from scaimind.gateway.backend.status import translate_rpc_error
 from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,

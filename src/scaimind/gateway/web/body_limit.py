@@ -15,7 +15,8 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from scaimind.gateway.errors import PayloadTooLarge, error_body, new_request_id
+from scaimind.gateway.errors import PayloadTooLarge
+from scaimind.gateway.web.envelope import error_body, new_request_id
 
 _CONTENT_LENGTH: Final = b"content-length"
 # A client that sends its whole body before reading the answer (httpx, requests) would see the

@@ -18,7 +18,6 @@ from scaimind.gateway.errors import (
     AuthTokenMissing,
     ModuleNotStarted,
     PermissionMissing,
-    request_id_of,
 )
 from scaimind.gateway.security.auth import (
     API_KEY_PREFIX,
@@ -31,6 +30,7 @@ from scaimind.gateway.security.auth import (
 from scaimind.gateway.security.token_exchange import DownstreamTokens
 from scaimind.gateway.state import State
 from scaimind.gateway.streaming.streams import FeedHub, StreamLimiter
+from scaimind.gateway.web.envelope import request_id_of
 from scaimind.gateway.web.idempotency import Idempotency
 from scaimind.gateway.web.openapi import BEARER
 from scaimind.identity import validate_identity
