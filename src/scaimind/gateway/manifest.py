@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaimind import __version__
+from scaimind.contract.http import API_PREFIX
 from scaimind.gateway.security.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
 
 
@@ -42,7 +43,7 @@ MANIFEST = ModuleManifest(
     module_id="scaimind",
     display_name="ScaiMind Training",
     version=__version__,
-    api_prefix="/v1/modules/scaimind",
+    api_prefix=API_PREFIX,
     permissions=(
         Permission(VIEW, "Read jobs, metrics, logs, evaluations, queues, cluster and nodes"),
         Permission(MANAGE, "Submit, cancel, pause, resume and retry jobs; validate and cache data"),
