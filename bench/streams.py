@@ -14,7 +14,11 @@ The streams are read by `--readers` separate reader processes over raw asyncio s
 library per stream), and the unary latency is probed from yet another process, so that no
 reader's busy event loop inflates the latency figures; the readers' CPU time is reported too.
 
-Usage: .venv/bin/python bench/streams.py [--streams 100,1000,2000] [--jobs 4] [--window 10]
+The bench raises its soft RLIMIT_NOFILE to the hard limit (resource.setrlimit; the coordinator,
+the gateway and the readers inherit it) and stops early when the hard limit is too low for the
+largest stream count. Stream paths reach the reader processes through a file, not argv.
+
+Usage: .venv/bin/python bench/streams.py [--streams 1000,2000,5000] [--jobs 4] [--window 10]
        [--requests 1000] [--rate 0]
 """
 
@@ -235,14 +239,17 @@ class Reader:
         self.proc = proc
 
     @classmethod
-    async def start(cls, port: int, token: str, paths: list[str]) -> Reader:
+    async def start(cls, port: int, token: str, paths: list[str], config_file: Path) -> Reader:
         """Start one reader for these stream paths."""
+        # Through a file: thousands of paths on a command line passed the kernel's limit
+        # ("Argument list too long" at 5,000 streams).
         config = json.dumps({"port": port, "token": token, "paths": paths})
+        await asyncio.to_thread(config_file.write_text, config)
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             __file__,
             "_reader",
-            config,
+            str(config_file),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             limit=2**28,
@@ -290,6 +297,8 @@ def start(args: argparse.Namespace) -> Setup:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     tmp = Path(tempfile.mkdtemp(prefix="scaimind-bench-streams-"))
+    # The sandboxed jobs run as another user, who must read the script and the corpus.
+    tmp.chmod(0o755)
     script = tmp / "ticker.py"
     script.write_text(TICKER)
     corpus = tmp / "corpus.jsonl"
@@ -316,6 +325,8 @@ def start(args: argparse.Namespace) -> Setup:
         "SCAIMIND_GRPC_HOST": "127.0.0.1",
         "SCAIMIND_GRPC_PORT": str(grpc_port),
         "SCAIMIND_STREAM_CAP_PER_TENANT": "100000",
+        # The ticker script and the corpus are local files (issue 10: only listed roots).
+        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
         "SCAIMIND_LOG_LEVEL": "warning",
     }
     cli = [sys.executable, "-m", "scaimind.cli"]
@@ -369,7 +380,8 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                 "resource_config": {"gpu_count": 1},
             }
             r = await http.post("/jobs", json=body, headers=headers)
-            r.raise_for_status()
+            if r.is_error:
+                raise RuntimeError(f"submitting a job: {r.status_code} {r.text}")
             jobs.append(r.json()["data"]["job_id"])
         for job_id in jobs:
             deadline = time.monotonic() + 60
@@ -379,7 +391,10 @@ async def bench(args: argparse.Namespace, setup: Setup) -> None:
                     break
                 await asyncio.sleep(0.1)
             else:
-                raise RuntimeError(f"job {job_id} did not start")
+                raise RuntimeError(
+                    f"job {job_id} did not start: {job['status']} {job['status_message']} "
+                    f"{job['error']}"
+                )
         probe_url = f"{base}{PREFIX}/jobs/{jobs[0]}"
         idle = await unary_latencies(probe_url, token, args.requests, args.rate)
         idle_p50, idle_p99 = pct(idle, 50) * 1e3, pct(idle, 99) * 1e3
@@ -452,7 +467,8 @@ async def run_level(
     paths = [f"{PREFIX}/jobs/{jobs[i % len(jobs)]}/logs?tail=0" for i in range(n)]
     t0 = time.perf_counter()
     readers = [
-        await Reader.start(port, token, paths[k :: args.readers]) for k in range(args.readers)
+        await Reader.start(port, token, paths[k :: args.readers], args.tmp / f"reader-{n}-{k}.json")
+        for k in range(args.readers)
     ]
     errors: list[str] = []
     for reader in readers:
@@ -497,7 +513,7 @@ def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "_reader":
         # uvloop (installed with uvicorn[standard]) keeps the readers, which stand in for
         # remote clients, from taking more of the shared cores than they must.
-        uvloop.run(reader_main(json.loads(sys.argv[2])))
+        uvloop.run(reader_main(json.loads(Path(sys.argv[2]).read_text())))
         return
     if len(sys.argv) == 3 and sys.argv[1] == "_probe":
         probe_main(json.loads(sys.argv[2]))
@@ -506,7 +522,7 @@ def main() -> None:
     parser.add_argument(
         "--streams",
         type=lambda v: [int(x) for x in v.split(",")],
-        default=[100, 1000, 2000],
+        default=[1000, 2000, 5000],
         help="comma-separated stream counts",
     )
     parser.add_argument("--jobs", type=int, default=4, help="running CUSTOM jobs")
@@ -530,7 +546,16 @@ def main() -> None:
         "--profile-gateway", type=Path, default=None, help="write a cProfile of the gateway here"
     )
     args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # The gateway holds one descriptor per stream (the readers half as many each), plus its own.
+    needed = max(args.streams) + 1024
+    if hard < needed:
+        raise SystemExit(
+            f"RLIMIT_NOFILE's hard limit is {hard}; {max(args.streams)} streams need about "
+            f"{needed}: raise it (`ulimit -Hn {needed}` as root, or LimitNOFILE= in a unit)"
+        )
     setup = start(args)
+    args.tmp = setup.tmp
     try:
         asyncio.run(bench(args, setup))
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import signal
 import socket
@@ -45,11 +44,20 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8080,
     data_dir: DataDirOption = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="gateway worker processes (the embedded coordinator runs once, shared)",
+            min=1,
+            max=64,
+        ),
+    ] = 1,
 ) -> None:
     """Run the gateway, with the embedded reference coordinator unless SCAIMIND_GRPC_HOST is set."""
     quiet_grpc_fork()
     import uvicorn
 
+    from scaimind.cli.workers import tune_gc
     from scaimind.gateway.app import API_PREFIX, create_app
     from scaimind.private_files import private_dir
 
@@ -59,25 +67,26 @@ def serve(
     sock = listen(host, port)
     port = sock.getsockname()[1]
     private_dir(settings.data_dir)
-    app = create_app(settings)
     coordinator = "embedded" if settings.embedded_coordinator else settings.grpc_target
     print(
         f"scaimind {__version__}: http://{host}:{port}{API_PREFIX} "
         f"(data dir {settings.data_dir}; coordinator {coordinator})",
         file=sys.stderr,
     )
+    if workers > 1:
+        from scaimind.cli.workers import serve_workers
+
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        serve_workers(settings, sock, host, port, workers)
+        return
+    app = create_app(settings)
     # uvicorn turns SIGINT/SIGTERM into a lifespan shutdown, which stops the embedded
     # coordinator cleanly (running jobs checkpoint and are re-queued). Afterwards it re-raises
     # the signal under the handler it found, which by default would end the process with
     # status 143 although the shutdown was clean; this one exits 0 (and also covers a SIGTERM
     # that arrives before uvicorn installed its own handler, when nothing is running yet).
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    # Thousands of open SSE streams allocate many short-lived objects; with CPython's default
-    # thresholds full collections walk them often and stall every request on the loop (the tail
-    # of GET latency in bench/streams.py). Start-up objects are frozen out of collection and
-    # collections run less often. Only here: a host app mounting the module keeps its own GC.
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 100)
+    tune_gc()
     config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower())
     uvicorn.Server(config).run(sockets=[sock])
 

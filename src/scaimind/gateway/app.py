@@ -29,6 +29,7 @@ from scaimind.gateway.web.body_limit import BodyLimitMiddleware
 from scaimind.gateway.web.deps import get_current_user
 from scaimind.gateway.web.envelope import RequestIdMiddleware, install_error_handlers, request_id_of
 from scaimind.gateway.web.openapi import install_docs
+from scaimind.gateway.web.request_metrics import RequestMetricsMiddleware
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.gateway.app")
@@ -70,7 +71,7 @@ def embedded_api_secret(data_dir: Path) -> str:
     return secret_file(data_dir, _API_SECRET_FILE)
 
 
-async def _start_embedded_coordinator(
+async def start_embedded_coordinator(
     settings: Settings, api_secret: str, stack: AsyncExitStack
 ) -> str:
     from scaimind.coordinator.server import start_coordinator
@@ -135,7 +136,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         target = settings.grpc_target
         _warn_if_plaintext(settings)
         if settings.embedded_coordinator:
-            target = await _start_embedded_coordinator(settings, api_secret, stack)
+            target = await start_embedded_coordinator(settings, api_secret, stack)
         channel = open_channel(settings, target)
         client = CoordinatorClient(
             channel, api_secret=api_secret, timeout_s=settings.grpc_timeout_s
@@ -176,6 +177,8 @@ def mount_module(
         # Added first, so it runs inside the request-id middleware (its 413 carries the id).
         app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, prefix=prefix)
         app.add_middleware(RequestIdMiddleware)
+        # Outermost: the latency it records covers the request id and the 413s too.
+        app.add_middleware(RequestMetricsMiddleware, prefix=prefix)
         app.state.scaimind_request_ids = True
     app.include_router(module_router(), prefix=prefix)
     if current_user is not None:

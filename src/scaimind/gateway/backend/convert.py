@@ -8,8 +8,9 @@ silently (an unknown field raises).
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -49,16 +50,14 @@ def enum_value(enum: Any, name: str) -> int:
 
 def format_time(ts: Timestamp) -> str:
     """RFC 3339 UTC with milliseconds and a Z."""
-    dt = ts.ToDatetime(tzinfo=UTC)
+    return _format_seconds(ts.seconds, ts.nanos)
+
+
+# Listings repeat the same instants (created_at, checkpoints) on every poll.
+@functools.lru_cache(maxsize=8192)
+def _format_seconds(seconds: int, nanos: int) -> str:
+    dt = Timestamp(seconds=seconds, nanos=nanos).ToDatetime(tzinfo=UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _scalar_to_json(fd: Any, value: Any) -> Any:
-    if fd.type == FieldDescriptor.TYPE_ENUM:
-        return enum_name(fd.enum_type, value)
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return message_to_dict(value)
-    return value
 
 
 def finite(value: Any) -> Any:
@@ -74,24 +73,71 @@ def finite(value: Any) -> Any:
 
 def message_to_dict(msg: Message) -> Any:
     """Convert a message to the API's JSON shape."""
-    desc: Any = msg.DESCRIPTOR
+    return converter(msg.DESCRIPTOR)(msg)
+
+
+# --- proto → dict, compiled once per message type ----------------------------------------------
+# Walking the descriptor for every field of every message (what the first version did) cost more
+# than the rest of a GET /jobs/{id}; the same decisions are now taken once per message type, and
+# each field becomes one small function of the message.
+
+Converter = Callable[[Any], Any]
+_converters: dict[str, Converter] = {}
+
+
+def converter(desc: Any) -> Converter:
+    """The proto → dict function of a message type (compiled on first use)."""
+    found = _converters.get(desc.full_name)
+    if found is None:
+        found = _converters[desc.full_name] = _compile(desc)
+    return found
+
+
+def _compile(desc: Any) -> Converter:
     if desc.full_name == _TIMESTAMP:
-        return format_time(msg)  # type: ignore[arg-type]
-    out: dict[str, Any] = {}
-    for fd in desc.fields:
-        value = getattr(msg, fd.name)
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
-            out[fd.name] = {k: _scalar_to_json(value_fd, v) for k, v in value.items()}
-        elif fd.is_repeated:
-            out[fd.name] = [_scalar_to_json(fd, v) for v in value]
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-            out[fd.name] = message_to_dict(value) if msg.HasField(fd.name) else None
-        elif fd.has_presence and not msg.HasField(fd.name):
-            out[fd.name] = None
-        else:
-            out[fd.name] = _scalar_to_json(fd, value)
-    return out
+        return format_time
+    fields = [(fd.name, _field_getter(fd)) for fd in desc.fields]
+
+    def convert(msg: Any) -> dict[str, Any]:
+        return {name: get(msg) for name, get in fields}
+
+    return convert
+
+
+def _value_converter(fd: Any) -> Converter | None:
+    """How one value of `fd` becomes JSON; None when it is already its JSON value."""
+    if fd.type == FieldDescriptor.TYPE_ENUM:
+        names = _enum_names(fd.enum_type)
+        return lambda number: names.get(number)
+    if fd.type == FieldDescriptor.TYPE_MESSAGE:
+        sub = fd.message_type
+        # Looked up at call time: message types may refer to themselves.
+        return lambda value: converter(sub)(value)
+    return None
+
+
+def _enum_names(enum: Any) -> dict[int, str | None]:
+    return {number: enum_name(enum, number) for number in enum.values_by_number}
+
+
+def _field_getter(fd: Any) -> Converter:
+    name = fd.name
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        convert_value = _value_converter(fd.message_type.fields_by_name["value"])
+        if convert_value is None:
+            return lambda msg: dict(getattr(msg, name))
+        return lambda msg: {k: convert_value(v) for k, v in getattr(msg, name).items()}
+    convert = _value_converter(fd)
+    if fd.is_repeated:
+        if convert is None:
+            return lambda msg: list(getattr(msg, name))
+        return lambda msg: [convert(v) for v in getattr(msg, name)]
+    if fd.type == FieldDescriptor.TYPE_MESSAGE or fd.has_presence:
+        plain = convert or (lambda value: value)
+        return lambda msg: plain(getattr(msg, name)) if msg.HasField(name) else None
+    if convert is None:
+        return lambda msg: getattr(msg, name)
+    return lambda msg: convert(getattr(msg, name))
 
 
 def _timestamp_from(value: Any) -> Timestamp:

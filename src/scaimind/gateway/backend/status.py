@@ -280,7 +280,10 @@ def translate_rpc_error(
         retry_after = rich.retry_after
         if retry_after is None:
             retry_after = _retry_after(list(trailing) if trailing else None)  # type: ignore[arg-type]
-    logger.warning(
+    # A caller's own mistake (404, a 409 on an ended job, ...) is not the operator's concern
+    # and is routine traffic: INFO. Failures of the coordinator, or worth a retry: WARNING.
+    logger.log(
+        logging.INFO if mapping.http < 500 and not mapping.retryable else logging.WARNING,
         "coordinator error on %s: %s",
         rpc,
         grpc_code.name,

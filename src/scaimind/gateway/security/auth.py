@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -184,13 +186,28 @@ def _public_key(pem: str) -> tuple[RSAPublicKey | EllipticCurvePublicKey, list[s
 
 # Signing keys remembered by kid (an identity provider publishes a handful).
 _JWKS_KEYS_KEPT: Final = 64
+# Verified tokens remembered by digest (bounded LRU): a signature check and claim parsing cost
+# more than the rest of a small request. An entry lasts until the token's exp, and never longer
+# than _VERIFIED_MAX_S, so a signing key withdrawn from a JWKS stops working within minutes.
+VERIFIED_KEPT: Final = 10_000
+_VERIFIED_MAX_S: Final = 300.0
 
 
 class TokenVerifier:
     """Verifies bearer JWTs with the configured key material."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        kept: int = VERIFIED_KEPT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._settings = settings
+        self._kept = kept
+        self._clock = clock
+        # sha256(token) -> (the caller, epoch seconds until which the entry may be used).
+        self._verified: OrderedDict[bytes, tuple[CurrentUser, float]] = OrderedDict()
         # What each role may do (API keys are granted from the same table).
         self.grants = role_grants(settings)
         self.claim_names = claim_names(settings)
@@ -234,7 +251,34 @@ class TokenVerifier:
         return found
 
     async def verify(self, token: str) -> CurrentUser:
-        """Decode and check a token; raise AuthTokenInvalid with a reason."""
+        """Decode and check a token; raise AuthTokenInvalid with a reason.
+
+        A token verified before is answered from memory until its exp (failures are not
+        remembered: an invalid, expired or not-yet-valid token is checked in full every time).
+        """
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        hit = self._verified.get(digest)
+        if hit is not None:
+            if now < hit[1]:
+                self._verified.move_to_end(digest)
+                return hit[0]
+            del self._verified[digest]
+        user, exp = await self._verify(token)
+        until = min(exp, now + _VERIFIED_MAX_S)
+        if until > now:
+            self._verified[digest] = (user, until)
+            if len(self._verified) > self._kept:
+                self._verified.popitem(last=False)
+        return user
+
+    @property
+    def remembered(self) -> int:
+        """How many verified tokens are remembered."""
+        return len(self._verified)
+
+    async def _verify(self, token: str) -> tuple[CurrentUser, float]:
+        """The caller of a token and its exp, by a full check."""
         key, algorithms = self._key, self._algorithms
         if self._jwks is not None:
             try:
@@ -283,10 +327,12 @@ class TokenVerifier:
         # the caller's role is the first one the grant table knows.
         role = next((r for r in roles if r in self.grants), roles[0] if roles else "")
         permissions = frozenset(scope).union(*(self.grants.get(r, frozenset()) for r in roles))
-        return CurrentUser(
+        user = CurrentUser(
             user_id=str(claims["sub"]),
             tenant_id=tenant,
             role=role,
             permissions=permissions,
             token=token,
         )
+        # jwt.decode required exp and checked it is a number.
+        return user, float(claims["exp"])

@@ -19,6 +19,10 @@ from scaimind.gateway.errors import PayloadTooLarge
 from scaimind.gateway.web.envelope import error_body, new_request_id
 
 _CONTENT_LENGTH: Final = b"content-length"
+_TRANSFER_ENCODING: Final = b"transfer-encoding"
+# Versions whose request bodies are framed by Content-Length / Transfer-Encoding (HTTP/2's are
+# not: a body may come without either, so those are always counted).
+_FRAMED_BY_HEADERS: Final = frozenset({"1.0", "1.1"})
 # A client that sends its whole body before reading the answer (httpx, requests) would see the
 # connection reset instead of the 413 if the server closed with unread data pending. So the
 # rest of a body up to this many times the limit is read and dropped (memory stays flat)
@@ -39,10 +43,15 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared, chunked = _framing(scope)
         if declared is not None and declared > self.max_bytes:
             drain = declared <= self.max_bytes * DRAIN_FACTOR
             await self._refuse(scope, send, receive if drain else None)
+            return
+        if not chunked and scope.get("http_version") in _FRAMED_BY_HEADERS:
+            # HTTP/1.x: without Transfer-Encoding the server reads exactly Content-Length bytes
+            # (checked above) or none, so there is nothing to count: no wrapping per request.
+            await self.app(scope, receive, send)
             return
 
         received = 0
@@ -128,11 +137,18 @@ async def _drain(receive: Receive, budget: int) -> None:
         return
 
 
-def _declared_length(scope: Scope) -> int | None:
+def _framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length (None: none or unreadable) and whether Transfer-Encoding
+    is present (a body of unknown length)."""
+    declared: int | None = None
+    chunked = unreadable = False
     for key, value in scope.get("headers", ()):
         if key == _CONTENT_LENGTH:
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
+                unreadable = True
+        elif key == _TRANSFER_ENCODING:
+            chunked = True
+    # An unreadable length is counted as it arrives, like a chunked body.
+    return declared, chunked or unreadable

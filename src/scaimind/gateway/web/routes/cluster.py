@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
+from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.gateway.web.deps import ClientDep, ClusterAdmin, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.cluster import DrainBody
 from scaimind.gateway.web.schemas.ops_views import ClusterStatus, Node, NodeList
 from scaimind.gateway.web.schemas.views import Data
@@ -23,9 +24,9 @@ NodeId = Annotated[
 
 
 @router.get("", response_model=Data[ClusterStatus])
-async def get_cluster_status(who: Viewer, client: ClientDep) -> dict[str, Any]:
+async def get_cluster_status(who: Viewer, client: ClientDep) -> Response:
     """Cluster-wide capacity, utilisation and job counts."""
-    return {"data": message_to_dict(await client.get_cluster_status(who.ctx))}
+    return data_response(await client.get_cluster_status(who.ctx))
 
 
 @router.get("/nodes", response_model=Data[NodeList])
@@ -47,19 +48,19 @@ async def list_nodes(
             description="next_page_token of the previous page.",
         ),
     ] = "",
-) -> dict[str, Any]:
+) -> Response:
     """List the cluster's nodes with their slots and running jobs."""
     req = dict_to_message(
         {"status_filter": status_filter, "page_size": page_size, "page_token": page_token},
         cluster_pb2.ListNodesRequest,
     )
-    return {"data": message_to_dict(await client.list_nodes(req, who.ctx))}
+    return data_response(await client.list_nodes(req, who.ctx))
 
 
 @router.get("/nodes/{node_id}", response_model=Data[Node])
-async def get_node(node_id: NodeId, who: Viewer, client: ClientDep) -> dict[str, Any]:
+async def get_node(node_id: NodeId, who: Viewer, client: ClientDep) -> Response:
     """One node with its slots and running jobs."""
-    return {"data": message_to_dict(await client.get_node(node_id, who.ctx))}
+    return data_response(await client.get_node(node_id, who.ctx))
 
 
 @router.post("/nodes/{node_id}/drain", response_model=Data[Node], responses=errors(413))
@@ -68,16 +69,16 @@ async def drain_node(
     who: ClusterAdmin,
     client: ClientDep,
     body: Annotated[DrainBody | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Stop scheduling onto a node; `force` preempts its running jobs (409 if already draining)."""
     body = body or DrainBody()
     req = dict_to_message(
         {"node_id": node_id, **body.model_dump(mode="json")}, cluster_pb2.DrainNodeRequest
     )
-    return {"data": message_to_dict(await client.drain_node(req, who.ctx))}
+    return data_response(await client.drain_node(req, who.ctx))
 
 
 @router.post("/nodes/{node_id}/enable", response_model=Data[Node])
-async def enable_node(node_id: NodeId, who: ClusterAdmin, client: ClientDep) -> dict[str, Any]:
+async def enable_node(node_id: NodeId, who: ClusterAdmin, client: ClientDep) -> Response:
     """Re-enable a drained or disabled node (409 if it is online)."""
-    return {"data": message_to_dict(await client.enable_node(node_id, who.ctx))}
+    return data_response(await client.enable_node(node_id, who.ctx))

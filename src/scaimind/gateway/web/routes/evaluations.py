@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
 from scaimind import limits
 from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
@@ -19,6 +19,7 @@ from scaimind.gateway.web.deps import (
     caller,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
 from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
 from scaimind.gateway.web.schemas.ops_views import Evaluation, EvaluationList, EvaluationSubmitted
@@ -54,12 +55,12 @@ async def list_evaluations(
             description="next_page_token of the previous page.",
         ),
     ] = "",
-) -> dict[str, Any]:
+) -> Response:
     """List the tenant's evaluations with their scores, newest first."""
     req = coordinator_pb2.ListEvaluationsRequest(
         job_id=job_id, page_size=page_size, page_token=page_token
     )
-    return {"data": message_to_dict(await client.list_evaluations(req, who.ctx))}
+    return data_response(await client.list_evaluations(req, who.ctx))
 
 
 @router.post(
@@ -86,8 +87,6 @@ async def submit_evaluation(
 
 
 @router.get("/{evaluation_id}", response_model=Data[Evaluation])
-async def get_evaluation(
-    evaluation_id: EvaluationId, who: Reader, client: ClientDep
-) -> dict[str, Any]:
+async def get_evaluation(evaluation_id: EvaluationId, who: Reader, client: ClientDep) -> Response:
     """One evaluation with its benchmark results."""
-    return {"data": message_to_dict(await client.get_evaluation(evaluation_id, who.ctx))}
+    return data_response(await client.get_evaluation(evaluation_id, who.ctx))

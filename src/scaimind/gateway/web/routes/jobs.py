@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 
 from scaimind import limits
 from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
@@ -18,6 +18,7 @@ from scaimind.gateway.web.deps import (
     Viewer,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.responses import DataResponse, data_response
 from scaimind.gateway.web.schemas.examples import SUBMIT_JOB_EXAMPLES
 from scaimind.gateway.web.schemas.jobs import (
     CancelBody,
@@ -109,7 +110,7 @@ async def list_jobs(
         Query(max_length=limits.LABELS, description="`key=value` labels that must all match."),
     ] = [],  # noqa: B006
     view: Annotated[JobView, Query(description=f"{_VIEW_DOC} Default BASIC.")] = JobView.BASIC,
-) -> dict[str, Any]:
+) -> Response:
     """List the tenant's jobs, newest first (summaries unless view=FULL)."""
     req = dict_to_message(
         {
@@ -124,7 +125,7 @@ async def list_jobs(
     req.view = _VIEWS[view]
     data = message_to_dict(await client.list_jobs(req, who.ctx))
     cache.schedule_sync(who.ctx.tenant_id, data["jobs"], view.value)
-    return {"data": data}
+    return DataResponse(data)
 
 
 @router.post(
@@ -158,11 +159,11 @@ async def get_job(
     client: ClientDep,
     cache: JobCacheDep,
     view: Annotated[JobView, Query(description=f"{_VIEW_DOC} Default FULL.")] = JobView.FULL,
-) -> dict[str, Any]:
+) -> Response:
     """One job with its progress, metrics and checkpoints, fresh from the coordinator."""
     job = message_to_dict(await client.get_job(job_id, who.ctx, _VIEWS[view]))
     cache.schedule_sync(who.ctx.tenant_id, [job], view.value)
-    return {"data": job}
+    return DataResponse(job)
 
 
 @router.post("/{job_id}/cancel", response_model=Data[JobAction], responses=errors(413))
@@ -171,11 +172,11 @@ async def cancel_job(
     who: Manager,
     client: ClientDep,
     body: Annotated[CancelBody | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Cancel a job that has not ended (409 for a COMPLETED, FAILED or CANCELLED one)."""
     body = body or CancelBody()
     req = coordinator_pb2.CancelJobRequest(job_id=job_id, reason=body.reason)
-    return {"data": message_to_dict(await client.cancel_job(req, who.ctx))}
+    return data_response(await client.cancel_job(req, who.ctx))
 
 
 @router.post("/{job_id}/pause", response_model=Data[JobAction], responses=errors(413))
@@ -184,11 +185,11 @@ async def pause_job(
     who: Manager,
     client: ClientDep,
     body: Annotated[PauseBody | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Pause a running job, checkpointing first; its slots are freed."""
     body = body or PauseBody()
     req = coordinator_pb2.PauseJobRequest(job_id=job_id, save_checkpoint=body.save_checkpoint)
-    return {"data": message_to_dict(await client.pause_job(req, who.ctx))}
+    return data_response(await client.pause_job(req, who.ctx))
 
 
 @router.post("/{job_id}/resume", response_model=Data[JobAction], responses=errors(413, 502))
@@ -198,11 +199,11 @@ async def resume_job(
     client: ClientDep,
     tokens: TokenExchangeDep,
     body: Annotated[ResumeBody | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Resume a paused job from its latest (or the named) checkpoint."""
     body = body or ResumeBody()
     req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=body.checkpoint_id)
-    return {"data": message_to_dict(await client.resume_job(req, await tokens.attach(who.ctx)))}
+    return data_response(await client.resume_job(req, await tokens.attach(who.ctx)))
 
 
 @router.post(

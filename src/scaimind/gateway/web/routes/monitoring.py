@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.state import State
 from scaimind.gateway.streaming.streams import (
     DirectSend,
@@ -24,6 +23,7 @@ from scaimind.gateway.streaming.streams import (
 )
 from scaimind.gateway.web.deps import Caller, ClientDep, Hub, Limiter, StateDep, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors, sse_responses
+from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.views import Data, JobMetrics
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -87,12 +87,12 @@ async def get_job_metrics(
             "0 = the coordinator's default (500).",
         ),
     ] = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Every metric series of a job, downsampled without hiding spikes."""
     req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
     resp = await client.get_job_metrics(req, who.ctx)
-    # NaN/±inf (a diverged loss) go out as null: FastAPI's encoder does that for dict bodies.
-    return {"data": message_to_dict(resp)}
+    # NaN/±inf (a diverged loss) go out as null, as orjson renders them.
+    return data_response(resp)
 
 
 @router.get("/{job_id}/logs", response_class=Response, responses=sse_responses("log", _LOG_EXAMPLE))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.web.deps import ClientDep, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.ops_views import QueueStatus
 from scaimind.gateway.web.schemas.views import Data
 
@@ -23,6 +23,6 @@ async def get_queue_status(
     queue_name: Annotated[
         str, Query(max_length=limits.ID_CHARS, description="One queue; empty = every queue.")
     ] = "",
-) -> dict[str, Any]:
+) -> Response:
     """Depth, estimated waits and the positions of the tenant's queued jobs."""
-    return {"data": message_to_dict(await client.get_queue_status(queue_name, who.ctx))}
+    return data_response(await client.get_queue_status(queue_name, who.ctx))
