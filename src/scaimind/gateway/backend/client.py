@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.gateway.backend.status import translate_rpc_error
 from scaimind.settings import Settings
 from scaimind.v1 import (
@@ -34,6 +35,14 @@ _BACKOFF_START_S: Final = 0.05
 _BACKOFF_MAX_S: Final = 1.0
 
 
+class DownstreamTokenSource(Protocol):
+    """Mints the caller's downstream tokens when a call needs them (security.token_exchange)."""
+
+    async def metadata(self) -> Mapping[str, str]:
+        """e.g. {"x-scaidrive-token": …, "x-scaiatlas-token": …}; never logged."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who a call is made for; becomes the call's metadata."""
@@ -41,9 +50,9 @@ class CallContext:
     tenant_id: str
     request_id: str
     user_id: str | None = None
-    idempotency_key: str | None = None
-    # e.g. {"x-scaidrive-token": "...", "x-scaiatlas-token": "..."}; never logged.
-    downstream_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Asked only by the calls that touch data or model artefacts (`_unary(tokens=True)`), so
+    # reads never wait for a token exchange.
+    downstream: DownstreamTokenSource | None = field(default=None, repr=False, compare=False)
 
 
 def open_channel(settings: Settings, target: str | None = None) -> grpc.aio.Channel:
@@ -83,7 +92,12 @@ class CoordinatorClient:
         """Close the channel."""
         await self._channel.close(None)
 
-    def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
+    def _metadata(
+        self,
+        ctx: CallContext,
+        idempotency_key: str | None = None,
+        downstream: Mapping[str, str] | None = None,
+    ) -> tuple[tuple[str, str], ...]:
         md = [
             ("x-api-secret", self._api_secret),
             ("x-tenant-id", ctx.tenant_id),
@@ -91,9 +105,10 @@ class CoordinatorClient:
         ]
         if ctx.user_id:
             md.append(("x-user-id", ctx.user_id))
-        if ctx.idempotency_key:
-            md.append(("x-idempotency-key", ctx.idempotency_key))
-        md.extend((k, v) for k, v in ctx.downstream_tokens.items() if v)
+        if idempotency_key:
+            md.append(("x-idempotency-key", idempotency_key))
+        if downstream:
+            md.extend((k, v) for k, v in downstream.items() if v)
         return tuple(md)
 
     async def _unary(
@@ -104,10 +119,13 @@ class CoordinatorClient:
         ctx: CallContext,
         *,
         idempotent: bool,
+        tokens: bool = False,
+        idempotency_key: str | None = None,
     ) -> Any:
+        downstream = await ctx.downstream.metadata() if tokens and ctx.downstream else None
         deadline = time.monotonic() + self.timeout_s
         delay = _BACKOFF_START_S
-        metadata = self._metadata(ctx)
+        metadata = self._metadata(ctx, idempotency_key, downstream)
         while True:
             remaining = deadline - time.monotonic()
             try:
@@ -148,18 +166,44 @@ class CoordinatorClient:
     # --- jobs ---------------------------------------------------------------------------------
 
     async def submit_job(
-        self, req: coordinator_pb2.SubmitJobRequest, ctx: CallContext
+        self, spec: Mapping[str, Any], ctx: CallContext, *, idempotency_key: str | None = None
     ) -> coordinator_pb2.SubmitJobResponse:
-        """SubmitJob (never retried)."""
+        """SubmitJob from the submission's JSON fields (never retried)."""
+        req = dict_to_message(spec, coordinator_pb2.SubmitJobRequest)
         r: coordinator_pb2.SubmitJobResponse = await self._unary(
-            "SubmitJob", self._jobs.SubmitJob, req, ctx, idempotent=False
+            "SubmitJob",
+            self._jobs.SubmitJob,
+            req,
+            ctx,
+            idempotent=False,
+            tokens=True,
+            idempotency_key=idempotency_key,
         )
         return r
 
     async def list_jobs(
-        self, req: coordinator_pb2.ListJobsRequest, ctx: CallContext
+        self,
+        ctx: CallContext,
+        *,
+        statuses: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        page_size: int = 20,
+        page_token: str = "",
+        order_by: str = "",
+        view: coordinator_pb2.JobView.ValueType = coordinator_pb2.JOB_VIEW_BASIC,
     ) -> coordinator_pb2.ListJobsResponse:
-        """ListJobs."""
+        """ListJobs (`statuses` by name, e.g. RUNNING)."""
+        req = dict_to_message(
+            {
+                "status_filter": list(statuses),
+                "label_filter": dict(labels or {}),
+                "page_size": page_size,
+                "page_token": page_token,
+                "order_by": order_by,
+            },
+            coordinator_pb2.ListJobsRequest,
+        )
+        req.view = view
         r: coordinator_pb2.ListJobsResponse = await self._unary(
             "ListJobs", self._jobs.ListJobs, req, ctx, idempotent=True
         )
@@ -172,57 +216,70 @@ class CoordinatorClient:
         view: coordinator_pb2.JobView.ValueType = coordinator_pb2.JOB_VIEW_FULL,
     ) -> common_pb2.Job:
         """GetJob (the FULL view unless `view` says BASIC)."""
+        req = coordinator_pb2.GetJobRequest(job_id=job_id, view=view)
         r: common_pb2.Job = await self._unary(
-            "GetJob",
-            self._jobs.GetJob,
-            coordinator_pb2.GetJobRequest(job_id=job_id, view=view),
-            ctx,
-            idempotent=True,
+            "GetJob", self._jobs.GetJob, req, ctx, idempotent=True
         )
         return r
 
     async def cancel_job(
-        self, req: coordinator_pb2.CancelJobRequest, ctx: CallContext
+        self, job_id: str, ctx: CallContext, *, reason: str = ""
     ) -> coordinator_pb2.JobActionResponse:
         """CancelJob."""
+        req = coordinator_pb2.CancelJobRequest(job_id=job_id, reason=reason)
         r: coordinator_pb2.JobActionResponse = await self._unary(
             "CancelJob", self._jobs.CancelJob, req, ctx, idempotent=False
         )
         return r
 
     async def pause_job(
-        self, req: coordinator_pb2.PauseJobRequest, ctx: CallContext
+        self, job_id: str, ctx: CallContext, *, save_checkpoint: bool = True
     ) -> coordinator_pb2.JobActionResponse:
         """PauseJob."""
+        req = coordinator_pb2.PauseJobRequest(job_id=job_id, save_checkpoint=save_checkpoint)
         r: coordinator_pb2.JobActionResponse = await self._unary(
             "PauseJob", self._jobs.PauseJob, req, ctx, idempotent=False
         )
         return r
 
     async def resume_job(
-        self, req: coordinator_pb2.ResumeJobRequest, ctx: CallContext
+        self, job_id: str, ctx: CallContext, *, checkpoint_id: str = ""
     ) -> coordinator_pb2.JobActionResponse:
-        """ResumeJob."""
+        """ResumeJob (the latest checkpoint unless `checkpoint_id` names one)."""
+        req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=checkpoint_id)
         r: coordinator_pb2.JobActionResponse = await self._unary(
-            "ResumeJob", self._jobs.ResumeJob, req, ctx, idempotent=False
+            "ResumeJob", self._jobs.ResumeJob, req, ctx, idempotent=False, tokens=True
         )
         return r
 
     async def retry_job(
-        self, req: coordinator_pb2.RetryJobRequest, ctx: CallContext
+        self,
+        job_id: str,
+        options: Mapping[str, Any],
+        ctx: CallContext,
+        *,
+        idempotency_key: str | None = None,
     ) -> coordinator_pb2.RetryJobResponse:
-        """RetryJob."""
+        """RetryJob with the retry body's JSON fields."""
+        req = dict_to_message({"job_id": job_id, **options}, coordinator_pb2.RetryJobRequest)
         r: coordinator_pb2.RetryJobResponse = await self._unary(
-            "RetryJob", self._jobs.RetryJob, req, ctx, idempotent=False
+            "RetryJob",
+            self._jobs.RetryJob,
+            req,
+            ctx,
+            idempotent=False,
+            tokens=True,
+            idempotency_key=idempotency_key,
         )
         return r
 
     # --- monitoring ---------------------------------------------------------------------------
 
     async def get_job_metrics(
-        self, req: coordinator_pb2.GetJobMetricsRequest, ctx: CallContext
+        self, job_id: str, ctx: CallContext, *, max_points: int = 0
     ) -> coordinator_pb2.GetJobMetricsResponse:
-        """GetJobMetrics."""
+        """GetJobMetrics (0 points = the coordinator's default)."""
+        req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
         r: coordinator_pb2.GetJobMetricsResponse = await self._unary(
             "GetJobMetrics", self._jobs.GetJobMetrics, req, ctx, idempotent=True
         )
@@ -243,11 +300,18 @@ class CoordinatorClient:
     # --- evaluations and data -----------------------------------------------------------------
 
     async def submit_evaluation(
-        self, req: coordinator_pb2.SubmitEvaluationRequest, ctx: CallContext
+        self, spec: Mapping[str, Any], ctx: CallContext, *, idempotency_key: str | None = None
     ) -> coordinator_pb2.SubmitEvaluationResponse:
-        """SubmitEvaluation (never retried)."""
+        """SubmitEvaluation from the request's JSON fields (never retried)."""
+        req = dict_to_message(spec, coordinator_pb2.SubmitEvaluationRequest)
         r: coordinator_pb2.SubmitEvaluationResponse = await self._unary(
-            "SubmitEvaluation", self._jobs.SubmitEvaluation, req, ctx, idempotent=False
+            "SubmitEvaluation",
+            self._jobs.SubmitEvaluation,
+            req,
+            ctx,
+            idempotent=False,
+            tokens=True,
+            idempotency_key=idempotency_key,
         )
         return r
 
@@ -255,30 +319,31 @@ class CoordinatorClient:
         self, evaluation_id: str, ctx: CallContext
     ) -> coordinator_pb2.Evaluation:
         """GetEvaluation."""
+        req = coordinator_pb2.GetEvaluationRequest(evaluation_id=evaluation_id)
         r: coordinator_pb2.Evaluation = await self._unary(
-            "GetEvaluation",
-            self._jobs.GetEvaluation,
-            coordinator_pb2.GetEvaluationRequest(evaluation_id=evaluation_id),
-            ctx,
-            idempotent=True,
+            "GetEvaluation", self._jobs.GetEvaluation, req, ctx, idempotent=True
         )
         return r
 
     async def list_evaluations(
-        self, req: coordinator_pb2.ListEvaluationsRequest, ctx: CallContext
+        self, ctx: CallContext, *, job_id: str = "", page_size: int = 20, page_token: str = ""
     ) -> coordinator_pb2.ListEvaluationsResponse:
-        """ListEvaluations."""
+        """ListEvaluations (of one job when `job_id` is set)."""
+        req = coordinator_pb2.ListEvaluationsRequest(
+            job_id=job_id, page_size=page_size, page_token=page_token
+        )
         r: coordinator_pb2.ListEvaluationsResponse = await self._unary(
             "ListEvaluations", self._jobs.ListEvaluations, req, ctx, idempotent=True
         )
         return r
 
     async def validate_data(
-        self, req: coordinator_pb2.ValidateDataRequest, ctx: CallContext
+        self, source: Mapping[str, Any], ctx: CallContext
     ) -> coordinator_pb2.ValidateDataResponse:
-        """ValidateData (reads only, so retried)."""
+        """ValidateData from the request's JSON fields (reads only, so retried)."""
+        req = dict_to_message(source, coordinator_pb2.ValidateDataRequest)
         r: coordinator_pb2.ValidateDataResponse = await self._unary(
-            "ValidateData", self._jobs.ValidateData, req, ctx, idempotent=True
+            "ValidateData", self._jobs.ValidateData, req, ctx, idempotent=True, tokens=True
         )
         return r
 
@@ -286,12 +351,9 @@ class CoordinatorClient:
         self, node_id: str, ctx: CallContext
     ) -> coordinator_pb2.GetDataCacheResponse:
         """GetDataCache."""
+        req = coordinator_pb2.GetDataCacheRequest(node_id=node_id)
         r: coordinator_pb2.GetDataCacheResponse = await self._unary(
-            "GetDataCache",
-            self._jobs.GetDataCache,
-            coordinator_pb2.GetDataCacheRequest(node_id=node_id),
-            ctx,
-            idempotent=True,
+            "GetDataCache", self._jobs.GetDataCache, req, ctx, idempotent=True, tokens=True
         )
         return r
 
@@ -299,19 +361,20 @@ class CoordinatorClient:
 
     async def get_cluster_status(self, ctx: CallContext) -> cluster_pb2.ClusterStatus:
         """GetClusterStatus."""
+        req = cluster_pb2.GetClusterStatusRequest()
         r: cluster_pb2.ClusterStatus = await self._unary(
-            "GetClusterStatus",
-            self._cluster.GetClusterStatus,
-            cluster_pb2.GetClusterStatusRequest(),
-            ctx,
-            idempotent=True,
+            "GetClusterStatus", self._cluster.GetClusterStatus, req, ctx, idempotent=True
         )
         return r
 
     async def list_nodes(
-        self, req: cluster_pb2.ListNodesRequest, ctx: CallContext
+        self, ctx: CallContext, *, status: str = "", page_size: int = 20, page_token: str = ""
     ) -> cluster_pb2.ListNodesResponse:
-        """ListNodes."""
+        """ListNodes (`status` by name, e.g. DRAINING; empty = all)."""
+        req = dict_to_message(
+            {"status_filter": status, "page_size": page_size, "page_token": page_token},
+            cluster_pb2.ListNodesRequest,
+        )
         r: cluster_pb2.ListNodesResponse = await self._unary(
             "ListNodes", self._cluster.ListNodes, req, ctx, idempotent=True
         )
@@ -319,19 +382,17 @@ class CoordinatorClient:
 
     async def get_node(self, node_id: str, ctx: CallContext) -> cluster_pb2.Node:
         """GetNode."""
+        req = cluster_pb2.GetNodeRequest(node_id=node_id)
         r: cluster_pb2.Node = await self._unary(
-            "GetNode",
-            self._cluster.GetNode,
-            cluster_pb2.GetNodeRequest(node_id=node_id),
-            ctx,
-            idempotent=True,
+            "GetNode", self._cluster.GetNode, req, ctx, idempotent=True
         )
         return r
 
     async def drain_node(
-        self, req: cluster_pb2.DrainNodeRequest, ctx: CallContext
+        self, node_id: str, options: Mapping[str, Any], ctx: CallContext
     ) -> cluster_pb2.Node:
-        """DrainNode."""
+        """DrainNode with the drain body's JSON fields."""
+        req = dict_to_message({"node_id": node_id, **options}, cluster_pb2.DrainNodeRequest)
         r: cluster_pb2.Node = await self._unary(
             "DrainNode", self._cluster.DrainNode, req, ctx, idempotent=False
         )
@@ -339,12 +400,9 @@ class CoordinatorClient:
 
     async def enable_node(self, node_id: str, ctx: CallContext) -> cluster_pb2.Node:
         """EnableNode."""
+        req = cluster_pb2.EnableNodeRequest(node_id=node_id)
         r: cluster_pb2.Node = await self._unary(
-            "EnableNode",
-            self._cluster.EnableNode,
-            cluster_pb2.EnableNodeRequest(node_id=node_id),
-            ctx,
-            idempotent=False,
+            "EnableNode", self._cluster.EnableNode, req, ctx, idempotent=False
         )
         return r
 
@@ -352,11 +410,8 @@ class CoordinatorClient:
         self, queue_name: str, ctx: CallContext
     ) -> cluster_pb2.GetQueueStatusResponse:
         """GetQueueStatus."""
+        req = cluster_pb2.GetQueueStatusRequest(queue_name=queue_name)
         r: cluster_pb2.GetQueueStatusResponse = await self._unary(
-            "GetQueueStatus",
-            self._cluster.GetQueueStatus,
-            cluster_pb2.GetQueueStatusRequest(queue_name=queue_name),
-            ctx,
-            idempotent=True,
+            "GetQueueStatus", self._cluster.GetQueueStatus, req, ctx, idempotent=True
         )
         return r

@@ -13,14 +13,13 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote_plus
 
 import httpx
 
 from scaimind.downstream_tokens import METADATA_KEYS, sign_downstream_token
-from scaimind.gateway.backend.client import CallContext
 from scaimind.gateway.errors import TokenExchangeFailed
 from scaimind.gateway.security.auth import CurrentUser, embedded_secret
 from scaimind.settings import Settings
@@ -257,10 +256,6 @@ class DownstreamTokens:
     async def metadata(self) -> dict[str, str]:
         """`{"x-scaidrive-token": …, "x-scaiatlas-token": …}`; TokenExchangeFailed if not."""
         return await self._exchange.tokens_for(self._user)
-
-    async def attach(self, ctx: CallContext) -> CallContext:
-        """`ctx` with the downstream tokens in its metadata."""
-        return replace(ctx, downstream_tokens=await self.metadata())
 
 
 async def open_token_exchange(settings: Settings, stack: AsyncExitStack) -> TokenExchange:

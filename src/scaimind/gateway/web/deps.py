@@ -126,11 +126,6 @@ async def idempotency(
     return Idempotency(state.cache, idempotency_key, response)
 
 
-async def downstream_tokens(user: CurrentUserDep, state: StateDep) -> DownstreamTokens:
-    """The caller's downstream tokens (minted on `attach`/`metadata`)."""
-    return DownstreamTokens(state.token_exchange, user)
-
-
 async def stream_limiter(state: StateDep) -> StreamLimiter:
     """The per-tenant stream limiter of this process."""
     return state.streams.limiter
@@ -143,7 +138,6 @@ async def feed_hub(state: StateDep) -> FeedHub:
 
 JobCacheDep = Annotated[JobCache, Depends(get_job_cache)]
 IdempotencyDep = Annotated[Idempotency, Depends(idempotency)]
-TokenExchangeDep = Annotated[DownstreamTokens, Depends(downstream_tokens)]
 Limiter = Annotated[StreamLimiter, Depends(stream_limiter)]
 Hub = Annotated[FeedHub, Depends(feed_hub)]
 
@@ -180,6 +174,8 @@ def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
             tenant_id=user.tenant_id,
             user_id=user.user_id or None,
             request_id=request_id_of(request),
+            # Minted only when a call that touches data or models asks (the client decides).
+            downstream=DownstreamTokens(state_of(request).token_exchange, user),
         )
         return Caller(user=user, ctx=ctx)
 

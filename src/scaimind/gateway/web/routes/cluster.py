@@ -7,14 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.gateway.web.deps import ClientDep, ClusterAdmin, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors
 from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.cluster import DrainBody
 from scaimind.gateway.web.schemas.ops_views import ClusterStatus, Node, NodeList
 from scaimind.gateway.web.schemas.views import Data
-from scaimind.v1 import cluster_pb2
 
 router = APIRouter(prefix="/cluster", tags=["cluster"], responses=errors(*MODULE))
 
@@ -50,11 +48,10 @@ async def list_nodes(
     ] = "",
 ) -> Response:
     """List the cluster's nodes with their slots and running jobs."""
-    req = dict_to_message(
-        {"status_filter": status_filter, "page_size": page_size, "page_token": page_token},
-        cluster_pb2.ListNodesRequest,
+    nodes = await client.list_nodes(
+        who.ctx, status=status_filter, page_size=page_size, page_token=page_token
     )
-    return data_response(await client.list_nodes(req, who.ctx))
+    return data_response(nodes)
 
 
 @router.get("/nodes/{node_id}", response_model=Data[Node])
@@ -72,10 +69,7 @@ async def drain_node(
 ) -> Response:
     """Stop scheduling onto a node; `force` preempts its running jobs (409 if already draining)."""
     body = body or DrainBody()
-    req = dict_to_message(
-        {"node_id": node_id, **body.model_dump(mode="json")}, cluster_pb2.DrainNodeRequest
-    )
-    return data_response(await client.drain_node(req, who.ctx))
+    return data_response(await client.drain_node(node_id, body.model_dump(mode="json"), who.ctx))
 
 
 @router.post("/nodes/{node_id}/enable", response_model=Data[Node])

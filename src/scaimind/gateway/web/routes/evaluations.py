@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
+from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.security.auth import EVALUATE, VIEW
 from scaimind.gateway.web.deps import (
     Caller,
     ClientDep,
     Evaluator,
     IdempotencyDep,
-    TokenExchangeDep,
     caller,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
@@ -24,7 +22,6 @@ from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
 from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
 from scaimind.gateway.web.schemas.ops_views import Evaluation, EvaluationList, EvaluationSubmitted
 from scaimind.gateway.web.schemas.views import Data
-from scaimind.v1 import coordinator_pb2
 
 router = APIRouter(prefix="/evaluations", tags=["evaluations"], responses=errors(*MODULE))
 
@@ -57,10 +54,10 @@ async def list_evaluations(
     ] = "",
 ) -> Response:
     """List the tenant's evaluations with their scores, newest first."""
-    req = coordinator_pb2.ListEvaluationsRequest(
-        job_id=job_id, page_size=page_size, page_token=page_token
+    evaluations = await client.list_evaluations(
+        who.ctx, job_id=job_id, page_size=page_size, page_token=page_token
     )
-    return data_response(await client.list_evaluations(req, who.ctx))
+    return data_response(evaluations)
 
 
 @router.post(
@@ -69,7 +66,6 @@ async def list_evaluations(
 async def submit_evaluation(
     who: Evaluator,
     client: ClientDep,
-    tokens: TokenExchangeDep,
     body: Annotated[SubmitEvaluationBody, Body(openapi_examples=SUBMIT_EVALUATION_EXAMPLES)],
     idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
@@ -77,9 +73,10 @@ async def submit_evaluation(
     payload = body.model_dump(mode="json")
 
     async def submit() -> dict[str, Any]:
-        req = dict_to_message(payload, coordinator_pb2.SubmitEvaluationRequest)
-        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
-        return {"data": message_to_dict(await client.submit_evaluation(req, ctx))}
+        submitted = await client.submit_evaluation(
+            payload, who.ctx, idempotency_key=idempotency.key
+        )
+        return {"data": message_to_dict(submitted)}
 
     return await idempotency.run(
         who.ctx.tenant_id, "POST /evaluations", payload, submit, status_code=201

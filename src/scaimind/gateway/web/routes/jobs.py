@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
 from scaimind import limits
-from scaimind.gateway.backend.convert import dict_to_message, message_to_dict
+from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.web.deps import (
     ClientDep,
     IdempotencyDep,
     JobCacheDep,
     Manager,
-    TokenExchangeDep,
     Viewer,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
@@ -112,18 +110,16 @@ async def list_jobs(
     view: Annotated[JobView, Query(description=f"{_VIEW_DOC} Default BASIC.")] = JobView.BASIC,
 ) -> Response:
     """List the tenant's jobs, newest first (summaries unless view=FULL)."""
-    req = dict_to_message(
-        {
-            "status_filter": [s.value for s in status],
-            "label_filter": labels_to_filter(label),
-            "page_size": page_size,
-            "page_token": page_token,
-            "order_by": order_by,
-        },
-        coordinator_pb2.ListJobsRequest,
+    jobs = await client.list_jobs(
+        who.ctx,
+        statuses=[s.value for s in status],
+        labels=labels_to_filter(label),
+        page_size=page_size,
+        page_token=page_token,
+        order_by=order_by,
+        view=_VIEWS[view],
     )
-    req.view = _VIEWS[view]
-    data = message_to_dict(await client.list_jobs(req, who.ctx))
+    data = message_to_dict(jobs)
     cache.schedule_sync(who.ctx.tenant_id, data["jobs"], view.value)
     return DataResponse(data)
 
@@ -137,7 +133,6 @@ async def list_jobs(
 async def submit_job(
     who: Manager,
     client: ClientDep,
-    tokens: TokenExchangeDep,
     body: Annotated[SubmitJobBody, Body(openapi_examples=SUBMIT_JOB_EXAMPLES)],
     idempotency: IdempotencyDep,
 ) -> dict[str, Any]:
@@ -145,9 +140,8 @@ async def submit_job(
     payload = body.model_dump(mode="json")
 
     async def submit() -> dict[str, Any]:
-        req = dict_to_message(payload, coordinator_pb2.SubmitJobRequest)
-        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
-        return {"data": message_to_dict(await client.submit_job(req, ctx))}
+        job = await client.submit_job(payload, who.ctx, idempotency_key=idempotency.key)
+        return {"data": message_to_dict(job)}
 
     return await idempotency.run(who.ctx.tenant_id, "POST /jobs", payload, submit, status_code=201)
 
@@ -175,8 +169,7 @@ async def cancel_job(
 ) -> Response:
     """Cancel a job that has not ended (409 for a COMPLETED, FAILED or CANCELLED one)."""
     body = body or CancelBody()
-    req = coordinator_pb2.CancelJobRequest(job_id=job_id, reason=body.reason)
-    return data_response(await client.cancel_job(req, who.ctx))
+    return data_response(await client.cancel_job(job_id, who.ctx, reason=body.reason))
 
 
 @router.post("/{job_id}/pause", response_model=Data[JobAction], responses=errors(413))
@@ -188,8 +181,8 @@ async def pause_job(
 ) -> Response:
     """Pause a running job, checkpointing first; its slots are freed."""
     body = body or PauseBody()
-    req = coordinator_pb2.PauseJobRequest(job_id=job_id, save_checkpoint=body.save_checkpoint)
-    return data_response(await client.pause_job(req, who.ctx))
+    paused = await client.pause_job(job_id, who.ctx, save_checkpoint=body.save_checkpoint)
+    return data_response(paused)
 
 
 @router.post("/{job_id}/resume", response_model=Data[JobAction], responses=errors(413, 502))
@@ -197,13 +190,12 @@ async def resume_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
-    tokens: TokenExchangeDep,
     body: Annotated[ResumeBody | None, Body()] = None,
 ) -> Response:
     """Resume a paused job from its latest (or the named) checkpoint."""
     body = body or ResumeBody()
-    req = coordinator_pb2.ResumeJobRequest(job_id=job_id, checkpoint_id=body.checkpoint_id)
-    return data_response(await client.resume_job(req, await tokens.attach(who.ctx)))
+    resumed = await client.resume_job(job_id, who.ctx, checkpoint_id=body.checkpoint_id)
+    return data_response(resumed)
 
 
 @router.post(
@@ -218,17 +210,17 @@ async def retry_job(
     job_id: JobId,
     who: Manager,
     client: ClientDep,
-    tokens: TokenExchangeDep,
     idempotency: IdempotencyDep,
     body: Annotated[RetryBody | None, Body()] = None,
 ) -> dict[str, Any]:
     """Retry a failed or preempted job as a child job that resumes from its checkpoint."""
-    payload = {"job_id": job_id, **(body or RetryBody()).model_dump(mode="json")}
+    options = (body or RetryBody()).model_dump(mode="json")
+    # The ledger fingerprints the job id with the body: one key, one retried job.
+    payload = {"job_id": job_id, **options}
 
     async def retry() -> dict[str, Any]:
-        req = dict_to_message(payload, coordinator_pb2.RetryJobRequest)
-        ctx = await tokens.attach(replace(who.ctx, idempotency_key=idempotency.key))
-        return {"data": message_to_dict(await client.retry_job(req, ctx))}
+        child = await client.retry_job(job_id, options, who.ctx, idempotency_key=idempotency.key)
+        return {"data": message_to_dict(child)}
 
     return await idempotency.run(
         who.ctx.tenant_id, "POST /jobs/{job_id}/retry", payload, retry, status_code=200

@@ -89,8 +89,7 @@ async def get_job_metrics(
     ] = 0,
 ) -> Response:
     """Every metric series of a job, downsampled without hiding spikes."""
-    req = coordinator_pb2.GetJobMetricsRequest(job_id=job_id, max_points=max_points)
-    resp = await client.get_job_metrics(req, who.ctx)
+    resp = await client.get_job_metrics(job_id, who.ctx, max_points=max_points)
     # NaN/±inf (a diverged loss) go out as null, as orjson renders them.
     return data_response(resp)
 
