@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from scaimind.gateway.app import create_app
-from scaimind.gateway.streaming.streams import FEED_BACKLOG
+from scaimind.gateway.streaming.feeds import FEED_BACKLOG
 from scaimind.v1 import common_pb2, coordinator_pb2
 from tests.conftest import auth, gateway_settings, wait_for
 from tests.gateway.conftest import Failure

@@ -24,7 +24,7 @@ from scaimind.gateway.security.apikeys import ApiKeyStore
 from scaimind.gateway.security.auth import CurrentUser, TokenVerifier, secret_file
 from scaimind.gateway.security.token_exchange import open_token_exchange
 from scaimind.gateway.state import State
-from scaimind.gateway.streaming.streams import open_streams
+from scaimind.gateway.streaming.resources import open_streams
 from scaimind.gateway.web.body_limit import BodyLimitMiddleware
 from scaimind.gateway.web.deps import get_current_user
 from scaimind.gateway.web.envelope import RequestIdMiddleware, install_error_handlers, request_id_of

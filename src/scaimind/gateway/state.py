@@ -10,7 +10,7 @@ from scaimind.gateway.metrics import ClusterFigures
 from scaimind.gateway.security.apikeys import ApiKeyStore
 from scaimind.gateway.security.auth import TokenVerifier
 from scaimind.gateway.security.token_exchange import TokenExchange
-from scaimind.gateway.streaming.streams import StreamResources
+from scaimind.gateway.streaming.resources import StreamResources
 from scaimind.settings import Settings
 
 

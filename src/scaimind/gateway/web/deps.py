@@ -29,7 +29,8 @@ from scaimind.gateway.security.auth import (
 )
 from scaimind.gateway.security.token_exchange import DownstreamTokens
 from scaimind.gateway.state import State
-from scaimind.gateway.streaming.streams import FeedHub, StreamLimiter
+from scaimind.gateway.streaming.feeds import FeedHub
+from scaimind.gateway.streaming.limiter import StreamLimiter
 from scaimind.gateway.web.envelope import request_id_of
 from scaimind.gateway.web.idempotency import Idempotency
 from scaimind.gateway.web.openapi import BEARER

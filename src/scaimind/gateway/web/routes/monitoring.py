@@ -11,16 +11,10 @@ from fastapi.responses import Response
 
 from scaimind import limits
 from scaimind.gateway.state import State
-from scaimind.gateway.streaming.streams import (
-    DirectSend,
-    EventStream,
-    StreamLimiter,
-    StreamSlot,
-    follow_logs,
-    relay,
-    render_log,
-    render_snapshot,
-)
+from scaimind.gateway.streaming.feeds import DirectSend, follow_logs
+from scaimind.gateway.streaming.framing import relay, render_log, render_snapshot
+from scaimind.gateway.streaming.limiter import StreamLimiter, StreamSlot
+from scaimind.gateway.streaming.response import EventStream
 from scaimind.gateway.web.deps import Caller, ClientDep, Hub, Limiter, StateDep, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors, sse_responses
 from scaimind.gateway.web.responses import data_response
