@@ -28,7 +28,7 @@ def _run(
     """Run `operation` on the gateway's database, migrating the embedded SQLite first."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from scaimind.cli.local import load
+    from scaimind.cli.process import load
     from scaimind.gateway.db import migrate
     from scaimind.gateway.db.engine import create_engine
 
