@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from scaimind import limits
 from scaimind.gateway.web.deps import ClientDep, ClusterAdmin, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.params import PageToken, page_size
 from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.cluster import DrainBody
 from scaimind.gateway.web.schemas.ops_views import ClusterStatus, Node, NodeList
@@ -38,14 +39,8 @@ async def list_nodes(
             description="Only nodes in this status: ONLINE, DRAINING, DRAINED, DISABLED, OFFLINE.",
         ),
     ] = "",
-    page_size: Annotated[int, Query(ge=1, le=100, description="Nodes per page.")] = 20,
-    page_token: Annotated[
-        str,
-        Query(
-            max_length=limits.PAGE_TOKEN_CHARS,
-            description="next_page_token of the previous page.",
-        ),
-    ] = "",
+    page_size: Annotated[int, page_size("nodes")] = 20,
+    page_token: PageToken = "",
 ) -> Response:
     """List the cluster's nodes with their slots and running jobs."""
     nodes = await client.list_nodes(

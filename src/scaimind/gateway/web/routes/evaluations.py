@@ -17,6 +17,7 @@ from scaimind.gateway.web.deps import (
     caller,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.params import PageToken, page_size
 from scaimind.gateway.web.responses import data_response
 from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
 from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES
@@ -44,14 +45,8 @@ async def list_evaluations(
             description="Only evaluations of this job; empty = all of the tenant's.",
         ),
     ] = "",
-    page_size: Annotated[int, Query(ge=1, le=100, description="Evaluations per page.")] = 20,
-    page_token: Annotated[
-        str,
-        Query(
-            max_length=limits.PAGE_TOKEN_CHARS,
-            description="next_page_token of the previous page.",
-        ),
-    ] = "",
+    page_size: Annotated[int, page_size("evaluations")] = 20,
+    page_token: PageToken = "",
 ) -> Response:
     """List the tenant's evaluations with their scores, newest first."""
     evaluations = await client.list_evaluations(

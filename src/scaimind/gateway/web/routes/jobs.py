@@ -16,6 +16,7 @@ from scaimind.gateway.web.deps import (
     Viewer,
 )
 from scaimind.gateway.web.openapi import MODULE, errors
+from scaimind.gateway.web.params import PageToken, page_size
 from scaimind.gateway.web.responses import DataResponse, data_response
 from scaimind.gateway.web.schemas.examples import SUBMIT_JOB_EXAMPLES
 from scaimind.gateway.web.schemas.jobs import (
@@ -87,14 +88,8 @@ async def list_jobs(
         list[JobStatus],
         Query(max_length=limits.STATUS_FILTERS, description="Only these statuses (repeatable)."),
     ] = [],  # noqa: B006 (FastAPI copies defaults)
-    page_size: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
-    page_token: Annotated[
-        str,
-        Query(
-            max_length=limits.PAGE_TOKEN_CHARS,
-            description="next_page_token of the previous page.",
-        ),
-    ] = "",
+    page_size: Annotated[int, page_size("jobs")] = 20,
+    page_token: PageToken = "",
     order_by: Annotated[
         str,
         Query(
