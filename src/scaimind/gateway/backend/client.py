@@ -17,6 +17,7 @@ from typing import Any, Final, Protocol, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from scaimind.contract import metadata
 from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.gateway.backend.status import translate_rpc_error
 from scaimind.settings import Settings
@@ -99,14 +100,14 @@ class CoordinatorClient:
         downstream: Mapping[str, str] | None = None,
     ) -> tuple[tuple[str, str], ...]:
         md = [
-            ("x-api-secret", self._api_secret),
-            ("x-tenant-id", ctx.tenant_id),
-            ("x-request-id", ctx.request_id),
+            (metadata.API_SECRET, self._api_secret),
+            (metadata.TENANT_ID, ctx.tenant_id),
+            (metadata.REQUEST_ID, ctx.request_id),
         ]
         if ctx.user_id:
-            md.append(("x-user-id", ctx.user_id))
+            md.append((metadata.USER_ID, ctx.user_id))
         if idempotency_key:
-            md.append(("x-idempotency-key", idempotency_key))
+            md.append((metadata.IDEMPOTENCY_KEY, idempotency_key))
         if downstream:
             md.extend((k, v) for k, v in downstream.items() if v)
         return tuple(md)
