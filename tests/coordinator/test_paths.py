@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from scaimind.coordinator.errors import CoordinatorError
-from scaimind.coordinator.jobenv import check_environment, masked, refused_reason
-from scaimind.coordinator.paths import PathPolicy, PathRefused, TenantFiles
+from scaimind.coordinator.data.paths import PathPolicy, PathRefused, TenantFiles
+from scaimind.coordinator.jobs.jobenv import check_environment, masked, refused_reason
+from scaimind.coordinator.status import CoordinatorError
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator.inventory import InventoryError, load_inventory
-from scaimind.coordinator.service import downsample
-from scaimind.coordinator.store import PendingLog, Store
+from scaimind.coordinator.executors.inventory import InventoryError, load_inventory
+from scaimind.coordinator.persistence.store import PendingLog, Store
+from scaimind.coordinator.rpc.servicers import downsample
 from scaimind.v1 import common_pb2
 
 S = common_pb2.JobStatus

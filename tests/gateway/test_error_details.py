@@ -1,7 +1,7 @@
 """Structured coordinator errors (google.rpc details) rendered as `details: [{field, message}]`.
 
 The scripted coordinator aborts with the status the reference coordinator's own error type
-builds (`scaimind.coordinator.errors.CoordinatorError`), so encoding and decoding meet here.
+builds (`scaimind.coordinator.status.CoordinatorError`), so encoding and decoding meet here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from scaimind.coordinator.errors import CoordinatorError
+from scaimind.coordinator.status import CoordinatorError
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Failure, Gateway
 from tests.limits_cases import submit_body

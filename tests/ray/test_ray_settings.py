@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator import store as store_module
 from scaimind.coordinator.config import RayConfig
-from scaimind.coordinator.store import Store
+from scaimind.coordinator.persistence import store as store_module
+from scaimind.coordinator.persistence.store import Store
 from scaimind.settings import SettingsError, load_settings
 from tests.conftest import closed_port
 from tests.e2e_jobs.conftest import clean_env

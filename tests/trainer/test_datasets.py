@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator.datasets import (
+from scaimind.coordinator.worker.datasets import (
     DataFormatError,
     load_texts,
     split_texts,

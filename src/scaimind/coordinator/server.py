@@ -28,10 +28,13 @@ from pydantic import ValidationError
 
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.executors import ExecutorError, make_executor
-from scaimind.coordinator.jobfiles import JOBS_AREA
-from scaimind.coordinator.manager import JobManager
-from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
-from scaimind.coordinator.store import Store
+from scaimind.coordinator.jobs.jobfiles import JOBS_AREA
+from scaimind.coordinator.jobs.manager import JobManager
+from scaimind.coordinator.jobs.runtime import Workload
+from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.rpc.servicers import ClusterServicer, CoordinatorServicer
+from scaimind.coordinator.workloads.evaluation import EVALUATION, EvaluationWorkload
+from scaimind.coordinator.workloads.training import TRAINING, TrainingWorkload
 from scaimind.private_files import private_database, private_dir, secure_children, secure_tree
 from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
 
@@ -98,7 +101,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         lock.close()
         raise CoordinatorStartError(str(e)) from e
     store = Store(config.data_dir / "coordinator.db")
-    manager = JobManager(config, list(inventory.nodes), store, executor=executor)
+    # Job types and what runs them: the one place that knows every workload.
+    workloads: dict[str, Workload] = {
+        TRAINING: TrainingWorkload(),
+        EVALUATION: EvaluationWorkload(),
+    }
+    manager = JobManager(config, list(inventory.nodes), store, workloads, executor)
     _secure(config, manager)
     await manager.sandbox.probe()
     if manager.sandbox.usable:

@@ -17,12 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaimind.coordinator.executor import (
-    OutputSink,
-    RunningProcess,
-    follow_process,
-    start_process,
-)
 from scaimind.coordinator.executors.base import (
     ExecutorError,
     Inventory,
@@ -32,7 +26,17 @@ from scaimind.coordinator.executors.base import (
     StartedCallback,
     os_message,
 )
-from scaimind.coordinator.inventory import ProcessSampler, load_inventory, process_start_marker
+from scaimind.coordinator.executors.inventory import (
+    ProcessSampler,
+    load_inventory,
+    process_start_marker,
+)
+from scaimind.coordinator.executors.process import (
+    OutputSink,
+    RunningProcess,
+    follow_process,
+    start_process,
+)
 from scaimind.v1 import common_pb2
 
 KIND = "local"

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from scaimind.coordinator.config import JobLimits, SandboxConfig
-from scaimind.coordinator.executor import ProcessSpec, follow_process, start_process
 from scaimind.coordinator.executors.base import os_message
-from scaimind.coordinator.sandbox import Mount, Sandbox
+from scaimind.coordinator.executors.process import ProcessSpec, follow_process, start_process
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox
 
 MODULE = "scaimind.coordinator.executors.ray_entry"
 # An argv entry standing for the Python interpreter of the node (the one running this module).

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.errors import invalid, precondition
-from scaimind.coordinator.ops_store import OpsStore
-from scaimind.coordinator.paths import PathPolicy, TenantFiles, refused
-from scaimind.coordinator.sandbox import Mount, Sandbox
-from scaimind.coordinator.storage import drive_access, storage_root
-from scaimind.coordinator.store import Store
+from scaimind.coordinator.data.paths import PathPolicy, TenantFiles, refused
+from scaimind.coordinator.data.scaidrive import drive_access, storage_root
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox
+from scaimind.coordinator.persistence.ops_store import OpsStore
+from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.status import invalid, precondition
 from scaimind.private_files import private_dir
 from scaimind.v1 import coordinator_pb2
 

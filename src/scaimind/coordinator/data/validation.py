@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from scaimind.coordinator.datasets import SourceReport, validate_source
-from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
-from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.worker.datasets import SourceReport, validate_source
+from scaimind.coordinator.status import CoordinatorError, PathRefused, invalid
+from scaimind.coordinator.data.paths import TenantFiles
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 _FORMATS = {

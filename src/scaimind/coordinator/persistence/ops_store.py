@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from scaimind.coordinator.store import open_database, transaction
+from scaimind.coordinator.persistence.store import open_database, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (

@@ -34,11 +34,11 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from scaimind.coordinator.convert import set_time
-from scaimind.coordinator.data import LocalSource
-from scaimind.coordinator.errors import not_found
-from scaimind.coordinator.ops_store import OpsStore
-from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.rpc.messages import set_time
+from scaimind.coordinator.data.sources import LocalSource
+from scaimind.coordinator.status import not_found
+from scaimind.coordinator.persistence.ops_store import OpsStore
+from scaimind.coordinator.data.paths import TenantFiles
 from scaimind.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scaimind.coordinator.errors import invalid
+from scaimind.coordinator.status import invalid
 from scaimind.v1 import common_pb2
 
 if TYPE_CHECKING:
-    from scaimind.coordinator.paths import TenantFiles
+    from scaimind.coordinator.data.paths import TenantFiles
 
 _FORMAT_NAMES: dict[int, str] = {
     common_pb2.DATA_FORMAT_JSONL: "jsonl",

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.coordinator.jobenv import MASK, is_secret
-from scaimind.coordinator.store import CheckpointRecord, LogRecord
+from scaimind.coordinator.jobs.jobenv import MASK, is_secret
+from scaimind.coordinator.persistence.store import CheckpointRecord, LogRecord
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 
 S = common_pb2.JobStatus

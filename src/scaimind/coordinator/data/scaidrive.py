@@ -19,7 +19,7 @@ import grpc
 import jwt
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
+from scaimind.coordinator.status import CoordinatorError, PathRefused, invalid
 from scaimind.downstream_tokens import (
     METADATA_KEYS,
     SCAIDRIVE,

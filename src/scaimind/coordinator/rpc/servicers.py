@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 import grpc
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.convert import (
+from scaimind.coordinator.data.scaidrive import TOKEN_METADATA
+from scaimind.coordinator.data.validation import validate_data
+from scaimind.coordinator.executors.inventory import slot_memory_bytes
+from scaimind.coordinator.jobs.manager import JobManager
+from scaimind.coordinator.jobs.notifier import LOGS, METRICS, wait_event
+from scaimind.coordinator.jobs.runtime import CallerContext
+from scaimind.coordinator.persistence.store import ORDER_COLUMNS
+from scaimind.coordinator.rpc.messages import (
     RUNNING,
     as_status,
     in_view,
@@ -28,19 +35,13 @@ from scaimind.coordinator.convert import (
     status_name,
     timestamp,
 )
-from scaimind.coordinator.data_validation import validate_data
-from scaimind.coordinator.errors import CoordinatorError, invalid, precondition
-from scaimind.coordinator.evaluations import (
+from scaimind.coordinator.status import CoordinatorError, invalid, precondition
+from scaimind.coordinator.workloads.evaluation import (
     EVALUATION,
     get_evaluation,
     remember_token,
     submit_evaluation,
 )
-from scaimind.coordinator.inventory import slot_memory_bytes
-from scaimind.coordinator.manager import CallerContext, JobManager
-from scaimind.coordinator.notifier import LOGS, METRICS, wait_event
-from scaimind.coordinator.storage import TOKEN_METADATA
-from scaimind.coordinator.store import ORDER_COLUMNS
 from scaimind.identity import validate_identity
 from scaimind.limits import first_violation
 from scaimind.v1 import (

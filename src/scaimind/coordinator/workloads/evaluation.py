@@ -3,7 +3,7 @@
 An evaluation is a job of its own (`job_type` "evaluation", id `eval_…`, label
 `type=evaluation`, `parent_job_id` = the evaluated job), so the scheduler queues and places it
 like any job and ListJobs with the label filter lists it; its process is
-`python -m scaimind.coordinator.evaluator`. Benchmark results come from the evaluator's
+`python -m scaimind.coordinator.worker.evaluator`. Benchmark results come from the evaluator's
 `benchmark` lines and are kept in `ops.db`.
 
 Which model is evaluated (first that applies): the named `checkpoint_id` (a checkpoint of the
@@ -29,23 +29,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaimind.coordinator.convert import S, as_status, set_time, status_name
-from scaimind.coordinator.data import LocalSource, resolve_source
-from scaimind.coordinator.errors import invalid, not_found, precondition
-from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
-from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, write_new
-from scaimind.coordinator.jobfiles import JOB, MODEL, MountPlan
-from scaimind.coordinator.manager import to_numbers
-from scaimind.coordinator.paths import TenantFiles
-from scaimind.coordinator.storage import is_scaidrive, token_expiry
-from scaimind.coordinator.store import IdempotencyConflict, PendingLog
+from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.data.scaidrive import is_scaidrive, token_expiry
+from scaimind.coordinator.data.sources import LocalSource, resolve_source
+from scaimind.coordinator.executors.process import OutputSink, ProcessSpec, process_env, write_new
+from scaimind.coordinator.jobs.jobfiles import JOB, MODEL, MountPlan
+from scaimind.coordinator.jobs.runtime import (
+    LOG_LEVELS,
+    CallerContext,
+    JobHost,
+    JobRuntime,
+    clog,
+    to_numbers,
+)
+from scaimind.coordinator.persistence.store import IdempotencyConflict, PendingLog
+from scaimind.coordinator.rpc.messages import S, as_status, set_time, status_name
+from scaimind.coordinator.status import invalid, not_found, precondition
+from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
 from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from scaimind.coordinator.manager import CallerContext, JobManager, JobRuntime
 
 EVALUATION = "evaluation"
 LABEL = {"type": EVALUATION}
@@ -59,11 +65,6 @@ _EVENT_STATUS = {
 # Idempotency keys share the jobs' table; the prefix keeps an evaluation's key from replaying a
 # job submitted with the same key.
 _KEY_PREFIX = "evaluation:"
-_LEVELS = {"DEBUG": L.LOG_LEVEL_DEBUG, "WARNING": L.LOG_LEVEL_WARNING, "ERROR": L.LOG_LEVEL_ERROR}
-
-
-def _clog(message: str, level: int = L.LOG_LEVEL_INFO) -> PendingLog:
-    return PendingLog(level, message, "coordinator")
 
 
 # ---- data access tokens ---------------------------------------------------------------------
@@ -74,7 +75,7 @@ def uses_drive(req: coordinator_pb2.SubmitJobRequest) -> bool:
     return any(is_scaidrive(s.path) for s in req.data_config.sources)
 
 
-def remember_token(m: JobManager, job_id: str, token: str) -> None:
+def remember_token(m: JobHost, job_id: str, token: str) -> None:
     """Keep the caller's scaidrive token for the job's PREPARING (only jobs that need one)."""
     if not token:
         return
@@ -98,7 +99,7 @@ def remember_token(m: JobManager, job_id: str, token: str) -> None:
 
 
 def model_path(
-    m: JobManager,
+    m: JobHost,
     caller: CallerContext,
     job: sqlite3.Row,
     req: coordinator_pb2.SubmitEvaluationRequest,
@@ -155,7 +156,7 @@ def _validate(req: coordinator_pb2.SubmitEvaluationRequest) -> None:
 
 
 def submit_evaluation(
-    m: JobManager, caller: CallerContext, req: coordinator_pb2.SubmitEvaluationRequest
+    m: JobHost, caller: CallerContext, req: coordinator_pb2.SubmitEvaluationRequest
 ) -> coordinator_pb2.SubmitEvaluationResponse:
     """Validate, persist and enqueue an evaluation (idempotent per tenant and key)."""
     key = _KEY_PREFIX + caller.idempotency_key if caller.idempotency_key else ""
@@ -218,11 +219,11 @@ def submit_evaluation(
         m.store.insert_job(
             fields,
             [
-                _clog(
+                clog(
                     f"evaluation of job {job['job_id']} submitted: {names} on "
                     f"{m.shown(caller.tenant_id, str(model))}"
                 ),
-                _clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
+                clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
             ],
             key or None,
         )
@@ -241,7 +242,7 @@ def submit_evaluation(
     )
 
 
-def _replay(m: JobManager, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
+def _replay(m: JobHost, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
     row = m.store.get_job(eval_id)
     assert row is not None
     return coordinator_pb2.SubmitEvaluationResponse(
@@ -252,7 +253,7 @@ def _replay(m: JobManager, eval_id: str) -> coordinator_pb2.SubmitEvaluationResp
 
 
 def get_evaluation(
-    m: JobManager, caller: CallerContext, evaluation_id: str
+    m: JobHost, caller: CallerContext, evaluation_id: str
 ) -> coordinator_pb2.Evaluation:
     """The tenant's evaluation with its benchmark results; NOT_FOUND otherwise."""
     if not evaluation_id:
@@ -297,7 +298,7 @@ class EvaluationWorkload:
     preparing = "fetching the evaluation data"
 
     async def prepare(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: sqlite3.Row, attempt: int
     ) -> ProcessSpec:
         """Write the evaluator's spec (datasets read through the dataset cache)."""
         ev = m.ops.evaluation(rt.job_id)
@@ -368,7 +369,7 @@ class EvaluationWorkload:
             home="/tmp" if sandboxed else str(work),
         )
         return ProcessSpec(
-            argv=[sys.executable, "-m", "scaimind.coordinator.evaluator"],
+            argv=[sys.executable, "-m", "scaimind.coordinator.worker.evaluator"],
             env=env,
             cwd=work,
             metrics_file=metrics,
@@ -381,15 +382,15 @@ class EvaluationWorkload:
 
     @staticmethod
     async def _cached(
-        m: JobManager, rt: JobRuntime, sources: list[LocalSource], files: TenantFiles
+        m: JobHost, rt: JobRuntime, sources: list[LocalSource], files: TenantFiles
     ) -> list[LocalSource]:
         return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources, files)
 
-    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: sqlite3.Row) -> str:
         """The built-in evaluator."""
         return "the built-in evaluator"
 
-    def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
         """Benchmark results, logs."""
         return EvaluationSink(m, rt)
 
@@ -397,9 +398,7 @@ class EvaluationWorkload:
         """No limit of its own (the operator's maximum applies)."""
         return 0
 
-    def completed(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
-    ) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> tuple[dict[str, Any], str]:
         """Summarise the scores."""
         ev = m.ops.evaluation(rt.job_id)
         names = (
@@ -425,7 +424,7 @@ class EvaluationWorkload:
 class EvaluationSink:
     """Turns `benchmark` lines into results, everything else into log entries."""
 
-    def __init__(self, manager: JobManager, rt: JobRuntime) -> None:
+    def __init__(self, manager: JobHost, rt: JobRuntime) -> None:
         self.m = manager
         self.rt = rt
         ev = manager.ops.evaluation(rt.job_id)
@@ -458,7 +457,7 @@ class EvaluationSink:
             if kind == "benchmark":
                 self._benchmark(ev)
             elif kind == "log":
-                level = _LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
+                level = LOG_LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
                 self.m.log(self.rt.job_id, str(ev.get("message", "")), level)
 
     def _benchmark(self, ev: dict[str, Any]) -> None:
