@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from scaimind.coordinator.worker.datasets import SourceReport, validate_source
-from scaimind.coordinator.status import CoordinatorError, PathRefused, invalid
 from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.status import CoordinatorError, PathRefused, invalid
+from scaimind.coordinator.worker.datasets import SourceReport, validate_source
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 _FORMATS = {

@@ -17,9 +17,7 @@ from scaimind.coordinator.jobs.runtime import (
     to_int,
     to_numbers,
 )
-from scaimind.coordinator.persistence.store import (
-    CheckpointRecord,
-)
+from scaimind.coordinator.persistence.records import CheckpointRecord
 from scaimind.coordinator.rpc.messages import (
     S,
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from typing import Any
 
@@ -28,9 +27,7 @@ from scaimind.coordinator.jobs.runtime import (
     L,
     clog,
 )
-from scaimind.coordinator.persistence.store import (
-    IdempotencyConflict,
-)
+from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord
 from scaimind.coordinator.rpc.messages import (
     NON_TERMINAL,
     RUNNING,
@@ -110,8 +107,8 @@ class Commands(JobCore):
         assert row is not None
         return coordinator_pb2.SubmitJobResponse(
             job_id=job_id,
-            status=row["status"],
-            message=f"job {job_id} accepted into queue {row['queue_name']!r}",
+            status=as_status(row.status),
+            message=f"job {job_id} accepted into queue {row.queue_name!r}",
             estimated_wait_seconds=self._estimates.get(job_id, 0),
         )
 
@@ -120,7 +117,7 @@ class Commands(JobCore):
         assert row is not None
         return coordinator_pb2.SubmitJobResponse(
             job_id=job_id,
-            status=row["status"],
+            status=as_status(row.status),
             message=f"job {job_id} already submitted with this idempotency key",
             estimated_wait_seconds=self._estimates.get(job_id, 0),
         )
@@ -131,7 +128,7 @@ class Commands(JobCore):
         req: coordinator_pb2.SubmitJobRequest,
         *,
         resume: str,
-        parent: sqlite3.Row | None,
+        parent: JobRecord | None,
         note: str = "",
         key: str = "",
     ) -> str:
@@ -150,8 +147,8 @@ class Commands(JobCore):
             "status_message": note or "waiting for slots",
             "request": req.SerializeToString(),
             "labels": json.dumps(dict(req.labels), sort_keys=True),
-            "parent_job_id": parent["job_id"] if parent is not None else "",
-            "retry_count": int(parent["retry_count"]) + 1 if parent is not None else 0,
+            "parent_job_id": parent.job_id if parent is not None else "",
+            "retry_count": int(parent.retry_count) + 1 if parent is not None else 0,
             "max_retries": tc.max_retries,
             "priority": priority_of(tc),
             "queue_name": sc.queue_name or DEFAULT_QUEUE,
@@ -169,12 +166,12 @@ class Commands(JobCore):
         if resume and parent is not None:
             # A child resuming from its parent's checkpoint starts at that step, not at 0.
             step = next(
-                (c.step for c in self.store.checkpoints(parent["job_id"]) if c.path == resume), None
+                (c.step for c in self.store.checkpoints(parent.job_id) if c.path == resume), None
             )
             if step is not None:
-                fields.update(current_step=step, total_steps=parent["total_steps"])
+                fields.update(current_step=step, total_steps=parent.total_steps)
         origin = (
-            f" (retry {fields['retry_count']} of {parent['job_id']})" if parent is not None else ""
+            f" (retry {fields['retry_count']} of {parent.job_id})" if parent is not None else ""
         )
         logs = [
             clog(f"job submitted{origin}: {status_name(S.JOB_STATUS_PENDING)}"),
@@ -195,7 +192,7 @@ class Commands(JobCore):
     ) -> coordinator_pb2.JobActionResponse:
         """Any non-terminal job → CANCELLED; a running process is killed."""
         row = self.caller_job(caller, job_id)
-        status = row["status"]
+        status = row.status
         if status in TERMINAL:
             raise precondition(
                 f"job {job_id} is {status_name(status)}; only non-terminal jobs can be cancelled"
@@ -230,7 +227,7 @@ class Commands(JobCore):
         still becomes PAUSED once the process exits.
         """
         row = self.caller_job(caller, job_id)
-        status = row["status"]
+        status = row.status
         if status not in RUNNING:
             raise precondition(
                 f"job {job_id} is {status_name(status)}; only running jobs can be paused"
@@ -263,15 +260,15 @@ class Commands(JobCore):
     ) -> coordinator_pb2.JobActionResponse:
         """PAUSED → QUEUED, continuing from the named or latest checkpoint."""
         row = self.caller_job(caller, job_id)
-        if row["status"] != S.JOB_STATUS_PAUSED:
+        if row.status != S.JOB_STATUS_PAUSED:
             raise precondition(
-                f"job {job_id} is {status_name(row['status'])}; only paused jobs can be resumed"
+                f"job {job_id} is {status_name(row.status)}; only paused jobs can be resumed"
             )
         if checkpoint_id:
             resume = self._named_checkpoint(caller, checkpoint_id).path
             where = f"checkpoint {checkpoint_id}"
         else:
-            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
             where = (
                 f"checkpoint {self.shown(caller.tenant_id, resume)}"
                 if resume
@@ -306,17 +303,17 @@ class Commands(JobCore):
                 assert child is not None
                 return coordinator_pb2.RetryJobResponse(
                     job_id=existing,
-                    parent_job_id=child["parent_job_id"],
-                    status=child["status"],
+                    parent_job_id=child.parent_job_id,
+                    status=as_status(child.status),
                     message="already retried with this idempotency key",
                 )
         parent = self.caller_job(caller, req.job_id)
-        if parent["status"] not in (S.JOB_STATUS_FAILED, S.JOB_STATUS_PREEMPTED):
+        if parent.status not in (S.JOB_STATUS_FAILED, S.JOB_STATUS_PREEMPTED):
             raise precondition(
-                f"job {req.job_id} is {status_name(parent['status'])}; "
+                f"job {req.job_id} is {status_name(parent.status)}; "
                 "only FAILED or PREEMPTED jobs can be retried"
             )
-        submit = coordinator_pb2.SubmitJobRequest.FromString(parent["request"])
+        submit = coordinator_pb2.SubmitJobRequest.FromString(parent.request)
         if req.modify_resources:
             if not req.HasField("new_resource_config"):
                 raise invalid("new_resource_config: is required when modify_resources is true")
@@ -331,27 +328,27 @@ class Commands(JobCore):
         if req.checkpoint_id:
             resume = self._named_checkpoint(caller, req.checkpoint_id).path
         else:
-            resume = self.latest_checkpoint_path(parent["job_id"], parent["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(parent.job_id, parent.resume_checkpoint)
         try:
             child_id = self._insert_job(
-                CallerContext(caller.tenant_id, caller.user_id or parent["user_id"]),
+                CallerContext(caller.tenant_id, caller.user_id or parent.user_id),
                 submit,
                 resume=resume,
                 parent=parent,
-                note=f"retry of {parent['job_id']}",
+                note=f"retry of {parent.job_id}",
                 key=key,
             )
         except IdempotencyConflict as e:
             child_id = e.job_id
-        self.log(parent["job_id"], f"retried as job {child_id}")
+        self.log(parent.job_id, f"retried as job {child_id}")
         self.schedule()
         child = self.store.get_job(child_id)
         assert child is not None
         return coordinator_pb2.RetryJobResponse(
             job_id=child_id,
-            parent_job_id=parent["job_id"],
-            status=child["status"],
-            message=f"job {child_id} retries {parent['job_id']}"
+            parent_job_id=parent.job_id,
+            status=as_status(child.status),
+            message=f"job {child_id} retries {parent.job_id}"
             + (
                 f" from {self.shown(caller.tenant_id, resume)}" if resume else " from the beginning"
             ),
@@ -359,12 +356,12 @@ class Commands(JobCore):
 
     def _auto_retry(self, job_id: str, why: str) -> None:
         row = self.store.get_job(job_id)
-        if row is None or self._closing or row["retry_count"] >= row["max_retries"]:
+        if row is None or self._closing or row.retry_count >= row.max_retries:
             return
-        submit = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
-        resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
+        submit = coordinator_pb2.SubmitJobRequest.FromString(row.request)
+        resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
         child_id = self._insert_job(
-            CallerContext(row["tenant_id"], row["user_id"]),
+            CallerContext(row.tenant_id, row.user_id),
             submit,
             resume=resume,
             parent=row,
@@ -373,7 +370,7 @@ class Commands(JobCore):
         self.log(
             job_id,
             f"automatically retried as job {child_id} ({why}; "
-            f"retry {row['retry_count'] + 1} of {row['max_retries']})",
+            f"retry {row.retry_count + 1} of {row.max_retries})",
         )
 
     def drain(self, node_id: str, force: bool, reason: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,10 +27,8 @@ from scaimind.coordinator.jobs.runtime import (
     clog,
 )
 from scaimind.coordinator.persistence.ops_store import OpsStore
-from scaimind.coordinator.persistence.store import (
-    CheckpointRecord,
-    Store,
-)
+from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord
+from scaimind.coordinator.persistence.store import Store
 from scaimind.coordinator.rpc.messages import (
     TERMINAL,
     S,
@@ -94,7 +91,7 @@ class JobCore:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def caller_job(self, caller: CallerContext, job_id: str) -> sqlite3.Row:
+    def caller_job(self, caller: CallerContext, job_id: str) -> JobRecord:
         """The caller's job or NOT_FOUND (another tenant's job is indistinguishable)."""
         if not job_id:
             raise invalid("job_id: is required")
@@ -103,24 +100,24 @@ class JobCore:
             raise not_found(f"job {job_id} not found")
         return row
 
-    def job_message(self, row: sqlite3.Row) -> common_pb2.Job:
+    def job_message(self, row: JobRecord) -> common_pb2.Job:
         """The full Job message, with queue position and estimate while queued."""
-        tenant = str(row["tenant_id"])
+        tenant = str(row.tenant_id)
         job = job_proto(
             row,
             self.request_of(row),
-            self.store.checkpoints(row["job_id"]),
+            self.store.checkpoints(row.job_id),
             lambda host: self.shown(tenant, host),
         )
-        if row["status"] == S.JOB_STATUS_QUEUED:
+        if row.status == S.JOB_STATUS_QUEUED:
             job.queue_position = self.store.queue_position(
-                row["queue_name"],
-                row["priority"],
-                row["queued_at"],
-                row["job_id"],
+                row.queue_name,
+                row.priority,
+                row.queued_at,
+                row.job_id,
                 S.JOB_STATUS_QUEUED,
             )
-            job.estimated_wait_seconds = self._estimates.get(row["job_id"], 0)
+            job.estimated_wait_seconds = self._estimates.get(row.job_id, 0)
         return job
 
     def is_active(self, job_id: str) -> bool:
@@ -206,7 +203,7 @@ class JobCore:
             raise invalid(f"{field_name}: {ref} is neither a checkpoint id nor a directory")
         return str(path)
 
-    def runtime_limit(self, workload: Workload, row: sqlite3.Row) -> int:
+    def runtime_limit(self, workload: Workload, row: JobRecord) -> int:
         """Seconds one attempt may run: the job's own limit within the operator's maximum,
         which also applies to jobs (and evaluations) that set none. 0 = no limit."""
         own, most = workload.max_runtime_seconds(row), self.config.max_runtime_seconds
@@ -221,17 +218,17 @@ class JobCore:
         """A host path as a log line or message shows it (scaidrive:// or just its name)."""
         return self.files.display(tenant_id, host) if host else ""
 
-    def request_of(self, row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest:
+    def request_of(self, row: JobRecord) -> coordinator_pb2.SubmitJobRequest:
         """The job's (immutable) definition, parsed once: every scheduler pass and read uses it.
 
         Shared: callers that change it must work on a copy.
         """
-        job_id = row["job_id"]
+        job_id = row.job_id
         req = self._parsed.get(job_id)
         if req is None:
             if len(self._parsed) > 50_000:
                 self._parsed.clear()
-            req = self._parsed[job_id] = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+            req = self._parsed[job_id] = coordinator_pb2.SubmitJobRequest.FromString(row.request)
         return req
 
     # Provided by the other parts (scheduler.py, runner.py, commands.py).
@@ -239,7 +236,7 @@ class JobCore:
     def schedule(self) -> None:
         raise NotImplementedError
 
-    def _start(self, row: sqlite3.Row, placement: list[tuple[str, int]]) -> None:
+    def _start(self, row: JobRecord, placement: list[tuple[str, int]]) -> None:
         raise NotImplementedError
 
     def _request_stop(self, rt: JobRuntime, reason: str, graceful: bool) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import signal
-import sqlite3
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -35,6 +34,7 @@ from scaimind.coordinator.jobs.runtime import (
     Workload,
     clog,
 )
+from scaimind.coordinator.persistence.records import JobRecord
 from scaimind.coordinator.rpc.messages import (
     RUNNING,
     S,
@@ -52,15 +52,15 @@ class Running(JobCore):
         now = time.time()
         for row in self.store.jobs_in_status([S.JOB_STATUS_PENDING]):
             self.store.transition(
-                row["job_id"],
+                row.job_id,
                 [S.JOB_STATUS_PENDING],
                 S.JOB_STATUS_QUEUED,
-                {"queued_at": row["queued_at"] or now},
+                {"queued_at": row.queued_at or now},
                 [clog("PENDING → QUEUED (coordinator restarted)")],
             )
         for row in self.store.jobs_in_status(RUNNING):
-            job_id = row["job_id"]
-            run_id = str(row["run_id"])
+            job_id = row.job_id
+            run_id = str(row.run_id)
             if run_id and await self._adopt(row):
                 continue
             if kind_of(run_id) not in ("", self.executor.kind):
@@ -73,40 +73,40 @@ class Running(JobCore):
                 )
             if run_id:
                 self.executor.discard(run_id)
-            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
             msg = "coordinator restarted while the job was running"
             ok = self.store.transition(
                 job_id,
                 RUNNING,
                 S.JOB_STATUS_PREEMPTED,
                 {"status_message": msg, "resume_checkpoint": resume, "run_id": ""},
-                [clog(f"{status_name(row['status'])} → PREEMPTED: {msg}", L.LOG_LEVEL_WARNING)],
+                [clog(f"{status_name(row.status)} → PREEMPTED: {msg}", L.LOG_LEVEL_WARNING)],
             )
             if ok:
                 self._auto_retry(job_id, "coordinator restarted")
 
-    async def _adopt(self, row: sqlite3.Row) -> bool:
+    async def _adopt(self, row: JobRecord) -> bool:
         """A run that outlived the previous coordinator (a Ray job): follow it again instead of
         restarting the job. False when the executor cannot reach it (it is then discarded)."""
-        job_id, run_id = str(row["job_id"]), str(row["run_id"])
+        job_id, run_id = str(row.job_id), str(row.run_id)
         if kind_of(run_id) != self.executor.kind:
             return False
         try:
-            run = await self.executor.adopt(run_id, job_id, int(row["run_delivered"]))
+            run = await self.executor.adopt(run_id, job_id, int(row.run_delivered))
         except ExecutorError as e:
             log.warning("job %s: cannot adopt %s: %s", job_id, run_id, e)
             return False
         if run is None:
             return False
-        need = max(int(row["gpu_count"]), 1)
+        need = max(int(row.gpu_count), 1)
         placement: list[tuple[str, int]] = []
-        for node_id in json.loads(row["assigned_nodes"] or "[]"):
+        for node_id in json.loads(row.assigned_nodes or "[]"):
             free = [i for i, j in enumerate(self._slots.get(node_id, [])) if j is None]
             placement.extend((node_id, i) for i in free[:need])
         rt = JobRuntime(
             job_id=job_id,
-            tenant_id=row["tenant_id"],
-            queue_name=row["queue_name"],
+            tenant_id=row.tenant_id,
+            queue_name=row.queue_name,
             slots=placement,
             node_ids=sorted({nid for nid, _ in placement}),
             run=run,
@@ -116,25 +116,25 @@ class Running(JobCore):
             self._slots[nid][i] = job_id
         self._runtimes[job_id] = rt
         self.log(job_id, f"coordinator restarted; {run.label} is still there and is followed again")
-        if row["status"] == S.JOB_STATUS_CHECKPOINTING:
+        if row.status == S.JOB_STATUS_CHECKPOINTING:
             # Why it was stopping died with the previous coordinator: a preemption, so the
             # job continues from its checkpoint (as a retry when max_retries allows).
             rt.stop_reason, rt.graceful = PREEMPT, True
             self._signal(rt)
-        workload = self.workloads[row["job_type"]]
+        workload = self.workloads[row.job_type]
         rt.task = asyncio.get_running_loop().create_task(
             self._run(rt, self._follow(rt, row, workload, run))
         )
         return True
 
-    def _start(self, row: sqlite3.Row, placement: list[tuple[str, int]]) -> None:
-        job_id = row["job_id"]
+    def _start(self, row: JobRecord, placement: list[tuple[str, int]]) -> None:
+        job_id = row.job_id
         node_ids = sorted({nid for nid, _ in placement})
         fields: dict[str, Any] = {
             "assigned_nodes": json.dumps(node_ids),
             "status_message": "placed",
         }
-        if not row["started_at"]:
+        if not row.started_at:
             fields["started_at"] = time.time()
         slots_text = ", ".join(f"{nid}#{i}" for nid, i in placement)
         if not self._transition(
@@ -147,8 +147,8 @@ class Running(JobCore):
             return
         rt = JobRuntime(
             job_id=job_id,
-            tenant_id=row["tenant_id"],
-            queue_name=row["queue_name"],
+            tenant_id=row.tenant_id,
+            queue_name=row.queue_name,
             slots=placement,
             node_ids=node_ids,
         )
@@ -221,7 +221,7 @@ class Running(JobCore):
         job_id = rt.job_id
         row = self.store.get_job(job_id)
         assert row is not None
-        workload = self.workloads[row["job_type"]]
+        workload = self.workloads[row.job_type]
         if not self._transition(
             job_id, [S.JOB_STATUS_SCHEDULING], S.JOB_STATUS_PREPARING, {}, workload.preparing
         ):
@@ -229,7 +229,7 @@ class Running(JobCore):
         if rt.stop_reason is not None:
             self._settle_stop(rt, row, "before the process started", workload)
             return
-        attempt = int(row["attempt"]) + 1
+        attempt = int(row.attempt) + 1
         try:
             pspec = await workload.prepare(self, rt, row, attempt)
         except (CoordinatorError, OSError) as e:
@@ -249,7 +249,7 @@ class Running(JobCore):
         if rt.stop_reason is not None:
             self._settle_stop(rt, row, "before the process started", workload)
             return
-        resume = row["resume_checkpoint"]
+        resume = row.resume_checkpoint
         self.log(
             job_id,
             f"starting attempt {attempt}: {workload.describe(self, row)}"
@@ -268,7 +268,7 @@ class Running(JobCore):
             attempt=attempt,
             tenant_id=rt.tenant_id,
             placement=self._placement(rt, row),
-            labels=json.loads(row["labels"] or "{}"),
+            labels=json.loads(row.labels or "{}"),
             stop_grace_seconds=self.config.stop_grace_seconds,
         )
         try:
@@ -294,19 +294,19 @@ class Running(JobCore):
             self._signal(rt)
         await self._follow(rt, row, workload, run)
 
-    def _placement(self, rt: JobRuntime, row: sqlite3.Row) -> Placement:
+    def _placement(self, rt: JobRuntime, row: JobRecord) -> Placement:
         rc = self.request_of(row).resource_config
         node = self._node_by_id.get(rt.node_id)
         return Placement(
             node_ids=tuple(rt.node_ids),
             gpu_type=node.gpu_type if node is not None else CPU,
-            slots_per_node=max(int(row["gpu_count"]), 1),
+            slots_per_node=max(int(row.gpu_count), 1),
             cpu_cores=int(rc.cpu_cores),
             memory_bytes=int(rc.memory_gb * 1024**3),
         )
 
     async def _follow(
-        self, rt: JobRuntime, row: sqlite3.Row, workload: Workload, run: RunHandle
+        self, rt: JobRuntime, row: JobRecord, workload: Workload, run: RunHandle
     ) -> None:
         """Output and events of a started (or adopted) attempt until it ends; then settle it."""
         job_id = rt.job_id
@@ -356,7 +356,7 @@ class Running(JobCore):
     def _on_exit(
         self,
         rt: JobRuntime,
-        row: sqlite3.Row,
+        row: JobRecord,
         result: RunExit,
         run: RunHandle,
         workload: Workload,
@@ -414,7 +414,7 @@ class Running(JobCore):
             rt.stop_reason = PREEMPT
             self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
         else:
-            resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
+            resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
             # One line for error.message: the last thing the process said (its whole output
             # stays in the job's logs).
             last = run.output_tail[-1].split("] ", 1)[-1] if run.output_tail else ""
@@ -430,11 +430,11 @@ class Running(JobCore):
                 self._auto_retry(job_id, f"failed with {how}")
 
     def _settle_stop(
-        self, rt: JobRuntime, row: sqlite3.Row, note: str, workload: Workload | None = None
+        self, rt: JobRuntime, row: JobRecord, note: str, workload: Workload | None = None
     ) -> None:
         """The state a stopped job lands in, by why the coordinator stopped it."""
         job_id = rt.job_id
-        resume = self.latest_checkpoint_path(job_id, row["resume_checkpoint"])
+        resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
         shown = self.shown(rt.tenant_id, resume)
         at = f"{note}; checkpoint {shown}" if resume else f"{note}; no checkpoint"
         fields: dict[str, Any] = {"resume_checkpoint": resume}

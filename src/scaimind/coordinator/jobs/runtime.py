@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import stat
 import time
 from collections import deque
@@ -29,10 +28,8 @@ from scaimind.coordinator.executors.sandbox import Sandbox
 from scaimind.coordinator.jobs.jobfiles import JobFiles
 from scaimind.coordinator.jobs.notifier import JobNotifier
 from scaimind.coordinator.persistence.ops_store import OpsStore
-from scaimind.coordinator.persistence.store import (
-    PendingLog,
-    Store,
-)
+from scaimind.coordinator.persistence.records import JobRecord, PendingLog
+from scaimind.coordinator.persistence.store import Store
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 L = common_pb2.LogLevel
@@ -63,24 +60,24 @@ class Workload(Protocol):
     preparing: str  # status message of PREPARING
 
     async def prepare(
-        self, m: JobHost, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
         """PREPARING: resolve inputs and write files; CoordinatorError/OSError = DATA_ERROR."""
         ...
 
-    def sink(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
         """Receiver of the process's output and events."""
         ...
 
-    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+    def max_runtime_seconds(self, row: JobRecord) -> int:
         """Runtime limit of one attempt (0 = none)."""
         ...
 
-    def describe(self, m: JobHost, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: JobRecord) -> str:
         """What runs, for the job's log (no server paths)."""
         ...
 
-    def completed(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> tuple[dict[str, Any], str]:
         """Columns to write and the status message when the process exited 0."""
         ...
 
@@ -159,7 +156,7 @@ class JobHost(Protocol):
         self, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest, event: dict[str, Any]
     ) -> None: ...
 
-    def request_of(self, row: sqlite3.Row) -> coordinator_pb2.SubmitJobRequest: ...
+    def request_of(self, row: JobRecord) -> coordinator_pb2.SubmitJobRequest: ...
 
     def keep_last(self, req: coordinator_pb2.SubmitJobRequest) -> int: ...
 
@@ -167,7 +164,7 @@ class JobHost(Protocol):
 
     def latest_checkpoint_path(self, job_id: str, fallback: str) -> str: ...
 
-    def caller_job(self, caller: CallerContext, job_id: str) -> sqlite3.Row: ...
+    def caller_job(self, caller: CallerContext, job_id: str) -> JobRecord: ...
 
     def schedule(self) -> None: ...
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import statistics
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from scaimind.coordinator.jobs.runtime import (
     JobRuntime,
     L,
 )
+from scaimind.coordinator.persistence.records import JobRecord
 from scaimind.coordinator.rpc.messages import (
     S,
 )
@@ -94,11 +94,11 @@ class Scheduling(JobCore):
         free = self._free_slots()
         blocked: set[tuple[str, str]] = set()
         queued = self.store.jobs_in_status([S.JOB_STATUS_QUEUED])
-        waiting: list[tuple[sqlite3.Row, list[NodeSpec]]] = []
+        waiting: list[tuple[JobRecord, list[NodeSpec]]] = []
         for row in queued:
-            job_id = row["job_id"]
-            if row["max_queue_wait"] > 0 and now - row["queued_at"] > row["max_queue_wait"]:
-                why = f"not started within max_queue_wait_seconds={int(row['max_queue_wait'])}"
+            job_id = row.job_id
+            if row.max_queue_wait > 0 and now - row.queued_at > row.max_queue_wait:
+                why = f"not started within max_queue_wait_seconds={int(row.max_queue_wait)}"
                 self._transition(
                     job_id,
                     [S.JOB_STATUS_QUEUED],
@@ -110,7 +110,7 @@ class Scheduling(JobCore):
                 continue
             req = self.request_of(row)
             candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
-            if len(candidates) < row["num_nodes"]:
+            if len(candidates) < row.num_nodes:
                 # Only after an inventory change (submit validates this): it can never start.
                 why = "no longer fits the inventory (gpu_type, node_selector, node_affinity)"
                 self._transition(
@@ -122,20 +122,20 @@ class Scheduling(JobCore):
                     L.LOG_LEVEL_ERROR,
                 )
                 continue
-            due = row["start_after"] <= now
+            due = row.start_after <= now
             if not (due and self._try_start(row, candidates, free, blocked)):
                 waiting.append((row, candidates))
         self._estimate(waiting)
 
     def _try_start(
         self,
-        row: sqlite3.Row,
+        row: JobRecord,
         candidates: list[NodeSpec],
         free: dict[str, list[int]],
         blocked: set[tuple[str, str]],
     ) -> bool:
         """Start a due job if it fits now; else it may block its queue and preempt for itself."""
-        key = (row["queue_name"], row["gpu_type"])
+        key = (row.queue_name, row.gpu_type)
         if key in blocked:
             return False
         placement = self._place(row, candidates, free)
@@ -144,32 +144,32 @@ class Scheduling(JobCore):
             return True
         closed = self._drained.keys() | self._offline | self._busy
         online = [n for n in candidates if n.node_id not in closed]
-        if len(online) >= row["num_nodes"]:
+        if len(online) >= row.num_nodes:
             # It could run here once slots free up: keep its place (no backfill behind it).
             blocked.add(key)
             self._maybe_preempt(row, online, free)
         return False
 
     def _place(
-        self, row: sqlite3.Row, candidates: list[NodeSpec], free: dict[str, list[int]]
+        self, row: JobRecord, candidates: list[NodeSpec], free: dict[str, list[int]]
     ) -> list[tuple[str, int]] | None:
-        need = max(int(row["gpu_count"]), 1)
+        need = max(int(row.gpu_count), 1)
         fits = [n for n in candidates if len(free.get(n.node_id, [])) >= need]
-        if len(fits) < row["num_nodes"]:
+        if len(fits) < row.num_nodes:
             return None
         # Best fit: the fullest nodes first keeps big holes for big jobs.
         fits.sort(key=lambda n: (len(free[n.node_id]), n.node_id))
         chosen: list[tuple[str, int]] = []
-        for node in fits[: row["num_nodes"]]:
+        for node in fits[: row.num_nodes]:
             take = free[node.node_id][:need]
             del free[node.node_id][:need]
             chosen.extend((node.node_id, i) for i in take)
         return chosen
 
     def _maybe_preempt(
-        self, row: sqlite3.Row, online: list[NodeSpec], free: dict[str, list[int]]
+        self, row: JobRecord, online: list[NodeSpec], free: dict[str, list[int]]
     ) -> None:
-        need = max(int(row["gpu_count"]), 1)
+        need = max(int(row.gpu_count), 1)
         ids = {n.node_id for n in online}
         # Slots of jobs already stopping count as free: they are about to be released.
         projected = {nid: len(free.get(nid, [])) for nid in ids}
@@ -183,12 +183,12 @@ class Scheduling(JobCore):
                     projected[nid] += 1
                 continue
             vrow = self.store.get_job(rt.job_id)
-            if vrow is None or not vrow["preemptible"] or vrow["priority"] >= row["priority"]:
+            if vrow is None or not vrow.preemptible or vrow.priority >= row.priority:
                 continue
-            victims.append((int(vrow["priority"]), -rt.started_mono, rt))
+            victims.append((int(vrow.priority), -rt.started_mono, rt))
 
         def fits() -> bool:
-            return sum(1 for nid in ids if projected[nid] >= need) >= int(row["num_nodes"])
+            return sum(1 for nid in ids if projected[nid] >= need) >= int(row.num_nodes)
 
         if fits():
             return
@@ -205,12 +205,12 @@ class Scheduling(JobCore):
         for rt in chosen:
             self.log(
                 rt.job_id,
-                f"preempted by job {row['job_id']} (priority {row['priority']}); checkpointing",
+                f"preempted by job {row.job_id} (priority {row.priority}); checkpointing",
                 L.LOG_LEVEL_WARNING,
             )
             self._request_stop(rt, PREEMPT, graceful=True)
 
-    def _estimate(self, waiting: list[tuple[sqlite3.Row, list[NodeSpec]]]) -> None:
+    def _estimate(self, waiting: list[tuple[JobRecord, list[NodeSpec]]]) -> None:
         """Seconds until each waiting job (with its eligible nodes) likely starts, by simulating
         the queue on the slots."""
         runtimes = self.store.recent_runtimes(S.JOB_STATUS_COMPLETED)
@@ -228,8 +228,8 @@ class Scheduling(JobCore):
         estimates: dict[str, int] = {}
         view: dict[str, list[str]] = {}
         for row, candidates in waiting:
-            view.setdefault(row["queue_name"], []).append(row["job_id"])
-            need = max(int(row["gpu_count"]), 1)
+            view.setdefault(row.queue_name, []).append(row.job_id)
+            need = max(int(row.gpu_count), 1)
             nodes = [n.node_id for n in candidates if n.node_id in free_at]
             options = []
             for nid in nodes:
@@ -237,16 +237,16 @@ class Scheduling(JobCore):
                 if len(times) >= need:
                     options.append((times[need - 1], nid))
             options.sort()
-            if len(options) < row["num_nodes"]:
-                estimates[row["job_id"]] = 0
+            if len(options) < row.num_nodes:
+                estimates[row.job_id] = 0
                 continue
-            chosen = options[: row["num_nodes"]]
-            start = max(max(t for t, _ in chosen), row["start_after"] - now, 0.0)
+            chosen = options[: row.num_nodes]
+            start = max(max(t for t, _ in chosen), row.start_after - now, 0.0)
             for _, nid in chosen:
                 times = sorted(free_at[nid])
                 times[:need] = [start + typical] * need
                 free_at[nid] = times
-            estimates[row["job_id"]] = math.ceil(start)
+            estimates[row.job_id] = math.ceil(start)
         self._estimates = estimates
         self._queue_view = view
 

@@ -288,7 +288,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
         if more:
             last = rows[-1]
-            resp.next_page_token = _page_token(order_key, last[column], last["job_id"])
+            resp.next_page_token = _page_token(order_key, last.value(column), last.job_id)
         return resp
 
     @_unary
@@ -328,10 +328,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> coordinator_pb2.RetryJobResponse:
         caller = self.auth.caller(context)
         row = self.m.store.get_job(request.job_id, caller.tenant_id)
-        if row is not None and row["job_type"] == EVALUATION:
+        if row is not None and row.job_type == EVALUATION:
             # An evaluation has no checkpoint to continue from; it is simply submitted again.
             raise precondition(
-                f"job {request.job_id} is an evaluation ({status_name(row['status'])}); "
+                f"job {request.job_id} is an evaluation ({status_name(row.status)}); "
                 "evaluations are not retried, submit a new evaluation instead"
             )
         resp = self.m.retry(caller, request)
@@ -347,14 +347,14 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             raise invalid("max_points: must be >= 0")
         max_points = request.max_points or DEFAULT_MAX_POINTS
         resp = coordinator_pb2.GetJobMetricsResponse(
-            job_id=row["job_id"],
-            step=row["current_step"],
-            total_steps=row["total_steps"],
-            epoch=row["current_epoch"],
-            latest=json.loads(row["latest_metrics"]),
-            system=self.m.process_stats(row["job_id"]),
+            job_id=row.job_id,
+            step=row.current_step,
+            total_steps=row.total_steps,
+            epoch=row.current_epoch,
+            latest=json.loads(row.latest_metrics),
+            system=self.m.process_stats(row.job_id),
         )
-        for name, points in sorted(self.m.store.metric_series(row["job_id"]).items()):
+        for name, points in sorted(self.m.store.metric_series(row.job_id).items()):
             series = resp.series.add(name=name)
             for step, value, ts in downsample(points, max_points):
                 p = series.points.add(step=step, value=value)
@@ -366,7 +366,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.StreamJobLogsRequest, context: Ctx
     ) -> AsyncGenerator[coordinator_pb2.StreamJobLogsResponse, None]:
         row = self.m.caller_job(self.auth.caller(context), request.job_id)
-        job_id = row["job_id"]
+        job_id = row.job_id
         if not 0 <= request.tail <= MAX_TAIL:
             raise invalid(f"tail: must be between 0 and {MAX_TAIL}")
         if request.min_level not in common_pb2.LogLevel.values():
@@ -404,7 +404,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self, request: coordinator_pb2.StreamJobMetricsRequest, context: Ctx
     ) -> AsyncGenerator[coordinator_pb2.StreamJobMetricsResponse, None]:
         row = self.m.caller_job(self.auth.caller(context), request.job_id)
-        job_id = row["job_id"]
+        job_id = row.job_id
         interval = request.interval_seconds or 5
         if not 1 <= interval <= 60:
             raise invalid("interval_seconds: must be between 1 and 60")
@@ -478,18 +478,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         resp = coordinator_pb2.ListEvaluationsResponse(total_count=total)
         for row in rows:
             try:
-                resp.evaluations.append(get_evaluation(self.m, caller, row["job_id"]))
+                resp.evaluations.append(get_evaluation(self.m, caller, row.job_id))
             except CoordinatorError as e:
                 # A job row whose definition is gone (its ops store lost) is left out, rather
                 # than making the whole page fail.
                 if e.code != grpc.StatusCode.NOT_FOUND:
                     raise
-                log.warning("evaluation %s has no definition; not listed", row["job_id"])
+                log.warning("evaluation %s has no definition; not listed", row.job_id)
         if more:
             last = rows[-1]
-            resp.next_page_token = _page_token(
-                _EVALUATION_ORDER, last["created_at"], last["job_id"]
-            )
+            resp.next_page_token = _page_token(_EVALUATION_ORDER, last.created_at, last.job_id)
         return resp
 
     @_unary
@@ -688,17 +686,17 @@ class ClusterServicer(cluster_pb2_grpc.ClusterServiceServicer):
                 row = self.m.store.get_job(job_id)
                 if row is None:
                     continue
-                waited = now - row["queued_at"]
+                waited = now - row.queued_at
                 oldest = max(oldest, waited)
-                if row["tenant_id"] != caller.tenant_id:
+                if row.tenant_id != caller.tenant_id:
                     continue
                 q.jobs.add(
                     job_id=job_id,
-                    name=row["name"],
+                    name=row.name,
                     position=position,
-                    priority=row["priority"],
-                    gpu_count=row["gpu_count"],
-                    gpu_type=row["gpu_type"],
+                    priority=row.priority,
+                    gpu_count=row.gpu_count,
+                    gpu_type=row.gpu_type,
                     wait_seconds=int(waited),
                     estimated_start_seconds=self.m.estimate(job_id),
                 )

@@ -42,7 +42,7 @@ from scaimind.coordinator.jobs.runtime import (
     clog,
     to_numbers,
 )
-from scaimind.coordinator.persistence.store import IdempotencyConflict, PendingLog
+from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord, PendingLog
 from scaimind.coordinator.rpc.messages import S, as_status, set_time, status_name
 from scaimind.coordinator.status import invalid, not_found, precondition
 from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
@@ -50,7 +50,7 @@ from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 if TYPE_CHECKING:
-    import sqlite3
+    pass
 
 
 EVALUATION = "evaluation"
@@ -82,10 +82,10 @@ def remember_token(m: JobHost, job_id: str, token: str) -> None:
     row = m.store.get_job(job_id)
     if row is None:
         return
-    if row["job_type"] == EVALUATION:
+    if row.job_type == EVALUATION:
         ev = m.ops.evaluation(job_id)
-        parent = m.store.get_job(ev["job_id"]) if ev is not None else None
-        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"]) if ev else None
+        parent = m.store.get_job(ev.job_id) if ev is not None else None
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request) if ev else None
         needed = (parent is not None and uses_drive(m.request_of(parent))) or (
             req is not None and any(is_scaidrive(b.dataset) for b in req.benchmarks)
         )
@@ -101,12 +101,12 @@ def remember_token(m: JobHost, job_id: str, token: str) -> None:
 def model_path(
     m: JobHost,
     caller: CallerContext,
-    job: sqlite3.Row,
+    job: JobRecord,
     req: coordinator_pb2.SubmitEvaluationRequest,
 ) -> Path:
     """The model an evaluation scores (see the module docstring): a host directory."""
-    job_id = job["job_id"]
-    state = status_name(job["status"])
+    job_id = job.job_id
+    state = status_name(job.status)
     if req.checkpoint_id:
         ckpt = m.store.checkpoint(req.checkpoint_id)
         if ckpt is None or ckpt.job_id != job_id:
@@ -133,7 +133,7 @@ def model_path(
             raise invalid(f"model_uri: {text} is not a model directory")
         return requested
     final = m.files.output_dir(job)
-    if job["final_model_uri"] and final.is_dir():
+    if job.final_model_uri and final.is_dir():
         return final
     latest = m.latest_checkpoint_path(job_id, "")
     if latest:
@@ -178,8 +178,8 @@ def submit_evaluation(
     parent = m.request_of(job)
     rc = parent.resource_config
     spec = coordinator_pb2.SubmitJobRequest(
-        name=f"evaluation of {job['name']}"[:256],
-        labels={**LABEL, "job_id": job["job_id"]},
+        name=f"evaluation of {job.name}"[:256],
+        labels={**LABEL, "job_id": job.job_id},
     )
     spec.resource_config.gpu_type = rc.gpu_type
     spec.resource_config.gpu_count = min(rc.gpu_count, 1)
@@ -196,10 +196,10 @@ def submit_evaluation(
         "status_message": "waiting for a slot",
         "request": spec.SerializeToString(),
         "labels": json.dumps(dict(spec.labels), sort_keys=True),
-        "parent_job_id": job["job_id"],
+        "parent_job_id": job.job_id,
         "priority": 5,
-        "queue_name": job["queue_name"],
-        "gpu_type": job["gpu_type"],
+        "queue_name": job.queue_name,
+        "gpu_type": job.gpu_type,
         "gpu_count": spec.resource_config.gpu_count,
         "num_nodes": 1,
         "created_at": now,
@@ -210,7 +210,7 @@ def submit_evaluation(
     m.ops.insert_evaluation(
         eval_id,
         caller.tenant_id,
-        job["job_id"],
+        job.job_id,
         req.SerializeToString(),
         str(model),
         [B.BENCHMARK_STATUS_PENDING] * len(req.benchmarks),
@@ -220,7 +220,7 @@ def submit_evaluation(
             fields,
             [
                 clog(
-                    f"evaluation of job {job['job_id']} submitted: {names} on "
+                    f"evaluation of job {job.job_id} submitted: {names} on "
                     f"{m.shown(caller.tenant_id, str(model))}"
                 ),
                 clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
@@ -229,7 +229,7 @@ def submit_evaluation(
         )
     except IdempotencyConflict as e:
         return _replay(m, e.job_id)
-    m.log(job["job_id"], f"evaluation {eval_id} submitted ({names})")
+    m.log(job.job_id, f"evaluation {eval_id} submitted ({names})")
     if caller.scaidrive_token:
         remember_token(m, eval_id, caller.scaidrive_token)
     m.schedule()
@@ -237,8 +237,8 @@ def submit_evaluation(
     assert row is not None
     return coordinator_pb2.SubmitEvaluationResponse(
         evaluation_id=eval_id,
-        status=row["status"],
-        message=f"evaluation {eval_id} of job {job['job_id']} accepted ({names})",
+        status=as_status(row.status),
+        message=f"evaluation {eval_id} of job {job.job_id} accepted ({names})",
     )
 
 
@@ -247,7 +247,7 @@ def _replay(m: JobHost, eval_id: str) -> coordinator_pb2.SubmitEvaluationRespons
     assert row is not None
     return coordinator_pb2.SubmitEvaluationResponse(
         evaluation_id=eval_id,
-        status=row["status"],
+        status=as_status(row.status),
         message=f"evaluation {eval_id} already submitted with this idempotency key",
     )
 
@@ -262,30 +262,30 @@ def get_evaluation(
     row = m.store.get_job(evaluation_id, caller.tenant_id)
     if ev is None or row is None:
         raise not_found(f"evaluation {evaluation_id} not found")
-    req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+    req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
     out = coordinator_pb2.Evaluation(
         evaluation_id=evaluation_id,
-        job_id=ev["job_id"],
-        model_uri=m.shown(caller.tenant_id, ev["model_path"]),
+        job_id=ev.job_id,
+        model_uri=m.shown(caller.tenant_id, ev.model_path),
         checkpoint_id=req.checkpoint_id,
-        status=as_status(row["status"]),
-        tenant_id=ev["tenant_id"],
-        status_message=row["status_message"],
+        status=as_status(row.status),
+        tenant_id=ev.tenant_id,
+        status_message=row.status_message,
     )
-    results = {r["position"]: r for r in m.ops.benchmark_results(evaluation_id)}
+    results = {r.position: r for r in m.ops.benchmark_results(evaluation_id)}
     for i, b in enumerate(req.benchmarks):
         r = results.get(i)
         res = out.benchmarks.add(
             name=b.name, dataset=b.dataset, num_samples=b.num_samples, parameters=b.parameters
         )
         if r is not None:
-            res.status = r["status"]
-            res.score = r["score"]
-            res.metrics.update(json.loads(r["metrics"]))
-            res.error = r["error"]
-    set_time(out.created_at, ev["created_at"])
-    if row["completed_at"]:
-        set_time(out.completed_at, row["completed_at"])
+            res.status = B.ValueType(r.status)
+            res.score = r.score
+            res.metrics.update(json.loads(r.metrics))
+            res.error = r.error
+    set_time(out.created_at, ev.created_at)
+    if row.completed_at:
+        set_time(out.completed_at, row.completed_at)
     return out
 
 
@@ -298,14 +298,14 @@ class EvaluationWorkload:
     preparing = "fetching the evaluation data"
 
     async def prepare(
-        self, m: JobHost, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
         """Write the evaluator's spec (datasets read through the dataset cache)."""
         ev = m.ops.evaluation(rt.job_id)
         if ev is None:
             raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
-        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
-        model = Path(ev["model_path"])
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
+        model = Path(ev.model_path)
         files = m.files.for_job(row)
         # Checked again: the roots may have changed since submit, a checkpoint may be gone.
         if not m.files.readable_dir(rt.tenant_id, model):
@@ -335,7 +335,7 @@ class EvaluationWorkload:
             )
         fallback: list[dict[str, Any]] = []
         split, seed = 0.0, 0
-        parent = m.store.get_job(ev["job_id"])
+        parent = m.store.get_job(ev.job_id)
         if parent is not None and any(not b["dataset"] for b in benchmarks):
             preq = m.request_of(parent)
             split, seed = preq.data_config.validation_split, preq.data_config.seed
@@ -343,7 +343,7 @@ class EvaluationWorkload:
                 m,
                 rt,
                 [
-                    resolve_source(s, f"data_config.sources[{i}] of job {parent['job_id']}", files)
+                    resolve_source(s, f"data_config.sources[{i}] of job {parent.job_id}", files)
                     for i, s in enumerate(preq.data_config.sources)
                 ],
                 files,
@@ -386,38 +386,37 @@ class EvaluationWorkload:
     ) -> list[LocalSource]:
         return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources, files)
 
-    def describe(self, m: JobHost, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: JobRecord) -> str:
         """The built-in evaluator."""
         return "the built-in evaluator"
 
-    def sink(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
         """Benchmark results, logs."""
         return EvaluationSink(m, rt)
 
-    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+    def max_runtime_seconds(self, row: JobRecord) -> int:
         """No limit of its own (the operator's maximum applies)."""
         return 0
 
-    def completed(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> tuple[dict[str, Any], str]:
         """Summarise the scores."""
         ev = m.ops.evaluation(rt.job_id)
         names = (
             [
                 b.name
-                for b in coordinator_pb2.SubmitEvaluationRequest.FromString(
-                    ev["request"]
-                ).benchmarks
+                for b in coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request).benchmarks
             ]
             if ev is not None
             else []
         )
         parts = []
         for r in m.ops.benchmark_results(rt.job_id):
-            name = names[r["position"]] if r["position"] < len(names) else "?"
-            if r["status"] == B.BENCHMARK_STATUS_COMPLETED:
-                parts.append(f"{name}={r['score']:.4g}")
+            name = names[r.position] if r.position < len(names) else "?"
+            if r.status == B.BENCHMARK_STATUS_COMPLETED:
+                parts.append(f"{name}={r.score:.4g}")
             else:
-                parts.append(f"{name} {B.Name(r['status']).removeprefix('BENCHMARK_STATUS_')}")
+                state = B.Name(B.ValueType(r.status)).removeprefix("BENCHMARK_STATUS_")
+                parts.append(f"{name} {state}")
         return {}, "evaluation finished: " + ", ".join(parts)
 
 
@@ -429,7 +428,7 @@ class EvaluationSink:
         self.rt = rt
         ev = manager.ops.evaluation(rt.job_id)
         req = (
-            coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+            coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
             if ev is not None
             else coordinator_pb2.SubmitEvaluationRequest()
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from scaimind.coordinator.jobs.jobfiles import (
 from scaimind.coordinator.jobs.notifier import LOGS, METRICS
 from scaimind.coordinator.jobs.rules import check_script
 from scaimind.coordinator.jobs.runtime import LOG_LEVELS, JobHost, JobRuntime, L, to_int, to_numbers
-from scaimind.coordinator.persistence.store import PendingLog
+from scaimind.coordinator.persistence.records import JobRecord, PendingLog
 from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -43,7 +42,7 @@ class TrainingWorkload:
     preparing = "resolving data sources"
 
     async def prepare(
-        self, m: JobHost, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
         """Resolve and cache the sources, lay out the job's directories, build the launch."""
         req = m.request_of(row)
@@ -113,23 +112,23 @@ class TrainingWorkload:
             owner=owner,
         )
 
-    def sink(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
         """Metrics, checkpoints, phases and logs of the trainer."""
         return TrainingSink(m, rt, m.request_of(row))
 
-    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+    def max_runtime_seconds(self, row: JobRecord) -> int:
         """resource_config.max_runtime_seconds."""
-        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        req = coordinator_pb2.SubmitJobRequest.FromString(row.request)
         return int(req.resource_config.max_runtime_seconds)
 
-    def describe(self, m: JobHost, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: JobRecord) -> str:
         """The built-in trainer, or the CUSTOM script as the user named it."""
         fw = m.request_of(row).training_config.framework
         if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
             return f"CUSTOM script {fw.custom_script_path}"
         return "the built-in trainer"
 
-    def completed(self, m: JobHost, rt: JobRuntime, row: sqlite3.Row) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> tuple[dict[str, Any], str]:
         """Record where the final model is (as the tenant names it)."""
         output = m.files.output_dir(row)
         has_model = output.is_dir() and any(output.iterdir())
@@ -183,7 +182,7 @@ class TrainingSink:
         self.output_shown = ""
         row = manager.store.get_job(rt.job_id)
         if row is not None:
-            self.latest = json.loads(row["latest_metrics"])
+            self.latest = json.loads(row.latest_metrics)
             self.output_shown = manager.files.output_display(row)
 
     def on_output(self, source: str, lines: Sequence[str]) -> None:
