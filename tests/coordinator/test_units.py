@@ -11,7 +11,7 @@ import pytest
 from scaimind.coordinator.executors.inventory import InventoryError, load_inventory
 from scaimind.coordinator.persistence.records import PendingLog
 from scaimind.coordinator.persistence.store import Store
-from scaimind.coordinator.rpc.servicers import downsample
+from scaimind.coordinator.rpc.coordinator_service import downsample
 from scaimind.v1 import common_pb2
 
 S = common_pb2.JobStatus

@@ -37,7 +37,7 @@ from scaimind.coordinator.rpc.messages import (
     node_status_name,
     status_name,
 )
-from scaimind.coordinator.status import CoordinatorError, invalid, not_found, precondition
+from scaimind.coordinator.status import StatusError, invalid, not_found, precondition
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 DEFAULT_QUEUE = "default"
@@ -84,7 +84,7 @@ class Commands(JobCore):
             caller.tenant_id, NON_TERMINAL - {S.JOB_STATUS_PAUSED, S.JOB_STATUS_PREEMPTED}
         )
         if active >= self.config.tenant_queue_quota:
-            raise CoordinatorError(
+            raise StatusError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"tenant {caller.tenant_id} already has {active} queued or running jobs "
                 f"(quota {self.config.tenant_queue_quota})",

@@ -19,6 +19,7 @@ from scaimind.coordinator.executors.local import LocalExecutor
 from scaimind.coordinator.executors.sandbox import Sandbox
 from scaimind.coordinator.jobs.jobfiles import JobFiles
 from scaimind.coordinator.jobs.notifier import LOGS, JobNotifier
+from scaimind.coordinator.jobs.queries import JobReads
 from scaimind.coordinator.jobs.runtime import (
     CallerContext,
     JobRuntime,
@@ -58,6 +59,8 @@ class JobCore:
         self.nodes = nodes
         self._node_by_id = {n.node_id: n for n in nodes}
         self.store = store
+        # What the RPC layer may read (queries.py): the store, typed read-only.
+        self.reads: JobReads = store
         # Evaluations, the dataset cache and data-access tokens (evaluations.py, dataset_cache.py).
         self.ops = OpsStore(config.data_dir / "ops.db")
         self.sandbox = Sandbox(

@@ -1,4 +1,5 @@
-"""The coordinator's core: job state machine, scheduler and the training workload.
+"""The job manager: one object over the parts of jobs/ (core state, commands, scheduler, runner,
+checkpoints), started and stopped by server.py; job types come in as `Workload`s.
 
 Every state change is a compare-and-set on the status column (`Store.transition`), so a late
 "process finished" can never overwrite CANCELLED or PAUSED. All of this runs on one event loop;

@@ -40,7 +40,7 @@ from scaimind.coordinator.rpc.messages import (
     S,
     status_name,
 )
-from scaimind.coordinator.status import CoordinatorError
+from scaimind.coordinator.status import StatusError
 
 log = logging.getLogger(__name__)
 
@@ -232,9 +232,9 @@ class Running(JobCore):
         attempt = int(row.attempt) + 1
         try:
             pspec = await workload.prepare(self, rt, row, attempt)
-        except (CoordinatorError, OSError) as e:
-            msg = e.message if isinstance(e, CoordinatorError) else _os_message(e)
-            if not isinstance(e, CoordinatorError):
+        except (StatusError, OSError) as e:
+            msg = e.message if isinstance(e, StatusError) else _os_message(e)
+            if not isinstance(e, StatusError):
                 log.warning("job %s: preparing failed: %s", job_id, e)
             self._transition(
                 job_id,

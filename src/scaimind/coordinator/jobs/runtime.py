@@ -14,6 +14,7 @@ import os
 import stat
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,8 +29,7 @@ from scaimind.coordinator.executors.sandbox import Sandbox
 from scaimind.coordinator.jobs.jobfiles import JobFiles
 from scaimind.coordinator.jobs.notifier import JobNotifier
 from scaimind.coordinator.persistence.ops_store import OpsStore
-from scaimind.coordinator.persistence.records import JobRecord, PendingLog
-from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord, PendingLog
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 L = common_pb2.LogLevel
@@ -62,7 +62,7 @@ class Workload(Protocol):
     async def prepare(
         self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
-        """PREPARING: resolve inputs and write files; CoordinatorError/OSError = DATA_ERROR."""
+        """PREPARING: resolve inputs and write files; StatusError/OSError = DATA_ERROR."""
         ...
 
     def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
@@ -136,12 +136,42 @@ class JobRuntime:
         return max(1.0, fallback - (time.monotonic() - self.started_mono))
 
 
+class JobRecorder(Protocol):
+    """The part of the job store a workload uses: read its job, record what its process says,
+    and (evaluations) insert the evaluation's job."""
+
+    def get_job(self, job_id: str, tenant_id: str | None = None) -> JobRecord | None: ...
+
+    def job_for_key(self, tenant_id: str, key: str) -> str | None: ...
+
+    def insert_job(
+        self,
+        fields: Mapping[str, Any],
+        logs: Sequence[PendingLog],
+        idempotency_key: str | None,
+    ) -> None: ...
+
+    def update_job(self, job_id: str, fields: Mapping[str, Any], bump: bool = True) -> None: ...
+
+    def append_logs(self, job_id: str, logs: Sequence[PendingLog]) -> None: ...
+
+    def add_metric_points(
+        self, job_id: str, points: Sequence[tuple[int, int, str, float, float]]
+    ) -> None: ...
+
+    def checkpoint(self, checkpoint_id: str) -> CheckpointRecord | None: ...
+
+
 class JobHost(Protocol):
     """What a workload may use of the manager: configuration, the job's files and data, the
     stores it records into, and a few job-level operations."""
 
     config: CoordinatorConfig
-    store: Store
+
+    # Read-only for a workload: the manager owns these (a Protocol attribute is mutable).
+    @property
+    def store(self) -> JobRecorder: ...
+
     ops: OpsStore
     files: JobFiles
     sandbox: Sandbox

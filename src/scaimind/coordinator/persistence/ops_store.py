@@ -20,6 +20,7 @@ from scaimind.coordinator.persistence.records import (
     CacheEntry,
     EvaluationRecord,
     OutputClaim,
+    from_row,
 )
 from scaimind.coordinator.persistence.sqlite import open_database, transaction
 
@@ -115,7 +116,7 @@ class OpsStore:
     def output_claims(self) -> list[OutputClaim]:
         """Every claimed output directory."""
         rows = self._db.execute("SELECT * FROM output_claims").fetchall()
-        return [OutputClaim.from_row(r) for r in rows]
+        return [from_row(OutputClaim, r) for r in rows]
 
     def claim_output(self, path: str, tenant_id: str, job_id: str) -> bool:
         """Claim a directory for a job; False when another claim holds it already."""
@@ -135,7 +136,7 @@ class OpsStore:
             "SELECT * FROM cache_entries WHERE tenant_id = ? AND dataset_uri = ? AND node_id = ?",
             (tenant_id, uri, node_id),
         ).fetchone()
-        return None if row is None else CacheEntry.from_row(row)
+        return None if row is None else from_row(CacheEntry, row)
 
     def put_cache_entry(self, fields: Mapping[str, Any]) -> None:
         """Insert or replace a cache entry."""
@@ -179,7 +180,7 @@ class OpsStore:
         rows = self._db.execute(
             sql + " ORDER BY last_accessed_at ASC, cached_at ASC", tuple(params)
         ).fetchall()
-        return [CacheEntry.from_row(r) for r in rows]
+        return [from_row(CacheEntry, r) for r in rows]
 
     def count_access(self, tenant_id: str, hit: bool) -> None:
         """Count a cache hit or miss of a tenant."""
@@ -233,7 +234,7 @@ class OpsStore:
         ).fetchone()
         if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
             return None
-        return EvaluationRecord.from_row(row)
+        return from_row(EvaluationRecord, row)
 
     def benchmark_results(self, evaluation_id: str) -> list[BenchmarkResult]:
         """Results in benchmark order."""
@@ -241,7 +242,7 @@ class OpsStore:
             "SELECT * FROM benchmark_results WHERE evaluation_id = ? ORDER BY position",
             (evaluation_id,),
         ).fetchall()
-        return [BenchmarkResult.from_row(r) for r in rows]
+        return [from_row(BenchmarkResult, r) for r in rows]
 
     def set_benchmark_result(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +55,6 @@ class JobRecord:
     completed_at: float
     updated_at: float
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobRecord:
-        """The record of a `SELECT * FROM jobs` row (its unused legacy columns are dropped)."""
-        return cls(**_values(cls, row))
-
     def value(self, column: str) -> Any:
         """A column by name (ListJobs' page token remembers the order column's value)."""
         if column not in _JOB_FIELDS:
@@ -68,11 +63,6 @@ class JobRecord:
 
 
 _JOB_FIELDS = frozenset(f.name for f in fields(JobRecord))
-
-
-def _values(cls: Any, row: sqlite3.Row) -> dict[str, Any]:
-    """The columns of `row` that are fields of the record class `cls`."""
-    return {f.name: row[f.name] for f in fields(cls)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +124,6 @@ class EvaluationRecord:
     model_path: str
     created_at: float
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> EvaluationRecord:
-        return cls(**_values(cls, row))
-
 
 @dataclass(frozen=True, slots=True)
 class BenchmarkResult:
@@ -150,10 +136,6 @@ class BenchmarkResult:
     metrics: str  # JSON object
     error: str
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> BenchmarkResult:
-        return cls(**_values(cls, row))
-
 
 @dataclass(frozen=True, slots=True)
 class OutputClaim:
@@ -163,10 +145,6 @@ class OutputClaim:
     tenant_id: str
     job_id: str
     created_at: float
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> OutputClaim:
-        return cls(**_values(cls, row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +164,11 @@ class CacheEntry:
     last_accessed_at: float
     hit_count: int
 
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> CacheEntry:
-        return cls(**_values(cls, row))
+
+R = TypeVar("R", JobRecord, EvaluationRecord, BenchmarkResult, OutputClaim, CacheEntry)
+
+
+def from_row(cls: type[R], row: sqlite3.Row) -> R:
+    """The record `cls` of a `SELECT *` row: its fields by name (other columns, such as the
+    jobs table's unused legacy ones, are dropped)."""
+    return cls(**{f.name: row[f.name] for f in fields(cls)})

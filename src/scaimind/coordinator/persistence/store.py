@@ -22,6 +22,7 @@ from scaimind.coordinator.persistence.records import (
     JobRecord,
     LogRecord,
     PendingLog,
+    from_row,
 )
 from scaimind.coordinator.persistence.sqlite import open_database, transaction
 
@@ -209,7 +210,7 @@ class Store:
             row = self._db.execute(
                 "SELECT * FROM jobs WHERE job_id = ? AND tenant_id = ?", (job_id, tenant_id)
             ).fetchone()
-        return None if row is None else JobRecord.from_row(row)
+        return None if row is None else from_row(JobRecord, row)
 
     def job_status(self, job_id: str) -> int | None:
         """The status of a job, or None when it does not exist."""
@@ -259,7 +260,7 @@ class Store:
             "ORDER BY priority DESC, queued_at ASC, created_at ASC, job_id ASC",
             tuple(statuses),
         ).fetchall()
-        return [JobRecord.from_row(r) for r in rows]
+        return [from_row(JobRecord, r) for r in rows]
 
     def queue_position(
         self, queue_name: str, priority: int, queued_at: float, job_id: str, queued: int
@@ -330,7 +331,7 @@ class Store:
             f"ORDER BY {order_column} {direction}, job_id {direction} LIMIT ?",
             (*page_params, limit),
         ).fetchall()
-        return [JobRecord.from_row(r) for r in rows], total
+        return [from_row(JobRecord, r) for r in rows], total
 
     def count_by_status(self) -> dict[int, int]:
         """Number of jobs per status, all tenants."""
