@@ -156,6 +156,57 @@ def test_the_coordinator_has_no_cycle_and_no_oversized_module() -> None:
     assert _report(found, sizes) == ""
 
 
+# The coordinator's layers: what each part may import of the others (its own modules always).
+# Shared by all: config, status (the error type), jobenv, messages (job states, protobuf).
+_SHARED = {"config", "status", "jobenv", "messages"}
+_MAY_IMPORT: dict[str, set[str]] = {
+    "worker": set(),  # child processes: the standard library, NumPy and themselves
+    "persistence": set(),
+    "executors": {"config", "status"},
+    "config": set(),
+    "status": set(),
+    "jobenv": {"status"},
+    "messages": {"jobenv", "persistence"},
+    "data": _SHARED | {"persistence", "worker"},
+    "jobs": _SHARED | {"data", "executors", "persistence"},
+    "workloads": _SHARED | {"jobs", "data", "executors", "persistence", "worker"},
+    "rpc": _SHARED | {"workloads", "jobs", "data", "executors", "persistence"},
+}
+
+
+def _part(module: str) -> str:
+    return module.removeprefix(COORDINATOR + ".").split(".")[0]
+
+
+def test_the_coordinator_parts_import_only_the_layers_below() -> None:
+    """jobs/ never imports a workload or the RPC layer, a worker process only itself, etc."""
+    wrong = []
+    for module, deps in sorted(import_graph().items()):
+        if not module.startswith(COORDINATOR + ".") or _part(module) not in _MAY_IMPORT:
+            continue
+        part = _part(module)
+        for dep in sorted(deps):
+            if not _in_coordinator(dep) or dep == COORDINATOR:
+                continue
+            if _part(dep) != part and _part(dep) not in _MAY_IMPORT[part]:
+                wrong.append(f"{module} imports {dep}")
+    assert wrong == []
+
+
+def test_worker_processes_import_nothing_else_of_scaimind() -> None:
+    """The sandboxed children start with the standard library, NumPy and the worker package."""
+    graph = import_graph()
+    worker = f"{COORDINATOR}.worker"
+    wrong = [
+        f"{module} imports {dep}"
+        for module, deps in sorted(graph.items())
+        if module.startswith(worker + ".")
+        for dep in sorted(deps)
+        if not dep.startswith(worker) and dep not in (ROOT, COORDINATOR)
+    ]
+    assert wrong == []
+
+
 @pytest.mark.xfail(strict=True, reason="gateway half of issue 14, lead")
 def test_the_whole_package_has_no_cycle_and_no_oversized_module() -> None:
     found, sizes = cycles(import_graph()), oversized()

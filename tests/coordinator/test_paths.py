@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from scaimind.coordinator.data.paths import PathPolicy, PathRefused, TenantFiles
-from scaimind.coordinator.jobs.jobenv import check_environment, masked, refused_reason
+from scaimind.coordinator.jobenv import check_environment, masked, refused_reason
 from scaimind.coordinator.status import StatusError
 
 

@@ -4,11 +4,12 @@ Run it with `scaimind coordinator --port P --data-dir DIR [--inventory FILE]` (o
 `python -m scaimind.coordinator`); the shared secret comes from SCAIMIND_API_SECRET. Embed it
 with `scaimind.coordinator.server.start_coordinator(CoordinatorConfig(...))`.
 
-Layout (each sub-package's docstring states its rule; docs/ARCHITECTURE.md shows the tree):
+Layout (each sub-package's docstring states its rule; tests/test_architecture.py holds the layers:
+rpc → workloads → jobs → data, executors → persistence, worker):
 - `server.py`: the composition root; it opens the store, picks the executor, builds the job
-  manager with its workloads and serves the RPC servicers. `config.py` and `status.py` (the
-  error table) are shared by every layer.
-- `rpc/`: gRPC servicers, metadata check, paging, protobuf messages.
+  manager with its workloads and serves the RPC servicers. Shared by every layer: `config.py`,
+  `status.py` (the error type), `messages.py` (job states, protobuf messages), `jobenv.py`.
+- `rpc/`: gRPC servicers, metadata check, paging.
 - `jobs/`: state machine, commands, scheduler, runner, checkpoints, request rules.
 - `workloads/`: what a job type runs (training, evaluation), behind a narrow protocol.
 - `executors/`: where and how a process runs (sandbox, child process, local or Ray, inventory).

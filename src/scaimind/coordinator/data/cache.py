@@ -35,9 +35,9 @@ from pathlib import Path
 
 from scaimind.coordinator.data.paths import TenantFiles
 from scaimind.coordinator.data.sources import LocalSource
+from scaimind.coordinator.messages import set_time
 from scaimind.coordinator.persistence.ops_store import OpsStore
 from scaimind.coordinator.persistence.records import CacheEntry
-from scaimind.coordinator.rpc.messages import set_time
 from scaimind.coordinator.status import not_found
 from scaimind.v1 import coordinator_pb2
 

@@ -2,8 +2,8 @@
 
 Absolute paths and `file://` URIs name local files under the caller's local data roots;
 `scaidrive://<tenant>/<path>` maps onto the tenant's storage area when the caller's drive access
-allows it (`paths.py`, `storage.py`). PREPARING copies the resolved files into the dataset cache
-(`dataset_cache.py`) and the process reads the copies.
+allows it (`paths.py`, `scaidrive.py`). PREPARING copies the resolved files into the dataset cache
+(`cache.py`) and the process reads the copies.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The local executor: every attempt is a child process of the coordinator, in the job sandbox.
 
-What runs is exactly the workload's `ProcessSpec` (executor.py starts it under bubblewrap when
+What runs is exactly the workload's `ProcessSpec` (process.py starts it under bubblewrap when
 the spec carries the sandbox, with the per-job limits); signals go to the job's process group.
 The inventory is the inventory file, or this machine as one CPU node. Runs end with the
 coordinator: a clean stop checkpoints them, and after a crash a restarted coordinator kills

@@ -8,7 +8,7 @@ mounts and limits. So nothing of the job (its variables, its paths) is in what R
 the job: Ray shows `runtime_env` and the entrypoint in plain text to every client of its job
 server.
 
-The launcher runs the process exactly as the local executor does (executor.py: under the
+The launcher runs the process exactly as the local executor does (process.py: under the
 bubblewrap sandbox when the spec has one, from the clean environment, with the per-job limits,
 the same pipes and metrics-file tail) and writes what the coordinator needs to its stdout, which
 is the Ray job's log the coordinator follows (`tail_job_logs`). One record per line, a tag and a

@@ -17,10 +17,10 @@ from scaimind.coordinator.jobs.runtime import (
     to_int,
     to_numbers,
 )
-from scaimind.coordinator.persistence.records import CheckpointRecord
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     S,
 )
+from scaimind.coordinator.persistence.records import CheckpointRecord
 from scaimind.v1 import coordinator_pb2
 
 

@@ -27,8 +27,7 @@ from scaimind.coordinator.jobs.runtime import (
     L,
     clog,
 )
-from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     NON_TERMINAL,
     RUNNING,
     TERMINAL,
@@ -37,6 +36,7 @@ from scaimind.coordinator.rpc.messages import (
     node_status_name,
     status_name,
 )
+from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord
 from scaimind.coordinator.status import StatusError, invalid, not_found, precondition
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -103,22 +103,19 @@ class Commands(JobCore):
         if output is not None:
             self.ops.claim_output(str(output), caller.tenant_id, job_id)
         self.schedule()
-        row = self.store.get_job(job_id)
-        assert row is not None
-        return coordinator_pb2.SubmitJobResponse(
-            job_id=job_id,
-            status=as_status(row.status),
-            message=f"job {job_id} accepted into queue {row.queue_name!r}",
-            estimated_wait_seconds=self._estimates.get(job_id, 0),
-        )
+        return self._submit_answer(job_id, "accepted into queue {queue!r}")
 
     def _submit_replay(self, job_id: str) -> coordinator_pb2.SubmitJobResponse:
+        return self._submit_answer(job_id, "already submitted with this idempotency key")
+
+    def _submit_answer(self, job_id: str, what: str) -> coordinator_pb2.SubmitJobResponse:
+        """SubmitJob's answer from the stored job; `what` may name its {queue}."""
         row = self.store.get_job(job_id)
         assert row is not None
         return coordinator_pb2.SubmitJobResponse(
             job_id=job_id,
             status=as_status(row.status),
-            message=f"job {job_id} already submitted with this idempotency key",
+            message=f"job {job_id} " + what.format(queue=row.queue_name),
             estimated_wait_seconds=self._estimates.get(job_id, 0),
         )
 

@@ -27,15 +27,15 @@ from scaimind.coordinator.jobs.runtime import (
     Workload,
     clog,
 )
-from scaimind.coordinator.persistence.ops_store import OpsStore
-from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord
-from scaimind.coordinator.persistence.store import Store
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     TERMINAL,
     S,
     job_proto,
     status_name,
 )
+from scaimind.coordinator.persistence.ops_store import OpsStore
+from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord
+from scaimind.coordinator.persistence.store import Store
 from scaimind.coordinator.status import invalid, not_found, precondition
 from scaimind.v1 import common_pb2, coordinator_pb2
 
@@ -61,12 +61,14 @@ class JobCore:
         self.store = store
         # What the RPC layer may read (queries.py): the store, typed read-only.
         self.reads: JobReads = store
-        # Evaluations, the dataset cache and data-access tokens (evaluations.py, dataset_cache.py).
+        # Evaluations, the dataset cache and data-access tokens (workloads/evaluation.py,
+        # data/cache.py).
         self.ops = OpsStore(config.data_dir / "ops.db")
         self.sandbox = Sandbox(
             config.sandbox, protected=(*config.service_dirs, storage_root(config))
         )
-        # Paths tenants may name, where jobs write, what a process sees (jobfiles.py, paths.py).
+        # Paths tenants may name, where jobs write, what a process sees (jobfiles.py,
+        # data/paths.py).
         self.files = JobFiles(config, store, self.ops, self.sandbox, self.request_of)
         self.data_cache = DatasetCache(
             self.ops,

@@ -12,7 +12,7 @@ Host layout (all directories 0700; `<shared>` is the shared root, by default the
 
 A sandboxed process sees each of them at a fixed path (`/job`, `/job/checkpoints`, `/output`,
 `/inputs/<n>/<file>`, `/resume`, `/model`, `/code` (a CUSTOM script's folder), see
-sandbox.py); an unsandboxed one sees the host
+executors/sandbox.py); an unsandboxed one sees the host
 paths. `MountPlan` hands out the right one and records the mapping, so a path the process
 reports (a checkpoint) is mapped back to the host (`ProcessSpec.to_host`).
 """

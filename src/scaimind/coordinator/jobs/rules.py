@@ -9,7 +9,7 @@ from pathlib import Path
 from scaimind.coordinator.data.paths import TenantFiles
 from scaimind.coordinator.data.sources import resolve_source
 from scaimind.coordinator.executors.inventory import CPU, NodeSpec
-from scaimind.coordinator.jobs.jobenv import check_environment
+from scaimind.coordinator.jobenv import check_environment
 from scaimind.coordinator.status import invalid
 from scaimind.v1 import common_pb2, coordinator_pb2
 

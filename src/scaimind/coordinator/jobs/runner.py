@@ -34,12 +34,12 @@ from scaimind.coordinator.jobs.runtime import (
     Workload,
     clog,
 )
-from scaimind.coordinator.persistence.records import JobRecord
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     RUNNING,
     S,
     status_name,
 )
+from scaimind.coordinator.persistence.records import JobRecord
 from scaimind.coordinator.status import StatusError
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from scaimind.coordinator.jobs.runtime import (
     JobRuntime,
     L,
 )
-from scaimind.coordinator.persistence.records import JobRecord
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     S,
 )
+from scaimind.coordinator.persistence.records import JobRecord
 from scaimind.v1 import cluster_pb2
 
 log = logging.getLogger(__name__)
@@ -99,33 +99,30 @@ class Scheduling(JobCore):
             job_id = row.job_id
             if row.max_queue_wait > 0 and now - row.queued_at > row.max_queue_wait:
                 why = f"not started within max_queue_wait_seconds={int(row.max_queue_wait)}"
-                self._transition(
-                    job_id,
-                    [S.JOB_STATUS_QUEUED],
-                    S.JOB_STATUS_FAILED,
-                    {"error_code": "QUEUE_TIMEOUT", "error_message": why},
-                    why,
-                    L.LOG_LEVEL_ERROR,
-                )
+                self._fail_queued(job_id, "QUEUE_TIMEOUT", why)
                 continue
             req = self.request_of(row)
             candidates = eligible_nodes(req.resource_config, req.scheduling_config, self.nodes)
             if len(candidates) < row.num_nodes:
                 # Only after an inventory change (submit validates this): it can never start.
                 why = "no longer fits the inventory (gpu_type, node_selector, node_affinity)"
-                self._transition(
-                    job_id,
-                    [S.JOB_STATUS_QUEUED],
-                    S.JOB_STATUS_FAILED,
-                    {"error_code": "UNSCHEDULABLE", "error_message": why},
-                    why,
-                    L.LOG_LEVEL_ERROR,
-                )
+                self._fail_queued(job_id, "UNSCHEDULABLE", why)
                 continue
             due = row.start_after <= now
             if not (due and self._try_start(row, candidates, free, blocked)):
                 waiting.append((row, candidates))
         self._estimate(waiting)
+
+    def _fail_queued(self, job_id: str, code: str, why: str) -> None:
+        """A queued job that can never start (or waited too long) → FAILED with `code`."""
+        self._transition(
+            job_id,
+            [S.JOB_STATUS_QUEUED],
+            S.JOB_STATUS_FAILED,
+            {"error_code": code, "error_message": why},
+            why,
+            L.LOG_LEVEL_ERROR,
+        )
 
     def _try_start(
         self,

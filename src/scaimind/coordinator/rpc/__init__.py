@@ -1,3 +1,3 @@
-"""The RPC surface: gRPC servicers, the caller's metadata check, paging and the messages they
-build. Servicers translate requests into calls on the job manager and its query API; they hold no
-state and never touch a store."""
+"""The RPC surface: the gRPC servicers (one module per service), the caller's metadata check and
+error translation (`auth.py`), paging (`paging.py`). Servicers translate requests into manager
+commands and reads (`JobManager.reads`); they hold no state and never write to a store."""

@@ -10,13 +10,13 @@ import grpc
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.executors.inventory import slot_memory_bytes
 from scaimind.coordinator.jobs.manager import JobManager
-from scaimind.coordinator.rpc.auth import Auth, Ctx, unary
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     RUNNING,
     node_status_name,
     status_name,
     timestamp,
 )
+from scaimind.coordinator.rpc.auth import Auth, Ctx, unary
 from scaimind.coordinator.rpc.paging import page_size
 from scaimind.coordinator.status import StatusError, invalid
 from scaimind.v1 import (

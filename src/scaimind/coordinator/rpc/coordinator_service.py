@@ -15,8 +15,7 @@ from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.data.validation import validate_data
 from scaimind.coordinator.jobs.manager import JobManager
 from scaimind.coordinator.jobs.notifier import LOGS, METRICS, wait_event
-from scaimind.coordinator.rpc.auth import Auth, Ctx, stream, unary
-from scaimind.coordinator.rpc.messages import (
+from scaimind.coordinator.messages import (
     as_status,
     in_view,
     log_proto,
@@ -24,6 +23,7 @@ from scaimind.coordinator.rpc.messages import (
     status_name,
     timestamp,
 )
+from scaimind.coordinator.rpc.auth import Auth, Ctx, stream, unary
 from scaimind.coordinator.rpc.paging import (
     check_view,
     page_size,

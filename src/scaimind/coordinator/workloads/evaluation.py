@@ -42,8 +42,8 @@ from scaimind.coordinator.jobs.runtime import (
     clog,
     to_numbers,
 )
+from scaimind.coordinator.messages import S, as_status, set_time, status_name
 from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord, PendingLog
-from scaimind.coordinator.rpc.messages import S, as_status, set_time, status_name
 from scaimind.coordinator.status import invalid, not_found, precondition
 from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
 from scaimind.private_files import private_dir
@@ -233,22 +233,19 @@ def submit_evaluation(
     if caller.scaidrive_token:
         remember_token(m, eval_id, caller.scaidrive_token)
     m.schedule()
-    row = m.store.get_job(eval_id)
-    assert row is not None
-    return coordinator_pb2.SubmitEvaluationResponse(
-        evaluation_id=eval_id,
-        status=as_status(row.status),
-        message=f"evaluation {eval_id} of job {job.job_id} accepted ({names})",
-    )
+    return _answer(m, eval_id, f"evaluation {eval_id} of job {job.job_id} accepted ({names})")
 
 
 def _replay(m: JobHost, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
+    return _answer(m, eval_id, f"evaluation {eval_id} already submitted with this idempotency key")
+
+
+def _answer(m: JobHost, eval_id: str, message: str) -> coordinator_pb2.SubmitEvaluationResponse:
+    """SubmitEvaluation's answer with the evaluation job's stored status."""
     row = m.store.get_job(eval_id)
     assert row is not None
     return coordinator_pb2.SubmitEvaluationResponse(
-        evaluation_id=eval_id,
-        status=as_status(row.status),
-        message=f"evaluation {eval_id} already submitted with this idempotency key",
+        evaluation_id=eval_id, status=as_status(row.status), message=message
     )
 
 

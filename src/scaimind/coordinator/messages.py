@@ -1,4 +1,5 @@
-"""Database rows and records to protocol messages."""
+"""Job states and the protobuf messages built from records: the vocabulary rpc/, jobs/, workloads/
+and data/ share (status sets, Job, LogEntry and Checkpoint messages, timestamps)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.coordinator.jobs.jobenv import MASK, is_secret
+from scaimind.coordinator.jobenv import MASK, is_secret
 from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord, LogRecord
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 
