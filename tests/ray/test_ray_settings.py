@@ -122,8 +122,8 @@ def test_a_database_from_before_the_executors_keeps_its_running_process(tmp_path
         assert one is not None
         assert two is not None
         # Found at recovery like any run of the local executor (and killed if still there).
-        assert (one["run_id"], one["run_delivered"]) == ("local:4242:98765", 0)
-        assert two["run_id"] == ""
+        assert (one.run_id, one.run_delivered) == ("local:4242:98765", 0)
+        assert two.run_id == ""
     finally:
         store.close()
     Store(path).close()  # a second start changes nothing
