@@ -6,11 +6,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from scaimind.coordinator.data import resolve_source
-from scaimind.coordinator.errors import invalid
-from scaimind.coordinator.inventory import CPU, NodeSpec
+from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.data.sources import resolve_source
+from scaimind.coordinator.executors.inventory import CPU, NodeSpec
 from scaimind.coordinator.jobenv import check_environment
-from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.status import invalid
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 SCRIPT_FIELD = "training_config.framework.custom_script_path"

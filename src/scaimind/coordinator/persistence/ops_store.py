@@ -15,7 +15,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from scaimind.coordinator.store import open_database, transaction
+from scaimind.coordinator.persistence.records import (
+    BenchmarkResult,
+    CacheEntry,
+    EvaluationRecord,
+    OutputClaim,
+    from_row,
+)
+from scaimind.coordinator.persistence.sqlite import open_database, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache_entries (
@@ -106,9 +113,10 @@ class OpsStore:
 
     # ---- output directories -----------------------------------------------------------------
 
-    def output_claims(self) -> list[sqlite3.Row]:
-        """Every claimed output directory (path, tenant_id, job_id)."""
-        return self._db.execute("SELECT * FROM output_claims").fetchall()
+    def output_claims(self) -> list[OutputClaim]:
+        """Every claimed output directory."""
+        rows = self._db.execute("SELECT * FROM output_claims").fetchall()
+        return [from_row(OutputClaim, r) for r in rows]
 
     def claim_output(self, path: str, tenant_id: str, job_id: str) -> bool:
         """Claim a directory for a job; False when another claim holds it already."""
@@ -122,12 +130,13 @@ class OpsStore:
 
     # ---- dataset cache ----------------------------------------------------------------------
 
-    def cache_entry(self, tenant_id: str, uri: str, node_id: str) -> sqlite3.Row | None:
+    def cache_entry(self, tenant_id: str, uri: str, node_id: str) -> CacheEntry | None:
         """One cache entry."""
-        return self._db.execute(  # type: ignore[no-any-return]
+        row = self._db.execute(
             "SELECT * FROM cache_entries WHERE tenant_id = ? AND dataset_uri = ? AND node_id = ?",
             (tenant_id, uri, node_id),
         ).fetchone()
+        return None if row is None else from_row(CacheEntry, row)
 
     def put_cache_entry(self, fields: Mapping[str, Any]) -> None:
         """Insert or replace a cache entry."""
@@ -158,7 +167,7 @@ class OpsStore:
 
     def cache_entries(
         self, tenant_id: str | None = None, node_id: str | None = None
-    ) -> list[sqlite3.Row]:
+    ) -> list[CacheEntry]:
         """Entries, least recently used first; filtered by tenant and node when given."""
         where, params = [], []
         if tenant_id is not None:
@@ -168,9 +177,10 @@ class OpsStore:
             where.append("node_id = ?")
             params.append(node_id)
         sql = "SELECT * FROM cache_entries" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._db.execute(
+        rows = self._db.execute(
             sql + " ORDER BY last_accessed_at ASC, cached_at ASC", tuple(params)
         ).fetchall()
+        return [from_row(CacheEntry, r) for r in rows]
 
     def count_access(self, tenant_id: str, hit: bool) -> None:
         """Count a cache hit or miss of a tenant."""
@@ -215,21 +225,24 @@ class OpsStore:
                 [(evaluation_id, i, s) for i, s in enumerate(statuses)],
             )
 
-    def evaluation(self, evaluation_id: str, tenant_id: str | None = None) -> sqlite3.Row | None:
+    def evaluation(
+        self, evaluation_id: str, tenant_id: str | None = None
+    ) -> EvaluationRecord | None:
         """One evaluation; scoped to a tenant when given."""
-        row: sqlite3.Row | None = self._db.execute(
+        row = self._db.execute(
             "SELECT * FROM evaluations WHERE evaluation_id = ?", (evaluation_id,)
         ).fetchone()
         if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
             return None
-        return row
+        return from_row(EvaluationRecord, row)
 
-    def benchmark_results(self, evaluation_id: str) -> list[sqlite3.Row]:
-        """Result rows in benchmark order."""
-        return self._db.execute(
+    def benchmark_results(self, evaluation_id: str) -> list[BenchmarkResult]:
+        """Results in benchmark order."""
+        rows = self._db.execute(
             "SELECT * FROM benchmark_results WHERE evaluation_id = ? ORDER BY position",
             (evaluation_id,),
         ).fetchall()
+        return [from_row(BenchmarkResult, r) for r in rows]
 
     def set_benchmark_result(
         self,

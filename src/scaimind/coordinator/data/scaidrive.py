@@ -19,7 +19,7 @@ import grpc
 import jwt
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
+from scaimind.coordinator.status import PathRefused, StatusError, invalid
 from scaimind.downstream_tokens import (
     METADATA_KEYS,
     SCAIDRIVE,
@@ -32,9 +32,9 @@ AUDIENCE = SCAIDRIVE
 TOKEN_METADATA = METADATA_KEYS[SCAIDRIVE]
 
 
-def denied(message: str) -> CoordinatorError:
+def denied(message: str) -> StatusError:
     """PERMISSION_DENIED."""
-    return CoordinatorError(grpc.StatusCode.PERMISSION_DENIED, message)
+    return StatusError(grpc.StatusCode.PERMISSION_DENIED, message)
 
 
 def storage_root(config: CoordinatorConfig) -> Path:

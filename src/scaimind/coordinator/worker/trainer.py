@@ -1,7 +1,9 @@
-"""The reference coordinator's built-in training process (`python -m scaimind.coordinator.trainer`).
+"""The reference coordinator's built-in training process.
+
+Run as `python -m scaimind.coordinator.worker.trainer`.
 
 It stands in for every framework, training type and base model: it trains the byte-level NumPy
-language model of `scaimind.coordinator.model` on the job's data and speaks the executor's
+language model of `scaimind.coordinator.worker.model` on the job's data and speaks the executor's
 process contract (spec file, metrics JSON lines, checkpoints, SIGTERM, orphan safety, resume).
 Exit codes: 0 finished, 2 bad spec/data/checkpoint, 75 stopped after a checkpoint, 1 crashed.
 """
@@ -30,12 +32,12 @@ from typing import IO, Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from scaimind.coordinator.datasets import (  # noqa: E402
+from scaimind.coordinator.worker.datasets import (  # noqa: E402
     DataFormatError,
     load_texts,
     split_texts,
 )
-from scaimind.coordinator.model import (  # noqa: E402
+from scaimind.coordinator.worker.model import (  # noqa: E402
     Adam,
     CharLM,
     ModelConfig,

@@ -3,7 +3,7 @@
 An evaluation is a job of its own (`job_type` "evaluation", id `eval_…`, label
 `type=evaluation`, `parent_job_id` = the evaluated job), so the scheduler queues and places it
 like any job and ListJobs with the label filter lists it; its process is
-`python -m scaimind.coordinator.evaluator`. Benchmark results come from the evaluator's
+`python -m scaimind.coordinator.worker.evaluator`. Benchmark results come from the evaluator's
 `benchmark` lines and are kept in `ops.db`.
 
 Which model is evaluated (first that applies): the named `checkpoint_id` (a checkpoint of the
@@ -29,23 +29,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scaimind.coordinator.convert import S, as_status, set_time, status_name
-from scaimind.coordinator.data import LocalSource, resolve_source
-from scaimind.coordinator.errors import invalid, not_found, precondition
-from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
-from scaimind.coordinator.executor import OutputSink, ProcessSpec, process_env, write_new
-from scaimind.coordinator.jobfiles import JOB, MODEL, MountPlan
-from scaimind.coordinator.manager import to_numbers
-from scaimind.coordinator.paths import TenantFiles
-from scaimind.coordinator.storage import is_scaidrive, token_expiry
-from scaimind.coordinator.store import IdempotencyConflict, PendingLog
+from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.data.scaidrive import is_scaidrive, token_expiry
+from scaimind.coordinator.data.sources import LocalSource, resolve_source
+from scaimind.coordinator.executors.process import OutputSink, ProcessSpec, process_env, write_new
+from scaimind.coordinator.jobs.jobfiles import JOB, MODEL, MountPlan
+from scaimind.coordinator.jobs.runtime import (
+    LOG_LEVELS,
+    CallerContext,
+    JobHost,
+    JobRuntime,
+    clog,
+    to_numbers,
+)
+from scaimind.coordinator.messages import S, as_status, set_time, status_name
+from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord, PendingLog
+from scaimind.coordinator.status import invalid, not_found, precondition
+from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
 from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 if TYPE_CHECKING:
-    import sqlite3
+    pass
 
-    from scaimind.coordinator.manager import CallerContext, JobManager, JobRuntime
 
 EVALUATION = "evaluation"
 LABEL = {"type": EVALUATION}
@@ -59,11 +65,6 @@ _EVENT_STATUS = {
 # Idempotency keys share the jobs' table; the prefix keeps an evaluation's key from replaying a
 # job submitted with the same key.
 _KEY_PREFIX = "evaluation:"
-_LEVELS = {"DEBUG": L.LOG_LEVEL_DEBUG, "WARNING": L.LOG_LEVEL_WARNING, "ERROR": L.LOG_LEVEL_ERROR}
-
-
-def _clog(message: str, level: int = L.LOG_LEVEL_INFO) -> PendingLog:
-    return PendingLog(level, message, "coordinator")
 
 
 # ---- data access tokens ---------------------------------------------------------------------
@@ -74,17 +75,17 @@ def uses_drive(req: coordinator_pb2.SubmitJobRequest) -> bool:
     return any(is_scaidrive(s.path) for s in req.data_config.sources)
 
 
-def remember_token(m: JobManager, job_id: str, token: str) -> None:
+def remember_token(m: JobHost, job_id: str, token: str) -> None:
     """Keep the caller's scaidrive token for the job's PREPARING (only jobs that need one)."""
     if not token:
         return
     row = m.store.get_job(job_id)
     if row is None:
         return
-    if row["job_type"] == EVALUATION:
+    if row.job_type == EVALUATION:
         ev = m.ops.evaluation(job_id)
-        parent = m.store.get_job(ev["job_id"]) if ev is not None else None
-        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"]) if ev else None
+        parent = m.store.get_job(ev.job_id) if ev is not None else None
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request) if ev else None
         needed = (parent is not None and uses_drive(m.request_of(parent))) or (
             req is not None and any(is_scaidrive(b.dataset) for b in req.benchmarks)
         )
@@ -98,14 +99,14 @@ def remember_token(m: JobManager, job_id: str, token: str) -> None:
 
 
 def model_path(
-    m: JobManager,
+    m: JobHost,
     caller: CallerContext,
-    job: sqlite3.Row,
+    job: JobRecord,
     req: coordinator_pb2.SubmitEvaluationRequest,
 ) -> Path:
     """The model an evaluation scores (see the module docstring): a host directory."""
-    job_id = job["job_id"]
-    state = status_name(job["status"])
+    job_id = job.job_id
+    state = status_name(job.status)
     if req.checkpoint_id:
         ckpt = m.store.checkpoint(req.checkpoint_id)
         if ckpt is None or ckpt.job_id != job_id:
@@ -132,7 +133,7 @@ def model_path(
             raise invalid(f"model_uri: {text} is not a model directory")
         return requested
     final = m.files.output_dir(job)
-    if job["final_model_uri"] and final.is_dir():
+    if job.final_model_uri and final.is_dir():
         return final
     latest = m.latest_checkpoint_path(job_id, "")
     if latest:
@@ -155,7 +156,7 @@ def _validate(req: coordinator_pb2.SubmitEvaluationRequest) -> None:
 
 
 def submit_evaluation(
-    m: JobManager, caller: CallerContext, req: coordinator_pb2.SubmitEvaluationRequest
+    m: JobHost, caller: CallerContext, req: coordinator_pb2.SubmitEvaluationRequest
 ) -> coordinator_pb2.SubmitEvaluationResponse:
     """Validate, persist and enqueue an evaluation (idempotent per tenant and key)."""
     key = _KEY_PREFIX + caller.idempotency_key if caller.idempotency_key else ""
@@ -177,8 +178,8 @@ def submit_evaluation(
     parent = m.request_of(job)
     rc = parent.resource_config
     spec = coordinator_pb2.SubmitJobRequest(
-        name=f"evaluation of {job['name']}"[:256],
-        labels={**LABEL, "job_id": job["job_id"]},
+        name=f"evaluation of {job.name}"[:256],
+        labels={**LABEL, "job_id": job.job_id},
     )
     spec.resource_config.gpu_type = rc.gpu_type
     spec.resource_config.gpu_count = min(rc.gpu_count, 1)
@@ -195,10 +196,10 @@ def submit_evaluation(
         "status_message": "waiting for a slot",
         "request": spec.SerializeToString(),
         "labels": json.dumps(dict(spec.labels), sort_keys=True),
-        "parent_job_id": job["job_id"],
+        "parent_job_id": job.job_id,
         "priority": 5,
-        "queue_name": job["queue_name"],
-        "gpu_type": job["gpu_type"],
+        "queue_name": job.queue_name,
+        "gpu_type": job.gpu_type,
         "gpu_count": spec.resource_config.gpu_count,
         "num_nodes": 1,
         "created_at": now,
@@ -209,7 +210,7 @@ def submit_evaluation(
     m.ops.insert_evaluation(
         eval_id,
         caller.tenant_id,
-        job["job_id"],
+        job.job_id,
         req.SerializeToString(),
         str(model),
         [B.BENCHMARK_STATUS_PENDING] * len(req.benchmarks),
@@ -218,41 +219,38 @@ def submit_evaluation(
         m.store.insert_job(
             fields,
             [
-                _clog(
-                    f"evaluation of job {job['job_id']} submitted: {names} on "
+                clog(
+                    f"evaluation of job {job.job_id} submitted: {names} on "
                     f"{m.shown(caller.tenant_id, str(model))}"
                 ),
-                _clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
+                clog(f"PENDING → QUEUED: queue {fields['queue_name']!r}"),
             ],
             key or None,
         )
     except IdempotencyConflict as e:
         return _replay(m, e.job_id)
-    m.log(job["job_id"], f"evaluation {eval_id} submitted ({names})")
+    m.log(job.job_id, f"evaluation {eval_id} submitted ({names})")
     if caller.scaidrive_token:
         remember_token(m, eval_id, caller.scaidrive_token)
     m.schedule()
+    return _answer(m, eval_id, f"evaluation {eval_id} of job {job.job_id} accepted ({names})")
+
+
+def _replay(m: JobHost, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
+    return _answer(m, eval_id, f"evaluation {eval_id} already submitted with this idempotency key")
+
+
+def _answer(m: JobHost, eval_id: str, message: str) -> coordinator_pb2.SubmitEvaluationResponse:
+    """SubmitEvaluation's answer with the evaluation job's stored status."""
     row = m.store.get_job(eval_id)
     assert row is not None
     return coordinator_pb2.SubmitEvaluationResponse(
-        evaluation_id=eval_id,
-        status=row["status"],
-        message=f"evaluation {eval_id} of job {job['job_id']} accepted ({names})",
-    )
-
-
-def _replay(m: JobManager, eval_id: str) -> coordinator_pb2.SubmitEvaluationResponse:
-    row = m.store.get_job(eval_id)
-    assert row is not None
-    return coordinator_pb2.SubmitEvaluationResponse(
-        evaluation_id=eval_id,
-        status=row["status"],
-        message=f"evaluation {eval_id} already submitted with this idempotency key",
+        evaluation_id=eval_id, status=as_status(row.status), message=message
     )
 
 
 def get_evaluation(
-    m: JobManager, caller: CallerContext, evaluation_id: str
+    m: JobHost, caller: CallerContext, evaluation_id: str
 ) -> coordinator_pb2.Evaluation:
     """The tenant's evaluation with its benchmark results; NOT_FOUND otherwise."""
     if not evaluation_id:
@@ -261,30 +259,30 @@ def get_evaluation(
     row = m.store.get_job(evaluation_id, caller.tenant_id)
     if ev is None or row is None:
         raise not_found(f"evaluation {evaluation_id} not found")
-    req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+    req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
     out = coordinator_pb2.Evaluation(
         evaluation_id=evaluation_id,
-        job_id=ev["job_id"],
-        model_uri=m.shown(caller.tenant_id, ev["model_path"]),
+        job_id=ev.job_id,
+        model_uri=m.shown(caller.tenant_id, ev.model_path),
         checkpoint_id=req.checkpoint_id,
-        status=as_status(row["status"]),
-        tenant_id=ev["tenant_id"],
-        status_message=row["status_message"],
+        status=as_status(row.status),
+        tenant_id=ev.tenant_id,
+        status_message=row.status_message,
     )
-    results = {r["position"]: r for r in m.ops.benchmark_results(evaluation_id)}
+    results = {r.position: r for r in m.ops.benchmark_results(evaluation_id)}
     for i, b in enumerate(req.benchmarks):
         r = results.get(i)
         res = out.benchmarks.add(
             name=b.name, dataset=b.dataset, num_samples=b.num_samples, parameters=b.parameters
         )
         if r is not None:
-            res.status = r["status"]
-            res.score = r["score"]
-            res.metrics.update(json.loads(r["metrics"]))
-            res.error = r["error"]
-    set_time(out.created_at, ev["created_at"])
-    if row["completed_at"]:
-        set_time(out.completed_at, row["completed_at"])
+            res.status = B.ValueType(r.status)
+            res.score = r.score
+            res.metrics.update(json.loads(r.metrics))
+            res.error = r.error
+    set_time(out.created_at, ev.created_at)
+    if row.completed_at:
+        set_time(out.completed_at, row.completed_at)
     return out
 
 
@@ -297,14 +295,14 @@ class EvaluationWorkload:
     preparing = "fetching the evaluation data"
 
     async def prepare(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
         """Write the evaluator's spec (datasets read through the dataset cache)."""
         ev = m.ops.evaluation(rt.job_id)
         if ev is None:
             raise FileNotFoundError(f"evaluation {rt.job_id} has no definition")
-        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
-        model = Path(ev["model_path"])
+        req = coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
+        model = Path(ev.model_path)
         files = m.files.for_job(row)
         # Checked again: the roots may have changed since submit, a checkpoint may be gone.
         if not m.files.readable_dir(rt.tenant_id, model):
@@ -334,7 +332,7 @@ class EvaluationWorkload:
             )
         fallback: list[dict[str, Any]] = []
         split, seed = 0.0, 0
-        parent = m.store.get_job(ev["job_id"])
+        parent = m.store.get_job(ev.job_id)
         if parent is not None and any(not b["dataset"] for b in benchmarks):
             preq = m.request_of(parent)
             split, seed = preq.data_config.validation_split, preq.data_config.seed
@@ -342,7 +340,7 @@ class EvaluationWorkload:
                 m,
                 rt,
                 [
-                    resolve_source(s, f"data_config.sources[{i}] of job {parent['job_id']}", files)
+                    resolve_source(s, f"data_config.sources[{i}] of job {parent.job_id}", files)
                     for i, s in enumerate(preq.data_config.sources)
                 ],
                 files,
@@ -368,7 +366,7 @@ class EvaluationWorkload:
             home="/tmp" if sandboxed else str(work),
         )
         return ProcessSpec(
-            argv=[sys.executable, "-m", "scaimind.coordinator.evaluator"],
+            argv=[sys.executable, "-m", "scaimind.coordinator.worker.evaluator"],
             env=env,
             cwd=work,
             metrics_file=metrics,
@@ -381,56 +379,53 @@ class EvaluationWorkload:
 
     @staticmethod
     async def _cached(
-        m: JobManager, rt: JobRuntime, sources: list[LocalSource], files: TenantFiles
+        m: JobHost, rt: JobRuntime, sources: list[LocalSource], files: TenantFiles
     ) -> list[LocalSource]:
         return await m.data_cache.fetch(rt.tenant_id, rt.node_id, rt.job_id, sources, files)
 
-    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: JobRecord) -> str:
         """The built-in evaluator."""
         return "the built-in evaluator"
 
-    def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
         """Benchmark results, logs."""
         return EvaluationSink(m, rt)
 
-    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+    def max_runtime_seconds(self, row: JobRecord) -> int:
         """No limit of its own (the operator's maximum applies)."""
         return 0
 
-    def completed(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
-    ) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> tuple[dict[str, Any], str]:
         """Summarise the scores."""
         ev = m.ops.evaluation(rt.job_id)
         names = (
             [
                 b.name
-                for b in coordinator_pb2.SubmitEvaluationRequest.FromString(
-                    ev["request"]
-                ).benchmarks
+                for b in coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request).benchmarks
             ]
             if ev is not None
             else []
         )
         parts = []
         for r in m.ops.benchmark_results(rt.job_id):
-            name = names[r["position"]] if r["position"] < len(names) else "?"
-            if r["status"] == B.BENCHMARK_STATUS_COMPLETED:
-                parts.append(f"{name}={r['score']:.4g}")
+            name = names[r.position] if r.position < len(names) else "?"
+            if r.status == B.BENCHMARK_STATUS_COMPLETED:
+                parts.append(f"{name}={r.score:.4g}")
             else:
-                parts.append(f"{name} {B.Name(r['status']).removeprefix('BENCHMARK_STATUS_')}")
+                state = B.Name(B.ValueType(r.status)).removeprefix("BENCHMARK_STATUS_")
+                parts.append(f"{name} {state}")
         return {}, "evaluation finished: " + ", ".join(parts)
 
 
 class EvaluationSink:
     """Turns `benchmark` lines into results, everything else into log entries."""
 
-    def __init__(self, manager: JobManager, rt: JobRuntime) -> None:
+    def __init__(self, manager: JobHost, rt: JobRuntime) -> None:
         self.m = manager
         self.rt = rt
         ev = manager.ops.evaluation(rt.job_id)
         req = (
-            coordinator_pb2.SubmitEvaluationRequest.FromString(ev["request"])
+            coordinator_pb2.SubmitEvaluationRequest.FromString(ev.request)
             if ev is not None
             else coordinator_pb2.SubmitEvaluationRequest()
         )
@@ -458,7 +453,7 @@ class EvaluationSink:
             if kind == "benchmark":
                 self._benchmark(ev)
             elif kind == "log":
-                level = _LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
+                level = LOG_LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
                 self.m.log(self.rt.job_id, str(ev.get("message", "")), level)
 
     def _benchmark(self, ev: dict[str, Any]) -> None:

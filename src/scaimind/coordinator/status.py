@@ -37,7 +37,7 @@ _CODES_WITH_FIELDS: Final = frozenset(
 )
 
 
-class CoordinatorError(Exception):
+class StatusError(Exception):
     """Answer the RPC with `code` and `message` (the message is shown to API users)."""
 
     def __init__(
@@ -121,23 +121,23 @@ class CoordinatorError(Exception):
         return metadata
 
 
-class PathRefused(CoordinatorError):
+class PathRefused(StatusError):
     """A path outside the caller's policy (INVALID_ARGUMENT): refuses a whole request."""
 
     def __init__(self, message: str) -> None:
         super().__init__(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def invalid(message: str, *, field: str | None = None) -> CoordinatorError:
+def invalid(message: str, *, field: str | None = None) -> StatusError:
     """INVALID_ARGUMENT; the message starts with the offending field (or `field` names it)."""
-    return CoordinatorError(grpc.StatusCode.INVALID_ARGUMENT, message, field=field)
+    return StatusError(grpc.StatusCode.INVALID_ARGUMENT, message, field=field)
 
 
-def not_found(message: str) -> CoordinatorError:
+def not_found(message: str) -> StatusError:
     """NOT_FOUND; "<kind> <id> not found" also becomes a ResourceInfo."""
-    return CoordinatorError(grpc.StatusCode.NOT_FOUND, message)
+    return StatusError(grpc.StatusCode.NOT_FOUND, message)
 
 
-def precondition(message: str) -> CoordinatorError:
+def precondition(message: str) -> StatusError:
     """FAILED_PRECONDITION; the message names the current state."""
-    return CoordinatorError(grpc.StatusCode.FAILED_PRECONDITION, message)
+    return StatusError(grpc.StatusCode.FAILED_PRECONDITION, message)

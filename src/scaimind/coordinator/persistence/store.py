@@ -13,9 +13,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from scaimind.coordinator.persistence.records import (
+    CheckpointRecord,
+    IdempotencyConflict,
+    JobRecord,
+    LogRecord,
+    PendingLog,
+    from_row,
+)
+from scaimind.coordinator.persistence.sqlite import open_database, transaction
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -115,77 +124,6 @@ _RECENT_JOBS = 256
 ORDER_COLUMNS = ("created_at", "updated_at", "priority", "name", "status")
 
 
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One persisted log entry."""
-
-    job_id: str
-    seq: int
-    level: int
-    message: str
-    ts: float
-    source: str
-    node_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointRecord:
-    """One persisted checkpoint."""
-
-    checkpoint_id: str
-    job_id: str
-    step: int
-    path: str
-    size_bytes: int
-    metrics: dict[str, float]
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PendingLog:
-    """A log entry before it has a seq."""
-
-    level: int
-    message: str
-    source: str
-    node_id: str = ""
-    ts: float = 0.0
-
-
-class IdempotencyConflict(Exception):
-    """The idempotency key was already used; carries the job it created."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(job_id)
-        self.job_id = job_id
-
-
-def open_database(path: Path, schema: str) -> sqlite3.Connection:
-    """A coordinator SQLite database in WAL mode with `schema` applied (autocommit; use BEGIN)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose the
-    # last transactions), and keeps commits off the fsync path.
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.executescript(schema)
-    return db
-
-
-@contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT on a connection from `open_database`; ROLLBACK on any error."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 class Store:
     """All SQL of the coordinator."""
 
@@ -264,13 +202,15 @@ class Store:
         ).fetchone()
         return None if row is None else str(row["job_id"])
 
-    def get_job(self, job_id: str, tenant_id: str | None = None) -> sqlite3.Row | None:
-        """One job row; scoped to a tenant when given."""
+    def get_job(self, job_id: str, tenant_id: str | None = None) -> JobRecord | None:
+        """One job; scoped to a tenant when given."""
         if tenant_id is None:
-            return self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()  # type: ignore[no-any-return]
-        return self._db.execute(  # type: ignore[no-any-return]
-            "SELECT * FROM jobs WHERE job_id = ? AND tenant_id = ?", (job_id, tenant_id)
-        ).fetchone()
+            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE job_id = ? AND tenant_id = ?", (job_id, tenant_id)
+            ).fetchone()
+        return None if row is None else from_row(JobRecord, row)
 
     def job_status(self, job_id: str) -> int | None:
         """The status of a job, or None when it does not exist."""
@@ -312,14 +252,15 @@ class Store:
         with self._tx() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", (*params, job_id))
 
-    def jobs_in_status(self, statuses: Collection[int]) -> list[sqlite3.Row]:
+    def jobs_in_status(self, statuses: Collection[int]) -> list[JobRecord]:
         """Jobs in any of the statuses, in queue order (priority desc, then FIFO)."""
         marks = ", ".join("?" for _ in statuses)
-        return self._db.execute(
+        rows = self._db.execute(
             f"SELECT * FROM jobs WHERE status IN ({marks}) "
             "ORDER BY priority DESC, queued_at ASC, created_at ASC, job_id ASC",
             tuple(statuses),
         ).fetchall()
+        return [from_row(JobRecord, r) for r in rows]
 
     def queue_position(
         self, queue_name: str, priority: int, queued_at: float, job_id: str, queued: int
@@ -354,7 +295,7 @@ class Store:
         *,
         job_type: str | None = None,
         parent_job_id: str | None = None,
-    ) -> tuple[list[sqlite3.Row], int]:
+    ) -> tuple[list[JobRecord], int]:
         """One keyset page of a tenant's jobs plus the total number of matches."""
         if order_column not in ORDER_COLUMNS:
             raise ValueError(order_column)
@@ -390,7 +331,7 @@ class Store:
             f"ORDER BY {order_column} {direction}, job_id {direction} LIMIT ?",
             (*page_params, limit),
         ).fetchall()
-        return rows, total
+        return [from_row(JobRecord, r) for r in rows], total
 
     def count_by_status(self) -> dict[int, int]:
         """Number of jobs per status, all tenants."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaimind.coordinator.config import JobLimits
-from scaimind.coordinator.sandbox import Mount, Sandbox, apply_rlimits, prlimit_args
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox, apply_rlimits, prlimit_args
 
 # How often the metrics file is checked for new lines while the process runs. The file is a
 # plain append-only file (the contract allows no other channel), so it is polled; 0.1 s keeps

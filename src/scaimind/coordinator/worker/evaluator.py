@@ -1,4 +1,6 @@
-"""The reference coordinator's evaluation process (`python -m scaimind.coordinator.evaluator`).
+"""The reference coordinator's evaluation process.
+
+Run as `python -m scaimind.coordinator.worker.evaluator`.
 
 It loads a checkpoint or final model of the reference trainer and scores built-in benchmarks on
 a dataset (the benchmark's own, or else the job's validation split, or else its data), writing
@@ -20,12 +22,12 @@ from collections.abc import Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
-from scaimind.coordinator.datasets import (  # noqa: E402
+from scaimind.coordinator.worker.datasets import (  # noqa: E402
     DataFormatError,
     load_texts,
     split_texts,
 )
-from scaimind.coordinator.model import (  # noqa: E402
+from scaimind.coordinator.worker.model import (  # noqa: E402
     CharLM,
     Evaluation,
     ModelFormatError,

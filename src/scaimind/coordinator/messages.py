@@ -1,15 +1,15 @@
-"""Database rows and records to protocol messages."""
+"""Job states and the protobuf messages built from records: the vocabulary rpc/, jobs/, workloads/
+and data/ share (status sets, Job, LogEntry and Checkpoint messages, timestamps)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from scaimind.coordinator.jobenv import MASK, is_secret
-from scaimind.coordinator.store import CheckpointRecord, LogRecord
+from scaimind.coordinator.persistence.records import CheckpointRecord, JobRecord, LogRecord
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 
 S = common_pb2.JobStatus
@@ -86,7 +86,7 @@ def log_proto(r: LogRecord) -> coordinator_pb2.LogEntry:
 
 
 def job_proto(
-    row: sqlite3.Row,
+    row: JobRecord,
     req: coordinator_pb2.SubmitJobRequest,
     checkpoints: list[CheckpointRecord],
     show: Callable[[str], str],
@@ -97,41 +97,41 @@ def job_proto(
     no view carries a credential or a server path.
     """
     job = common_pb2.Job(
-        job_id=row["job_id"],
-        name=row["name"],
-        tenant_id=row["tenant_id"],
-        user_id=row["user_id"],
-        status=row["status"],
-        status_message=row["status_message"],
+        job_id=row.job_id,
+        name=row.name,
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        status=as_status(row.status),
+        status_message=row.status_message,
         training_config=req.training_config,
         data_config=req.data_config,
         resource_config=req.resource_config,
         output_config=req.output_config,
         scheduling_config=req.scheduling_config,
-        labels=json.loads(row["labels"]),
-        parent_job_id=row["parent_job_id"],
-        retry_count=row["retry_count"],
-        latest_metrics=json.loads(row["latest_metrics"]),
-        assigned_nodes=json.loads(row["assigned_nodes"]),
-        queue_name=row["queue_name"],
-        final_model_uri=row["final_model_uri"],
+        labels=json.loads(row.labels),
+        parent_job_id=row.parent_job_id,
+        retry_count=row.retry_count,
+        latest_metrics=json.loads(row.latest_metrics),
+        assigned_nodes=json.loads(row.assigned_nodes),
+        queue_name=row.queue_name,
+        final_model_uri=row.final_model_uri,
     )
-    total = int(row["total_steps"])
-    current = int(row["current_step"])
+    total = int(row.total_steps)
+    current = int(row.current_step)
     job.progress.CopyFrom(
         common_pb2.JobProgress(
             current_step=current,
             total_steps=total,
-            current_epoch=row["current_epoch"],
-            total_epochs=row["total_epochs"],
+            current_epoch=row.current_epoch,
+            total_epochs=row.total_epochs,
             percent=100.0
-            if row["status"] == S.JOB_STATUS_COMPLETED
+            if row.status == S.JOB_STATUS_COMPLETED
             else (min(100.0, 100.0 * current / total) if total > 0 else 0.0),
         )
     )
-    if row["error_code"]:
-        job.error.code = row["error_code"]
-        job.error.message = row["error_message"]
+    if row.error_code:
+        job.error.code = row.error_code
+        job.error.message = row.error_message
     job.checkpoints.extend(checkpoint_proto(c, show) for c in checkpoints)
     job.checkpoint_count = len(job.checkpoints)
     if job.checkpoints:
@@ -140,10 +140,10 @@ def job_proto(
     secret = [k for k in env if is_secret(k)]
     for name in secret:
         env[name] = MASK
-    set_time(job.created_at, row["created_at"])
-    set_time(job.started_at, row["started_at"])
-    set_time(job.completed_at, row["completed_at"])
-    set_time(job.updated_at, row["updated_at"])
+    set_time(job.created_at, row.created_at)
+    set_time(job.started_at, row.started_at)
+    set_time(job.completed_at, row.completed_at)
+    set_time(job.updated_at, row.updated_at)
     return job
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from scaimind.coordinator.datasets import SourceReport, validate_source
-from scaimind.coordinator.errors import CoordinatorError, PathRefused, invalid
-from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.status import PathRefused, StatusError, invalid
+from scaimind.coordinator.worker.source_check import SourceReport, validate_source
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 _FORMATS = {
@@ -84,7 +84,7 @@ def _resolve(files: TenantFiles, raw: str, field: str) -> Path | str:
         return files.resolve(raw, field)
     except PathRefused:
         raise
-    except CoordinatorError as e:
+    except StatusError as e:
         if e.code != grpc.StatusCode.INVALID_ARGUMENT or field + ": is required" in e.message:
             raise
         return e.message.removeprefix(f"{field}: ")
@@ -111,7 +111,7 @@ def _report(
             )
     except PathRefused:
         raise
-    except CoordinatorError as e:
+    except StatusError as e:
         # Not a regular file, unreadable: the caller's own problem to see and fix.
         return SourceReport(
             path=raw, valid=False, format="", errors=[(0, e.message.removeprefix(f"{field}: "))]

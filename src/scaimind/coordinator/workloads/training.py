@@ -4,42 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from scaimind.coordinator.data import resolve_source
-from scaimind.coordinator.executor import (
+from scaimind.coordinator.data.sources import resolve_source
+from scaimind.coordinator.executors.process import (
     OutputSink,
     ProcessSpec,
     process_env,
     script_argv,
     write_new,
 )
-from scaimind.coordinator.jobfiles import (
+from scaimind.coordinator.jobs.jobfiles import (
     CHECKPOINTS,
     CODE,
     JOB,
     OUTPUT,
     MountPlan,
 )
-from scaimind.coordinator.manager import JobManager, JobRuntime, L, to_int, to_numbers
-from scaimind.coordinator.notifier import LOGS, METRICS
-from scaimind.coordinator.store import PendingLog
-from scaimind.coordinator.validation import check_script
+from scaimind.coordinator.jobs.notifier import LOGS, METRICS
+from scaimind.coordinator.jobs.rules import check_script
+from scaimind.coordinator.jobs.runtime import LOG_LEVELS, JobHost, JobRuntime, L, to_int, to_numbers
+from scaimind.coordinator.persistence.records import JobRecord, PendingLog
 from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
-LEVELS = {
-    "DEBUG": L.LOG_LEVEL_DEBUG,
-    "INFO": L.LOG_LEVEL_INFO,
-    "WARNING": L.LOG_LEVEL_WARNING,
-    "WARN": L.LOG_LEVEL_WARNING,
-    "ERROR": L.LOG_LEVEL_ERROR,
-    "CRITICAL": L.LOG_LEVEL_ERROR,
-}
+TRAINING = "training"  # job_type of SubmitJob's jobs
 # Keys of a flat CUSTOM metrics record that describe progress rather than metrics.
 PROGRESS_KEYS = {"type", "step", "epoch", "total_steps", "total_epochs"}
 
@@ -50,7 +42,7 @@ class TrainingWorkload:
     preparing = "resolving data sources"
 
     async def prepare(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row, attempt: int
+        self, m: JobHost, rt: JobRuntime, row: JobRecord, attempt: int
     ) -> ProcessSpec:
         """Resolve and cache the sources, lay out the job's directories, build the launch."""
         req = m.request_of(row)
@@ -95,7 +87,7 @@ class TrainingWorkload:
             code = m.files.mount_stable(script.parent, CODE, plan)
             argv = script_argv(f"{code}/{script.name}")
         else:
-            argv = [sys.executable, "-m", "scaimind.coordinator.trainer"]
+            argv = [sys.executable, "-m", "scaimind.coordinator.worker.trainer"]
         env = process_env(
             {
                 "SCAIMIND_JOB_ID": rt.job_id,
@@ -120,25 +112,23 @@ class TrainingWorkload:
             owner=owner,
         )
 
-    def sink(self, m: JobManager, rt: JobRuntime, row: sqlite3.Row) -> OutputSink:
+    def sink(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> OutputSink:
         """Metrics, checkpoints, phases and logs of the trainer."""
         return TrainingSink(m, rt, m.request_of(row))
 
-    def max_runtime_seconds(self, row: sqlite3.Row) -> int:
+    def max_runtime_seconds(self, row: JobRecord) -> int:
         """resource_config.max_runtime_seconds."""
-        req = coordinator_pb2.SubmitJobRequest.FromString(row["request"])
+        req = coordinator_pb2.SubmitJobRequest.FromString(row.request)
         return int(req.resource_config.max_runtime_seconds)
 
-    def describe(self, m: JobManager, row: sqlite3.Row) -> str:
+    def describe(self, m: JobHost, row: JobRecord) -> str:
         """The built-in trainer, or the CUSTOM script as the user named it."""
         fw = m.request_of(row).training_config.framework
         if fw.type == common_pb2.FRAMEWORK_TYPE_CUSTOM:
             return f"CUSTOM script {fw.custom_script_path}"
         return "the built-in trainer"
 
-    def completed(
-        self, m: JobManager, rt: JobRuntime, row: sqlite3.Row
-    ) -> tuple[dict[str, Any], str]:
+    def completed(self, m: JobHost, rt: JobRuntime, row: JobRecord) -> tuple[dict[str, Any], str]:
         """Record where the final model is (as the tenant names it)."""
         output = m.files.output_dir(row)
         has_model = output.is_dir() and any(output.iterdir())
@@ -147,7 +137,7 @@ class TrainingWorkload:
 
     @staticmethod
     def spec(
-        m: JobManager,
+        m: JobHost,
         job_id: str,
         req: coordinator_pb2.SubmitJobRequest,
         data_files: list[dict[str, Any]],
@@ -182,7 +172,7 @@ class TrainingSink:
     """Turns process output into log entries, metric points, checkpoints and states."""
 
     def __init__(
-        self, manager: JobManager, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest
+        self, manager: JobHost, rt: JobRuntime, req: coordinator_pb2.SubmitJobRequest
     ) -> None:
         self.m = manager
         self.rt = rt
@@ -192,7 +182,7 @@ class TrainingSink:
         self.output_shown = ""
         row = manager.store.get_job(rt.job_id)
         if row is not None:
-            self.latest = json.loads(row["latest_metrics"])
+            self.latest = json.loads(row.latest_metrics)
             self.output_shown = manager.files.output_display(row)
 
     def on_output(self, source: str, lines: Sequence[str]) -> None:
@@ -254,7 +244,7 @@ class TrainingSink:
                     )
                 )
             elif kind == "log":
-                level = LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
+                level = LOG_LEVELS.get(str(ev.get("level", "INFO")).upper(), L.LOG_LEVEL_INFO)
                 logs.append(
                     PendingLog(level, str(ev.get("message", "")), "trainer", self.rt.node_id)
                 )

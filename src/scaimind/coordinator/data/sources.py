@@ -2,8 +2,8 @@
 
 Absolute paths and `file://` URIs name local files under the caller's local data roots;
 `scaidrive://<tenant>/<path>` maps onto the tenant's storage area when the caller's drive access
-allows it (`paths.py`, `storage.py`). PREPARING copies the resolved files into the dataset cache
-(`dataset_cache.py`) and the process reads the copies.
+allows it (`paths.py`, `scaidrive.py`). PREPARING copies the resolved files into the dataset cache
+(`cache.py`) and the process reads the copies.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scaimind.coordinator.errors import invalid
+from scaimind.coordinator.status import invalid
 from scaimind.v1 import common_pb2
 
 if TYPE_CHECKING:
-    from scaimind.coordinator.paths import TenantFiles
+    from scaimind.coordinator.data.paths import TenantFiles
 
 _FORMAT_NAMES: dict[int, str] = {
     common_pb2.DATA_FORMAT_JSONL: "jsonl",

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-from scaimind.coordinator.errors import PathRefused, invalid
-from scaimind.coordinator.storage import SCHEME, DriveAccess
+from scaimind.coordinator.data.scaidrive import SCHEME, DriveAccess
+from scaimind.coordinator.status import PathRefused, invalid
 
 ROOTS_SETTING = "SCAIMIND_LOCAL_DATA_ROOTS"
 _REMOTE_SCHEMES = ("scaiatlas", "hf", "http", "https", "s3", "gs")

@@ -12,7 +12,7 @@ Host layout (all directories 0700; `<shared>` is the shared root, by default the
 
 A sandboxed process sees each of them at a fixed path (`/job`, `/job/checkpoints`, `/output`,
 `/inputs/<n>/<file>`, `/resume`, `/model`, `/code` (a CUSTOM script's folder), see
-sandbox.py); an unsandboxed one sees the host
+executors/sandbox.py); an unsandboxed one sees the host
 paths. `MountPlan` hands out the right one and records the mapping, so a path the process
 reports (a checkpoint) is mapped back to the host (`ProcessSpec.to_host`).
 """
@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.errors import invalid, precondition
-from scaimind.coordinator.ops_store import OpsStore
-from scaimind.coordinator.paths import PathPolicy, TenantFiles, refused
-from scaimind.coordinator.sandbox import Mount, Sandbox
-from scaimind.coordinator.storage import drive_access, storage_root
-from scaimind.coordinator.store import Store
+from scaimind.coordinator.data.paths import PathPolicy, TenantFiles, refused
+from scaimind.coordinator.data.scaidrive import drive_access, storage_root
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox
+from scaimind.coordinator.persistence.ops_store import OpsStore
+from scaimind.coordinator.persistence.records import JobRecord
+from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.status import invalid, precondition
 from scaimind.private_files import private_dir
 from scaimind.v1 import coordinator_pb2
 
@@ -107,7 +107,7 @@ class JobFiles:
         store: Store,
         ops: OpsStore,
         sandbox: Sandbox,
-        request_of: Callable[[sqlite3.Row], coordinator_pb2.SubmitJobRequest],
+        request_of: Callable[[JobRecord], coordinator_pb2.SubmitJobRequest],
     ) -> None:
         self.config = config
         self.store = store
@@ -126,10 +126,10 @@ class JobFiles:
             self.policy, tenant_id, drive_access(self.config, tenant_id, scaidrive_token)
         )
 
-    def for_job(self, row: sqlite3.Row) -> TenantFiles:
+    def for_job(self, row: JobRecord) -> TenantFiles:
         """A job's view at PREPARING: the newest scaidrive token of the job or its ancestors."""
         token = ""
-        job_id = str(row["job_id"])
+        job_id = str(row.job_id)
         seen: set[str] = set()
         while job_id and job_id not in seen:
             seen.add(job_id)
@@ -138,8 +138,8 @@ class JobFiles:
                 token = found
                 break
             ancestor = self.store.get_job(job_id)
-            job_id = str(ancestor["parent_job_id"]) if ancestor is not None else ""
-        return self.for_tenant(str(row["tenant_id"]), token)
+            job_id = ancestor.parent_job_id if ancestor is not None else ""
+        return self.for_tenant(str(row.tenant_id), token)
 
     # ---- the sandbox -----------------------------------------------------------------------
 
@@ -183,7 +183,7 @@ class JobFiles:
                 "it creates, so choose a path that does not exist yet"
             )
         for claim in self.ops.output_claims():
-            other = Path(claim["path"])
+            other = Path(claim.path)
             if other == real or other.is_relative_to(real) or real.is_relative_to(other):
                 raise invalid(
                     f"{OUTPUT_FIELD}: {raw} overlaps the output directory of another job; "
@@ -192,11 +192,11 @@ class JobFiles:
         return real
 
     def output_dir(
-        self, row: sqlite3.Row, create: bool = False, owner: tuple[int, int] | None = None
+        self, row: JobRecord, create: bool = False, owner: tuple[int, int] | None = None
     ) -> Path:
         """The host directory of the job's final model (created and checked at PREPARING)."""
         raw = self._request_of(row).output_config.output_path
-        tenant, job_id = str(row["tenant_id"]), str(row["job_id"])
+        tenant, job_id = str(row.tenant_id), str(row.job_id)
         if not raw:
             path = self.layout.default_output(tenant, job_id)
             return private_dir(path, owner) if create else path
@@ -216,44 +216,44 @@ class JobFiles:
 
     def _claimed(self, job_id: str) -> Path | None:
         """The output directory claimed by the job or the job it retries (its lineage)."""
-        claims = {c["job_id"]: Path(c["path"]) for c in self.ops.output_claims()}
+        claims = {c.job_id: Path(c.path) for c in self.ops.output_claims()}
         seen: set[str] = set()
         while job_id and job_id not in seen:
             if job_id in claims:
                 return claims[job_id]
             seen.add(job_id)
             row = self.store.get_job(job_id)
-            job_id = str(row["parent_job_id"]) if row is not None else ""
+            job_id = str(row.parent_job_id) if row is not None else ""
         return None
 
-    def output_display(self, row: sqlite3.Row) -> str:
+    def output_display(self, row: JobRecord) -> str:
         """The final model's location as the tenant names it."""
         raw = self._request_of(row).output_config.output_path
         if raw:
             return raw
         return self.display(
-            str(row["tenant_id"]), self.layout.default_output(row["tenant_id"], row["job_id"])
+            str(row.tenant_id), self.layout.default_output(row.tenant_id, row.job_id)
         )
 
     # ---- paths the process sees and reports --------------------------------------------------
 
     def resume_for(
         self,
-        row: sqlite3.Row,
+        row: JobRecord,
         ckpt_dir: Path,
         ckpt_seen: str,
         plan: MountPlan,
         owner: tuple[int, int] | None = None,
     ) -> str:
         """SCAIMIND_RESUME_CHECKPOINT: the job's own checkpoint, or another mounted at /resume."""
-        host = str(row["resume_checkpoint"] or "")
+        host = str(row.resume_checkpoint or "")
         if not host:
             return ""
         real = Path(os.path.realpath(host))
         own = Path(os.path.realpath(ckpt_dir))
         if real.is_relative_to(own) and real != own:
             return f"{ckpt_seen}/{real.relative_to(own)}"
-        if not self.policy.permits(real, str(row["tenant_id"])) or not real.is_dir():
+        if not self.policy.permits(real, str(row.tenant_id)) or not real.is_dir():
             raise invalid(
                 "training_config.resume_from_checkpoint: the checkpoint to resume from is no "
                 "longer available to this tenant"
@@ -297,7 +297,7 @@ class JobFiles:
             if len(parts) >= 4 and parts[1] == JOBS_AREA and parts[3] in ("checkpoints", "model"):
                 return storage.joinpath(*parts[:4])
         for claim in self.ops.output_claims():
-            area = Path(claim["path"])
+            area = Path(claim.path)
             if real == area or real.is_relative_to(area):
                 return area
         return None

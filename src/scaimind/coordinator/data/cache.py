@@ -29,16 +29,16 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from scaimind.coordinator.convert import set_time
-from scaimind.coordinator.data import LocalSource
-from scaimind.coordinator.errors import not_found
-from scaimind.coordinator.ops_store import OpsStore
-from scaimind.coordinator.paths import TenantFiles
+from scaimind.coordinator.data.paths import TenantFiles
+from scaimind.coordinator.data.sources import LocalSource
+from scaimind.coordinator.messages import set_time
+from scaimind.coordinator.persistence.ops_store import OpsStore
+from scaimind.coordinator.persistence.records import CacheEntry
+from scaimind.coordinator.status import not_found
 from scaimind.v1 import coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class DatasetCache:
     def _recover(self) -> None:
         # A copy interrupted by a crash is incomplete; an entry whose file is gone is useless.
         for row in self.ops.cache_entries():
-            if row["status"] != C.CACHE_ENTRY_STATUS_READY or not Path(row["path"]).is_file():
+            if row.status != C.CACHE_ENTRY_STATUS_READY or not Path(row.path).is_file():
                 self._remove(row)
 
     async def fetch(
@@ -107,14 +107,14 @@ class DatasetCache:
             row = self.ops.cache_entry(*key)
             if (
                 row is not None
-                and row["status"] == C.CACHE_ENTRY_STATUS_READY
-                and row["source_size"] == st.st_size
-                and row["source_mtime_ns"] == st.st_mtime_ns
-                and _size_of(Path(row["path"])) == row["size_bytes"]
+                and row.status == C.CACHE_ENTRY_STATUS_READY
+                and row.source_size == st.st_size
+                and row.source_mtime_ns == st.st_mtime_ns
+                and _size_of(Path(row.path)) == row.size_bytes
             ):
                 self.ops.touch_cache_entry(*key, now)
                 self.ops.count_access(tenant_id, hit=True)
-                return LocalSource(Path(row["path"]), src.format, list(src.columns), uri)
+                return LocalSource(Path(row.path), src.format, list(src.columns), uri)
             if st.st_size > self.capacity:
                 raise OSError(
                     f"data source {uri} ({st.st_size} bytes) is larger than the dataset cache "
@@ -174,23 +174,23 @@ class DatasetCache:
         """Drop least recently used entries until the cache (plus `reserve` bytes about to be
         copied) fits; returns the evicted URIs."""
         rows = self.ops.cache_entries()
-        total = sum(int(r["size_bytes"]) for r in rows) + reserve
+        total = sum(int(r.size_bytes) for r in rows) + reserve
         evicted: list[str] = []
         for row in rows:
             if total <= self.capacity:
                 break
-            key = (row["tenant_id"], row["dataset_uri"], row["node_id"])
-            if row["status"] == C.CACHE_ENTRY_STATUS_LOADING or self.in_use(key):
+            key = (row.tenant_id, row.dataset_uri, row.node_id)
+            if row.status == C.CACHE_ENTRY_STATUS_LOADING or self.in_use(key):
                 continue
             self._remove(row)
-            total -= int(row["size_bytes"])
-            evicted.append(row["dataset_uri"])
-            log.info("dataset cache: evicted %s on %s", row["dataset_uri"], row["node_id"])
+            total -= int(row.size_bytes)
+            evicted.append(row.dataset_uri)
+            log.info("dataset cache: evicted %s on %s", row.dataset_uri, row.node_id)
         return evicted
 
-    def _remove(self, row: sqlite3.Row) -> None:
-        path = Path(row["path"])
-        self.ops.delete_cache_entry(row["tenant_id"], row["dataset_uri"], row["node_id"])
+    def _remove(self, row: CacheEntry) -> None:
+        path = Path(row.path)
+        self.ops.delete_cache_entry(row.tenant_id, row.dataset_uri, row.node_id)
         # Only the entry's own directory under the cache root is removed.
         if path.parent.parent.parent == self.root:
             shutil.rmtree(path.parent, ignore_errors=True)
@@ -208,18 +208,16 @@ class DatasetCache:
         resp = coordinator_pb2.GetDataCacheResponse(capacity_bytes=self.capacity)
         for row in reversed(self.ops.cache_entries(tenant_id, scope)):
             entry = resp.entries.add(
-                dataset_uri=row["dataset_uri"],
-                node_id=row["node_id"],
-                size_bytes=row["size_bytes"],
-                num_rows=row["num_rows"],
-                status=row["status"],
-                hit_count=row["hit_count"],
+                dataset_uri=row.dataset_uri,
+                node_id=row.node_id,
+                size_bytes=row.size_bytes,
+                num_rows=row.num_rows,
+                status=row.status,
+                hit_count=row.hit_count,
             )
-            set_time(entry.cached_at, row["cached_at"])
-            set_time(entry.last_accessed_at, row["last_accessed_at"])
-        resp.total_size_bytes = sum(
-            int(r["size_bytes"]) for r in self.ops.cache_entries(None, scope)
-        )
+            set_time(entry.cached_at, row.cached_at)
+            set_time(entry.last_accessed_at, row.last_accessed_at)
+        resp.total_size_bytes = sum(int(r.size_bytes) for r in self.ops.cache_entries(None, scope))
         hits, misses = self.ops.cache_stats(tenant_id)
         resp.hit_rate = hits / (hits + misses) if hits + misses else 0.0
         return resp
