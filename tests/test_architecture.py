@@ -14,8 +14,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "scaimind"
 GENERATED = f"{ROOT}.v1"
@@ -223,10 +221,12 @@ _FOLDER_MAY_IMPORT = {
     "cli": {"contract", "settings", "gateway", "coordinator"},
 }
 _ROOT_EXCEPTIONS = {
-    # The embedded coordinator: one import of its server, at start-up.
+    # The embedded coordinator: one import of its server, at start-up (and so its package).
     (f"{ROOT}.gateway.app", f"{COORDINATOR}.server"),
+    (f"{ROOT}.gateway.app", COORDINATOR),
     # Settings hand the coordinator its typed config.
     (f"{ROOT}.settings", f"{COORDINATOR}.config"),
+    (f"{ROOT}.settings", COORDINATOR),
     # `python -m scaimind.coordinator` reads the environment like the CLI does.
     (f"{COORDINATOR}.__main__", f"{ROOT}.settings"),
 }

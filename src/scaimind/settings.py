@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scaimind.limits import DEFAULT_MAX_BODY_BYTES
+from scaimind.contract.limits import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from scaimind.coordinator.config import CoordinatorConfig

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.downstream_tokens import verify_downstream_token
+from scaimind.contract.downstream_tokens import verify_downstream_token
 from scaimind.gateway.security.apikeys import ApiKeyStore, generate_key
 from scaimind.gateway.security.auth import MANAGE, VIEW
 from scaimind.gateway.security.token_exchange import downstream_signing_key

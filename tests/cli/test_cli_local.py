@@ -11,8 +11,8 @@ import jwt
 import pytest
 
 from scaimind.cli.main import main
+from scaimind.contract.identity import validate_identity
 from scaimind.gateway.security.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
-from scaimind.identity import validate_identity
 from tests.cli.conftest import scaimind
 from tests.conftest import closed_port
 

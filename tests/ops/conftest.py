@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.downstream_tokens import METADATA_KEYS, verify_downstream_token
+from scaimind.contract.downstream_tokens import METADATA_KEYS, verify_downstream_token
 from scaimind.gateway.app import create_app
 from scaimind.gateway.security.auth import embedded_secret
 from scaimind.gateway.state import State

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from scaimind.downstream_tokens import (
+from scaimind.contract.downstream_tokens import (
     MAX_TTL_S,
     DownstreamTokenRejected,
     sign_downstream_token,

@@ -41,8 +41,8 @@ def serve(
     quiet_grpc_fork()
     import uvicorn
 
+    from scaimind.contract.private_files import private_dir
     from scaimind.gateway.app import API_PREFIX, create_app
-    from scaimind.private_files import private_dir
 
     settings = load(data_dir)
     # Bound before anything starts: a busy port is one line, not a started coordinator, a
@@ -207,6 +207,7 @@ def mint_local_token(
     tenant: str, user: str, role: str, scope: str, ttl: int, data_dir: Path | None
 ) -> str:
     """A token as `scaimind token` mints it (validated; a note on stderr says who signed it)."""
+    from scaimind.contract.identity import validate_identity
     from scaimind.gateway.security.auth import (
         ALL_PERMISSIONS,
         EMBEDDED_AUDIENCE,
@@ -216,7 +217,6 @@ def mint_local_token(
         hs256_secret,
         mint_token,
     )
-    from scaimind.identity import validate_identity
     from scaimind.settings import SettingsError
 
     try:

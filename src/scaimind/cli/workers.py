@@ -121,8 +121,8 @@ def _migrate_embedded_cache(settings: Settings) -> None:
     worker would otherwise run the same migration at the same time)."""
     from sqlalchemy.engine import make_url
 
+    from scaimind.contract.private_files import private_database
     from scaimind.gateway.db import migrate
-    from scaimind.private_files import private_database
 
     url = make_url(settings.effective_database_url)
     if not url.get_backend_name().startswith("sqlite"):

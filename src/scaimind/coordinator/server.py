@@ -25,6 +25,12 @@ from typing import IO
 
 import grpc
 
+from scaimind.contract.private_files import (
+    private_database,
+    private_dir,
+    secure_children,
+    secure_tree,
+)
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.executors import ExecutorError, make_executor
 from scaimind.coordinator.jobs.jobfiles import JOBS_AREA
@@ -35,7 +41,6 @@ from scaimind.coordinator.rpc.cluster_service import ClusterServicer
 from scaimind.coordinator.rpc.coordinator_service import CoordinatorServicer
 from scaimind.coordinator.workloads.evaluation import EVALUATION, EvaluationWorkload
 from scaimind.coordinator.workloads.training import TRAINING, TrainingWorkload
-from scaimind.private_files import private_database, private_dir, secure_children, secure_tree
 from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)

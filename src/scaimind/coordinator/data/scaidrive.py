@@ -18,14 +18,14 @@ from urllib.parse import unquote, urlparse
 import grpc
 import jwt
 
-from scaimind.coordinator.config import CoordinatorConfig
-from scaimind.coordinator.status import PathRefused, StatusError, invalid
-from scaimind.downstream_tokens import (
+from scaimind.contract.downstream_tokens import (
     METADATA_KEYS,
     SCAIDRIVE,
     DownstreamTokenRejected,
     verify_downstream_token,
 )
+from scaimind.coordinator.config import CoordinatorConfig
+from scaimind.coordinator.status import PathRefused, StatusError, invalid
 
 SCHEME = "scaidrive"
 AUDIENCE = SCAIDRIVE

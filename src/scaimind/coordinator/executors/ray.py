@@ -45,6 +45,7 @@ import requests
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from scaimind.contract.private_files import private_dir
 from scaimind.coordinator.config import RayConfig
 from scaimind.coordinator.executors.base import (
     ExecutorError,
@@ -61,7 +62,6 @@ from scaimind.coordinator.executors.process import OutputSink
 from scaimind.coordinator.executors.ray_entry import MODULE, launch_document, process_spec
 from scaimind.coordinator.executors.ray_log import LogReader, RayRun
 from scaimind.coordinator.status import invalid
-from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2
 
 log = logging.getLogger(__name__)

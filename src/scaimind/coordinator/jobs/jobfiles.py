@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scaimind.contract.private_files import private_dir
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.data.paths import PathPolicy, TenantFiles, refused
 from scaimind.coordinator.data.scaidrive import drive_access, storage_root
@@ -34,7 +35,6 @@ from scaimind.coordinator.persistence.ops_store import OpsStore
 from scaimind.coordinator.persistence.records import JobRecord
 from scaimind.coordinator.persistence.store import Store
 from scaimind.coordinator.status import invalid, precondition
-from scaimind.private_files import private_dir
 from scaimind.v1 import coordinator_pb2
 
 JOB = "/job"

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 
 import grpc
 
+from scaimind.contract import metadata as keys
+from scaimind.contract.identity import validate_identity
+from scaimind.contract.limits import first_violation
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.data.scaidrive import TOKEN_METADATA
 from scaimind.coordinator.jobs.runtime import CallerContext
 from scaimind.coordinator.status import StatusError, invalid
-from scaimind.identity import validate_identity
-from scaimind.limits import first_violation
 
 log = logging.getLogger(__name__)
 
@@ -46,32 +47,34 @@ class Auth:
         """The authenticated caller, or UNAUTHENTICATED."""
         md = metadata(context)
         if not self._open:
-            given = md.get("x-api-secret", "")
+            given = md.get(keys.API_SECRET, "")
             if not given or not hmac.compare_digest(given.encode(), (self._secret or "").encode()):
                 raise StatusError(
                     grpc.StatusCode.UNAUTHENTICATED, "invalid or missing x-api-secret"
                 )
-        tenant = md.get("x-tenant-id", "")
+        tenant = md.get(keys.TENANT_ID, "")
         if not tenant:
-            raise StatusError(grpc.StatusCode.UNAUTHENTICATED, "x-tenant-id metadata is required")
-        user = md.get("x-user-id", "")
+            raise StatusError(
+                grpc.StatusCode.UNAUTHENTICATED, f"{keys.TENANT_ID} metadata is required"
+            )
+        user = md.get(keys.USER_ID, "")
         try:
             # Refused, never normalised: the gateway must see the same tenant as we do.
-            validate_identity(tenant, "x-tenant-id")
+            validate_identity(tenant, keys.TENANT_ID)
             if user:
-                validate_identity(user, "x-user-id")
+                validate_identity(user, keys.USER_ID)
         except ValueError as e:
             raise StatusError(grpc.StatusCode.UNAUTHENTICATED, str(e)) from None
         return CallerContext(
             tenant_id=tenant,
             user_id=user,
-            idempotency_key=md.get("x-idempotency-key", ""),
+            idempotency_key=md.get(keys.IDEMPOTENCY_KEY, ""),
             scaidrive_token=md.get(TOKEN_METADATA, ""),
         )
 
 
 def admit(auth: Auth, request: Any, context: Ctx) -> None:
-    """Authenticate, then hold the request to the caps every caller shares (scaimind.limits)."""
+    """Authenticate, then hold the request to the caps every caller shares (contract.limits)."""
     auth.caller(context)
     violation = first_violation(request)
     if violation is not None:

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scaimind.contract.private_files import private_dir
 from scaimind.coordinator.data.paths import TenantFiles
 from scaimind.coordinator.data.scaidrive import is_scaidrive, token_expiry
 from scaimind.coordinator.data.sources import LocalSource, resolve_source
@@ -46,7 +47,6 @@ from scaimind.coordinator.messages import S, as_status, set_time, status_name
 from scaimind.coordinator.persistence.records import IdempotencyConflict, JobRecord, PendingLog
 from scaimind.coordinator.status import invalid, not_found, precondition
 from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
-from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 if TYPE_CHECKING:

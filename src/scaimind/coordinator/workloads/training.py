@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from scaimind.contract.private_files import private_dir
 from scaimind.coordinator.data.sources import resolve_source
 from scaimind.coordinator.executors.process import (
     OutputSink,
@@ -28,7 +29,6 @@ from scaimind.coordinator.jobs.notifier import LOGS, METRICS
 from scaimind.coordinator.jobs.rules import check_script
 from scaimind.coordinator.jobs.runtime import LOG_LEVELS, JobHost, JobRuntime, L, to_int, to_numbers
 from scaimind.coordinator.persistence.records import JobRecord, PendingLog
-from scaimind.private_files import private_dir
 from scaimind.v1 import common_pb2, coordinator_pb2
 
 TRAINING = "training"  # job_type of SubmitJob's jobs

@@ -11,11 +11,11 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from scaimind.contract.private_files import private_database
 from scaimind.gateway.db import migrate
 from scaimind.gateway.db.engine import create_engine
 from scaimind.gateway.db.idempotency import IdempotencyStore
 from scaimind.gateway.db.jobs import JobCache
-from scaimind.private_files import private_database
 from scaimind.settings import Settings
 
 logger = logging.getLogger("scaimind.gateway.db")

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from scaimind.contract.private_files import private_dir, private_file
 from scaimind.gateway.errors import AuthTokenInvalid
 from scaimind.gateway.security.claims import (
     ClaimError,
@@ -35,7 +36,6 @@ from scaimind.gateway.security.claims import (
     scope_of,
     tenant_of,
 )
-from scaimind.private_files import private_dir, private_file
 from scaimind.settings import Settings, SettingsError
 
 logger = logging.getLogger("scaimind.gateway.security.auth")

@@ -19,7 +19,7 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from scaimind.downstream_tokens import METADATA_KEYS, sign_downstream_token
+from scaimind.contract.downstream_tokens import METADATA_KEYS, sign_downstream_token
 from scaimind.gateway.errors import TokenExchangeFailed
 from scaimind.gateway.security.auth import CurrentUser, embedded_secret
 from scaimind.settings import Settings

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
 
+from scaimind.contract.identity import validate_identity
 from scaimind.gateway.backend.client import CallContext, CoordinatorClient
 from scaimind.gateway.db.jobs import JobCache
 from scaimind.gateway.errors import (
@@ -34,7 +35,6 @@ from scaimind.gateway.streaming.limiter import StreamLimiter
 from scaimind.gateway.web.envelope import request_id_of
 from scaimind.gateway.web.idempotency import Idempotency
 from scaimind.gateway.web.openapi import BEARER
-from scaimind.identity import validate_identity
 
 
 def state_of(request: Request) -> State:

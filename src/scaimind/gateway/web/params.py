@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from scaimind import limits
+from scaimind.contract import limits
 
 PageToken = Annotated[
     str,

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.security.auth import EVALUATE, VIEW
 from scaimind.gateway.web.deps import (

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Body, Path, Query, Response
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.backend.convert import message_to_dict
 from scaimind.gateway.web.deps import (
     ClientDep,

@@ -9,7 +9,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import Response
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.state import State
 from scaimind.gateway.streaming.feeds import DirectSend, follow_logs
 from scaimind.gateway.streaming.framing import relay, render_log, render_snapshot

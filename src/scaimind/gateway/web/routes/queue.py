@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.web.deps import ClientDep, Viewer
 from scaimind.gateway.web.openapi import MODULE, errors
 from scaimind.gateway.web.responses import data_response

@@ -1,6 +1,6 @@
 """Building blocks of the request schemas: the strict base model and capped string types.
 
-Every string of a request is one of the types below: a length cap from `scaimind.limits` (the
+Every string of a request is one of the types below: a length cap from `contract.limits` (the
 coordinator enforces the same numbers) and the character rule of `limits.text_problem` (no lone
 surrogates, no control characters; line breaks only in free text). A lone surrogate reached the
 protobuf encoder (a 500) before this rule covered every body.
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from scaimind import limits
+from scaimind.contract import limits
 
 # pydantic's own alias (pydantic.config defines it without exporting it).
 JsonDict = dict[str, Any]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.web.schemas.common import Strict
 from scaimind.gateway.web.schemas.jobs import DataSource, TrainingType
 

@@ -15,7 +15,7 @@ from pydantic import (
     field_validator,
 )
 
-from scaimind import limits
+from scaimind.contract import limits
 from scaimind.gateway.web.schemas.common import (
     Id,
     Key,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from scaimind.limits import ID_CHARS, text_problem
+from scaimind.contract.limits import ID_CHARS, text_problem
 
 MAX_IDENTITY_CHARS: Final = ID_CHARS
 
