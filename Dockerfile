@@ -35,7 +35,7 @@ COPY alembic ./alembic
 COPY alembic.ini ./
 COPY protos ./protos
 RUN pip install --no-deps . \
- && cd / && python -c "import scaimind.cache.migrate as m, scaimind.app; print(m.script_location())"
+ && cd / && python -c "import scaimind.gateway.db.migrate as m, scaimind.gateway.app; print(m.script_location())"
 
 USER scaimind
 VOLUME ["/data"]

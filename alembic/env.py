@@ -11,8 +11,8 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
-from scaimind.cache.db import async_url, create_engine
-from scaimind.cache.models import VERSION_TABLE, Base
+from scaimind.gateway.db.engine import async_url, create_engine
+from scaimind.gateway.db.models import VERSION_TABLE, Base
 
 TABLE_PREFIX = "mod_scaimind_"
 
@@ -80,7 +80,7 @@ async def run_async_migrations() -> None:
 if context.is_offline_mode():
     run_migrations_offline()
 elif isinstance(connection := config.attributes.get("connection"), Connection):
-    # scaimind.cache.migrate hands us a connection from inside a running event loop.
+    # scaimind.gateway.db.migrate hands us a connection from inside a running event loop.
     do_run_migrations(connection)
 else:
     asyncio.run(run_async_migrations())

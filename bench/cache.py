@@ -41,14 +41,14 @@ import grpc
 import httpx
 from prometheus_client import CollectorRegistry
 
-from scaimind.app import create_app, lifespan
-from scaimind.auth import mint_token
-from scaimind.cache import migrate
-from scaimind.cache.db import create_engine
-from scaimind.cache.gateway import CacheResources
-from scaimind.cache.jobs import JobCache
-from scaimind.cache.repository import JobRepository, encode_cursor
-from scaimind.deps import State
+from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.db import migrate
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.jobs import JobCache
+from scaimind.gateway.db.repository import JobRepository, encode_cursor
+from scaimind.gateway.db.resources import CacheResources
+from scaimind.gateway.security.auth import mint_token
+from scaimind.gateway.state import State
 from scaimind.settings import Settings
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
@@ -150,7 +150,7 @@ async def bench_list_endpoint(database_url: str | None, label: str, rounds: int)
         headers = {"Authorization": f"Bearer {token}"}
         async with lifespan(app):
             state: State = app.state.scaimind
-            resources: CacheResources = state.extras["cache"]
+            resources: CacheResources = state.cache
             with_sync = resources.jobs
             without_sync = NoSync(resources.engine, registry=CollectorRegistry())
             transport = httpx.ASGITransport(app=app)
@@ -219,13 +219,13 @@ def serve_without_sync(argv: list[str]) -> int:
     The baseline is the very same gateway minus `JobCache.schedule_sync`; no production setting
     exists for this on purpose (the sync is part of the contract), so only the bench patches it.
     """
-    from scaimind import cli
+    from scaimind.cli.main import main
 
     def no_sync(self: JobCache, tenant_id: str, jobs: Any) -> None:
         return None
 
     JobCache.schedule_sync = no_sync  # type: ignore[method-assign]
-    return cli.main(["serve", *argv])
+    return main(["serve", *argv])
 
 
 async def wait_for_port(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import grpc
 
-from scaimind.coordinator.store import PendingLog, Store
+from scaimind.coordinator.persistence.records import PendingLog
+from scaimind.coordinator.persistence.store import Store
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 SECRET = "bench-secret"

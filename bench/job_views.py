@@ -22,10 +22,10 @@ from pathlib import Path
 
 import httpx
 
-from scaimind.app import create_app, lifespan
-from scaimind.auth import mint_token
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
+from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.security.auth import mint_token
 from scaimind.settings import Settings
 
 PREFIX = "/v1/modules/scaimind"

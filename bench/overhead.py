@@ -52,7 +52,7 @@ from typing import Any
 import grpc
 import httpx
 
-from scaimind.auth import mint_token
+from scaimind.gateway.security.auth import mint_token
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 PREFIX = "/v1/modules/scaimind"

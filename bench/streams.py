@@ -45,7 +45,7 @@ from typing import Any
 import httpx
 import uvloop
 
-from scaimind.auth import mint_token
+from scaimind.gateway.security.auth import mint_token
 
 PREFIX = "/v1/modules/scaimind"
 API_SECRET = "bench-api-secret"

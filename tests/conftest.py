@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from scaimind.auth import mint_token
+from scaimind.gateway.security.auth import mint_token
 from scaimind.settings import Settings
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"

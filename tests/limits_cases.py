@@ -1,4 +1,4 @@
-"""The request caps of scaimind.limits as test cases, for the gateway and the coordinator alike.
+"""The request caps of contract.limits as test cases, for the gateway and the coordinator alike.
 
 Each case sets one field of a valid request to n entries or characters; the tests try n = the
 cap (accepted) and n = cap + 1 (refused, naming the field) on both sides, so the two sides can
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scaimind import limits
+from scaimind.contract import limits
 
 Body = dict[str, Any]
 

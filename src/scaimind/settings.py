@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from scaimind.limits import DEFAULT_MAX_BODY_BYTES
+from scaimind.contract.limits import DEFAULT_MAX_BODY_BYTES
 
 if TYPE_CHECKING:
     from scaimind.coordinator.config import CoordinatorConfig
 
 ENV_PREFIX = "SCAIMIND_"
-# The module's permission keys (scaimind.auth names them; settings cannot import auth).
+# The module's permission keys (gateway.security.auth names them; settings cannot import it).
 PermissionKey = Literal[
     "scaimind:view", "scaimind:manage", "scaimind:cluster_admin", "scaimind:evaluate"
 ]
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = "scaimind"
     jwt_leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
     # Where the tenant, role(s) and scope are in a token: a top-level claim of that exact name,
-    # else a dotted path (Keycloak: realm_access.roles). See scaimind.claims.
+    # else a dotted path (Keycloak: realm_access.roles). See scaimind.gateway.security.claims.
     jwt_tenant_claim: ClaimName = "tenant_id"
     jwt_role_claim: ClaimName = "role"
     jwt_scope_claim: ClaimName = "scope"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.apikeys import ApiKeyStore
+from scaimind.gateway.security.apikeys import ApiKeyStore
 from scaimind.settings import Settings
 from tests.cache import conftest as cache_fixtures
 from tests.conftest import gateway_settings

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.apikeys import ApiKeyStore
-from scaimind.cache.db import create_engine
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.security.apikeys import ApiKeyStore
 from tests.conftest import settings_for
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.apikeys import ApiKeyStore, generate_key
-from scaimind.auth import MANAGE, VIEW
-from scaimind.downstream_tokens import verify_downstream_token
-from scaimind.tokens import downstream_signing_key
+from scaimind.contract.downstream_tokens import verify_downstream_token
+from scaimind.gateway.security.apikeys import ApiKeyStore, generate_key
+from scaimind.gateway.security.auth import MANAGE, VIEW
+from scaimind.gateway.security.token_exchange import downstream_signing_key
 from tests.apikeys.conftest import KeyedGateway
 from tests.conftest import auth, closed_port, gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.apikeys import ApiKeyStore, generate_key, hash_key
-from scaimind.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
-from scaimind.cache.db import create_engine
-from scaimind.cache.models import ApiKeyRow, Base
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.models import ApiKeyRow, Base
+from scaimind.gateway.security.apikeys import ApiKeyStore, generate_key, hash_key
+from scaimind.gateway.security.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
 from tests.conftest import closed_port
 
 TABLE = Base.metadata.tables[ApiKeyRow.__tablename__]

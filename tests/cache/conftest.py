@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.cache import migrate
-from scaimind.cache.db import create_engine
-from scaimind.cache.models import Base
+from scaimind.gateway.db import migrate
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.models import Base
 from tests.cache.cache_support import DIALECTS, DatabaseFactory, job_dict, run_sync
 
 

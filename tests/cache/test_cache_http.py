@@ -16,13 +16,14 @@ from google.protobuf.message import Message
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.responses import Response
 
-from scaimind.cache import migrate
-from scaimind.cache.db import create_engine
-from scaimind.cache.gateway import CacheResources, Idempotency
-from scaimind.cache.idempotency import Claimed, IdempotencyStore, fingerprint
-from scaimind.cache.jobs import SYNC_FAILURES_METRIC, JobCache
-from scaimind.cache.repository import CachedJob, JobRepository
-from scaimind.errors import IdempotencyKeyInProgress
+from scaimind.gateway.db import migrate
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.idempotency import Claimed, IdempotencyStore, fingerprint
+from scaimind.gateway.db.jobs import SYNC_FAILURES_METRIC, JobCache
+from scaimind.gateway.db.repository import CachedJob, JobRepository
+from scaimind.gateway.db.resources import CacheResources
+from scaimind.gateway.errors import IdempotencyKeyInProgress
+from scaimind.gateway.web.idempotency import Idempotency
 from scaimind.settings import Settings
 from scaimind.v1 import (
     common_pb2,

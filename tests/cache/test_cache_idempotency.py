@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.cache.idempotency import (
+from scaimind.gateway.db.idempotency import (
     Claimed,
     IdempotencyStore,
     InProgress,
@@ -18,7 +18,7 @@ from scaimind.cache.idempotency import (
     Replay,
     fingerprint,
 )
-from scaimind.cache.models import IdempotencyRecord
+from scaimind.gateway.db.models import IdempotencyRecord
 from tests.conftest import wait_for
 
 ROUTE = "POST /jobs"

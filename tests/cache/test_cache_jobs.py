@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.cache.db import create_engine
-from scaimind.cache.jobs import BASIC, FULL, SYNC_FAILED_EVENT, SYNC_FAILURES_METRIC, JobCache
-from scaimind.cache.repository import JobRepository
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.jobs import BASIC, FULL, SYNC_FAILED_EVENT, SYNC_FAILURES_METRIC, JobCache
+from scaimind.gateway.db.repository import JobRepository
 from tests.conftest import closed_port
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -241,7 +241,7 @@ async def test_sync_against_a_dead_database_logs_counts_and_returns(
     cache = JobCache(engine, registry=registry, sync_timeout=2.0)
     loop = asyncio.get_running_loop()
     try:
-        with caplog.at_level(logging.WARNING, logger="scaimind.cache"):
+        with caplog.at_level(logging.WARNING, logger="scaimind.gateway.db"):
             started = loop.time()
             assert await cache.sync("tenant-a", [make_job("job_1")]) is False
             assert loop.time() - started < 4.0

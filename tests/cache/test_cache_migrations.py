@@ -14,9 +14,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from scaimind.cache import migrate
-from scaimind.cache.db import create_engine
-from scaimind.cache.models import VERSION_TABLE, Base
+from scaimind.gateway.db import migrate
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.db.models import VERSION_TABLE, Base
 from tests.cache.cache_support import DIALECTS, DatabaseFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

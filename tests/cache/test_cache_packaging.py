@@ -19,7 +19,7 @@ def test_an_installed_wheel_migrates_without_the_source_tree(tmp_path: Path) -> 
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
     assert (site / "scaimind" / "_alembic" / "env.py").is_file()
     # /docs and /redoc are served from the package's own copies (no CDN).
-    assets = site / "scaimind" / "docs_assets"
+    assets = site / "scaimind" / "gateway" / "web" / "docs_assets"
     for asset in ("swagger-ui/swagger-ui-bundle.js", "swagger-ui/LICENSE", "redoc/LICENSE"):
         assert (assets / asset).is_file(), asset
     assert (assets / "redoc" / "redoc.standalone.js").is_file()
@@ -37,7 +37,11 @@ def test_an_installed_wheel_migrates_without_the_source_tree(tmp_path: Path) -> 
     )
     assert done.returncode == 0, done.stderr
     probe = subprocess.run(
-        [sys.executable, "-c", "import scaimind.cache.migrate as m; print(m.script_location())"],
+        [
+            sys.executable,
+            "-c",
+            "import scaimind.gateway.db.migrate as m; print(m.script_location())",
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from scaimind.cache.jobs import JobCache
-from scaimind.cache.repository import InvalidCursorError, JobRepository, encode_cursor
+from scaimind.gateway.db.jobs import JobCache
+from scaimind.gateway.db.repository import InvalidCursorError, JobRepository, encode_cursor
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 MakeJob = Callable[..., dict[str, Any]]

@@ -10,9 +10,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from scaimind.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
-from scaimind.cli import main
-from scaimind.identity import validate_identity
+from scaimind.cli.main import main
+from scaimind.contract.identity import validate_identity
+from scaimind.gateway.security.auth import ALL_PERMISSIONS, ROLE_PERMISSIONS, embedded_secret
 from tests.cli.conftest import scaimind
 from tests.conftest import closed_port
 
@@ -130,7 +130,7 @@ def imported_after(*args: str) -> list[str]:
     """Heavy top-level modules imported by `scaimind ARGS`, run in a fresh interpreter."""
     probe = (
         "import sys\n"
-        "from scaimind.cli import main\n"
+        "from scaimind.cli.main import main\n"
         f"code = main({list(args)!r})\n"
         f"heavy = {HEAVY!r}\n"
         "top = {m if m in heavy else m.split('.')[0] for m in sys.modules}\n"

@@ -26,9 +26,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
 
-from scaimind.apikeys import ApiKeyStore
-from scaimind.auth import embedded_secret, mint_token
-from scaimind.cache.db import create_engine
+from scaimind.gateway.db.engine import create_engine
+from scaimind.gateway.security.apikeys import ApiKeyStore
+from scaimind.gateway.security.auth import embedded_secret, mint_token
 from tests.e2e_jobs.conftest import clean_env
 from tests.e2e_jobs.test_serve_e2e import free_port, scaimind_command
 

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STATIC = ROOT / "src" / "scaimind" / "ui" / "static"
+STATIC = ROOT / "src" / "scaimind" / "gateway" / "web" / "console" / "static"
 
 
 def test_the_wheel_ships_every_console_file_and_serves_them(tmp_path: Path) -> None:
@@ -18,11 +18,11 @@ def test_the_wheel_ships_every_console_file_and_serves_them(tmp_path: Path) -> N
     subprocess.run([*pip, "wheel", "--no-deps", "-w", wheels, ROOT], check=True, timeout=600)
     (wheel,) = wheels.glob("scaimind-*.whl")
     expected = {
-        "scaimind/ui/static/" + p.relative_to(STATIC).as_posix()
+        "scaimind/gateway/web/console/static/" + p.relative_to(STATIC).as_posix()
         for p in STATIC.rglob("*")
         if p.is_file()
     }
-    assert "scaimind/ui/static/assets/vendor/uplot/LICENSE" in expected
+    assert "scaimind/gateway/web/console/static/assets/vendor/uplot/LICENSE" in expected
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     assert expected <= names, sorted(expected - names)
@@ -31,9 +31,9 @@ def test_the_wheel_ships_every_console_file_and_serves_them(tmp_path: Path) -> N
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
     probe = """
 import httpx, asyncio
-from scaimind.app import create_app
+from scaimind.gateway.app import create_app
 from scaimind.settings import Settings
-import scaimind.ui as ui
+import scaimind.gateway.web.console as ui
 async def main():
     app = create_app(Settings(data_dir="data", jwt_secret="x" * 40, api_secret="s"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://w") as c:
@@ -52,4 +52,7 @@ asyncio.run(main())
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert Path(done.stdout.strip()) == site / "scaimind" / "ui" / "__init__.py"
+    assert (
+        Path(done.stdout.strip())
+        == site / "scaimind" / "gateway" / "web" / "console" / "__init__.py"
+    )

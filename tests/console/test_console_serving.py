@@ -12,14 +12,22 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from scaimind.app import create_app, mount_module
-from scaimind.auth import ROLE_PERMISSIONS
-from scaimind.manifest import MANIFEST
-from scaimind.ui import console_url, page_route
+from scaimind.gateway.app import create_app, mount_module
+from scaimind.gateway.manifest import MANIFEST
+from scaimind.gateway.security.auth import ROLE_PERMISSIONS
+from scaimind.gateway.web.console import console_url, page_route
 from tests.conftest import settings_for
 
 PREFIX = MANIFEST.api_prefix
-STATIC = Path(__file__).resolve().parents[2] / "src" / "scaimind" / "ui" / "static"
+STATIC = (
+    Path(__file__).resolve().parents[2]
+    / "src"
+    / "scaimind"
+    / "gateway"
+    / "web"
+    / "console"
+    / "static"
+)
 ASSETS = STATIC / "assets"
 
 

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from scaimind.app import create_app
+from scaimind.gateway.app import create_app
 from scaimind.settings import Settings
 
 from .conftest import Served

@@ -8,9 +8,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from scaimind.coordinator.errors import CoordinatorError
+from scaimind.coordinator.data.paths import PathPolicy, PathRefused, TenantFiles
 from scaimind.coordinator.jobenv import check_environment, masked, refused_reason
-from scaimind.coordinator.paths import PathPolicy, PathRefused, TenantFiles
+from scaimind.coordinator.status import StatusError
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_a_symlink_swapped_in_after_the_check_is_caught_on_open(layout: dict[str
     # The attacker replaces the checked file by a link to a secret before the open.
     os.unlink(real)
     real.symlink_to(layout["data"] / "jwt-secret")
-    with pytest.raises(CoordinatorError) as caught, acme.open_file(real, "f", raw):
+    with pytest.raises(StatusError) as caught, acme.open_file(real, "f", raw):
         pass
     assert b"secret" not in caught.value.message.encode()
     # A parent folder swapped for a link is caught by the check of the opened file.
@@ -132,7 +132,7 @@ def test_schemes_and_relative_paths(layout: dict[str, Path]) -> None:
         ("file://otherhost/etc/passwd", "no host"),
         ("", "is required"),
     ):
-        with pytest.raises(CoordinatorError) as caught:
+        with pytest.raises(StatusError) as caught:
             acme.resolve(raw, "f")
         assert needle in caught.value.message
 
@@ -177,7 +177,7 @@ def test_display_names_the_storage_area_never_the_server_path(layout: dict[str, 
 )
 def test_interpreter_and_loader_hooks_are_refused(name: str) -> None:
     assert refused_reason(name) is not None
-    with pytest.raises(CoordinatorError) as caught:
+    with pytest.raises(StatusError) as caught:
         check_environment({name: "x"})
     assert "training_config.environment" in caught.value.message
     assert repr(name) in caught.value.message
@@ -192,5 +192,5 @@ def test_ordinary_variables_pass_and_secrets_are_masked() -> None:
         "db_password": "***",
         "EPOCHS": "3",
     }
-    with pytest.raises(CoordinatorError):
+    with pytest.raises(StatusError):
         check_environment({"OK": "a\0b"})

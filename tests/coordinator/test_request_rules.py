@@ -11,9 +11,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from scaimind.convert import dict_to_message
-from scaimind.identity import validate_identity
-from scaimind.limits import first_violation
+from scaimind.contract.identity import validate_identity
+from scaimind.contract.limits import first_violation
+from scaimind.gateway.backend.convert import dict_to_message
 from scaimind.v1 import cluster_pb2, coordinator_pb2
 from tests.limits_cases import CAP_CASES, CapCase, names_field
 

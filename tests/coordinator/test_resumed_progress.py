@@ -28,8 +28,13 @@ async def test_a_retried_job_starts_at_its_checkpoints_step(env: Env, client: Cl
     assert (child.progress.current_step, child.progress.total_steps) == (5, 12)
     steps = [child.progress.current_step]
     while child.status not in (S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED):
+        # A new step, or the end (the last step may have been seen before the job completed).
         child = await client.wait(
-            retry.job_id, check=lambda j: j.progress.current_step != steps[-1]
+            retry.job_id,
+            check=lambda j: (
+                j.progress.current_step != steps[-1]
+                or j.status in (S.JOB_STATUS_COMPLETED, S.JOB_STATUS_FAILED)
+            ),
         )
         steps.append(child.progress.current_step)
     assert child.status == S.JOB_STATUS_COMPLETED, child.error

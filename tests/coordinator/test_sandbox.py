@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from scaimind.coordinator.config import JobLimits, SandboxConfig
-from scaimind.coordinator.sandbox import Mount, Sandbox
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox
 
 # Reports what the job sees as one JSON line.
 PROBE = r"""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator.inventory import InventoryError, load_inventory
-from scaimind.coordinator.service import downsample
-from scaimind.coordinator.store import PendingLog, Store
+from scaimind.coordinator.executors.inventory import InventoryError, load_inventory
+from scaimind.coordinator.persistence.records import PendingLog
+from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.rpc.coordinator_service import downsample
 from scaimind.v1 import common_pb2
 
 S = common_pb2.JobStatus
@@ -51,7 +52,7 @@ def test_transition_is_compare_and_set(tmp_path: Path) -> None:
     assert store.transition("job_1", [S.JOB_STATUS_TRAINING], S.JOB_STATUS_CANCELLED, {}, [])
     row = store.get_job("job_1")
     assert row is not None
-    first_update = row["updated_at"]
+    first_update = row.updated_at
     # The late "process finished" expects TRAINING and loses.
     late = store.transition(
         "job_1",
@@ -67,7 +68,7 @@ def test_transition_is_compare_and_set(tmp_path: Path) -> None:
     assert store.transition("job_1", [S.JOB_STATUS_CANCELLED], S.JOB_STATUS_CANCELLED, {}, [])
     row = store.get_job("job_1")
     assert row is not None
-    assert row["updated_at"] > first_update
+    assert row.updated_at > first_update
     store.close()
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind.app import create_app, lifespan
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
+from scaimind.gateway.app import create_app, lifespan
 from scaimind.settings import Settings
 from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.coordinator.conftest import CUSTOM_SCRIPT, write_corpus

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scaimind.auth import embedded_secret, mint_token
+from scaimind.gateway.security.auth import embedded_secret, mint_token
 from tests.conftest import wait_for
 
 from .conftest import PREFIX, clean_env

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scaimind.cache import migrate
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
+from scaimind.gateway.db import migrate
 from tests.cache.cache_support import DatabaseFactory
 from tests.conftest import API_SECRET, auth, gateway_settings
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
+from scaimind.gateway.app import create_app
 from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.gateway.conftest import app_client
 from tests.trainer.conftest import write_corpus

@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import pytest
 
+from scaimind.contract.downstream_tokens import sign_downstream_token
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import start_coordinator
-from scaimind.downstream_tokens import sign_downstream_token
 from scaimind.v1 import common_pb2, coordinator_pb2, coordinator_pb2_grpc
 from tests.conftest import API_SECRET, auth, wait_for
 from tests.e2e_ops.conftest import DOWNSTREAM_KEY, NODE, PREFIX, Ops, OpsFactory

@@ -18,8 +18,8 @@ import pytest_asyncio
 from fastapi import FastAPI
 from google.protobuf.message import Message
 
-from scaimind.app import create_app, lifespan
-from scaimind.cache.migrate import upgrade
+from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.db.migrate import upgrade
 from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scaimind.app import create_app
+from scaimind.gateway.app import create_app
 from tests.conftest import gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 from tests.gateway.test_auth import BEARER_INVALID, assert_401

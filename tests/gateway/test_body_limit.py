@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind.app import create_app
-from scaimind.body_limit import DRAIN_FACTOR
+from scaimind.gateway.app import create_app
+from scaimind.gateway.web.body_limit import DRAIN_FACTOR
 from tests.conftest import auth, settings_for
 from tests.gateway.conftest import PREFIX, Gateway, running_gateway
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from scaimind import limits
+from scaimind.contract import limits
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Gateway
 from tests.gateway.test_validation import validation_fields

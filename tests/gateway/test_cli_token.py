@@ -12,8 +12,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from scaimind.auth import embedded_secret, mint_token
-from scaimind.cli import main
+from scaimind.cli.main import main
+from scaimind.gateway.security.auth import embedded_secret, mint_token
 from scaimind.settings import Settings, SettingsError
 from tests.conftest import API_SECRET
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway

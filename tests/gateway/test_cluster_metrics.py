@@ -10,8 +10,8 @@ from typing import Any
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaimind.client import CoordinatorClient, open_channel
-from scaimind.cluster_metrics import TIMEOUT_S, ClusterFigures
+from scaimind.gateway.backend.client import CoordinatorClient, open_channel
+from scaimind.gateway.metrics import TIMEOUT_S, ClusterFigures
 from scaimind.v1 import cluster_pb2
 from tests.conftest import API_SECRET, gateway_settings
 from tests.gateway.conftest import Failure, ScriptedCoordinator, running_gateway, serving

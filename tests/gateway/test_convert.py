@@ -8,7 +8,13 @@ from datetime import UTC, datetime
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.convert import dict_to_message, enum_name, enum_value, format_time, message_to_dict
+from scaimind.gateway.backend.convert import (
+    dict_to_message,
+    enum_name,
+    enum_value,
+    format_time,
+    message_to_dict,
+)
 from scaimind.v1 import common_pb2, coordinator_pb2
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Gateway

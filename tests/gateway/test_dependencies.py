@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from scaimind.app import create_app
+from scaimind.gateway.app import create_app
 from tests.conftest import settings_for
 
 

@@ -1,7 +1,7 @@
 """Structured coordinator errors (google.rpc details) rendered as `details: [{field, message}]`.
 
 The scripted coordinator aborts with the status the reference coordinator's own error type
-builds (`scaimind.coordinator.errors.CoordinatorError`), so encoding and decoding meet here.
+builds (`scaimind.coordinator.status.StatusError`), so encoding and decoding meet here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from scaimind.coordinator.errors import CoordinatorError
+from scaimind.coordinator.status import StatusError
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Failure, Gateway
 from tests.limits_cases import submit_body
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 USER_PATH = "/home/alice/datasets/missing.jsonl"
 
 
-def rich(error: CoordinatorError, detail: str | None = None) -> Failure:
+def rich(error: StatusError, detail: str | None = None) -> Failure:
     """A scripted failure carrying `error`'s details trailer."""
     return Failure(
         error.code, error.message if detail is None else detail, error.trailing_metadata()
@@ -38,7 +38,7 @@ def body_with_path(path: str) -> dict[str, Any]:
 async def test_a_field_violation_keeps_the_users_own_path(shared_gateway: Gateway) -> None:
     client, servicer = shared_gateway
     servicer.responses["SubmitJob"] = rich(
-        CoordinatorError(
+        StatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"data_config.sources[0].path: file not found: {USER_PATH}",
         )
@@ -70,7 +70,7 @@ async def test_server_text_in_a_violation_never_passes(
 ) -> None:
     client, servicer = shared_gateway
     servicer.responses["SubmitJob"] = rich(
-        CoordinatorError(
+        StatusError(
             grpc.StatusCode.INVALID_ARGUMENT,
             description,
             field="data_config.sources[0].path",
@@ -111,7 +111,7 @@ async def test_an_unstructured_message_may_echo_the_callers_values(
 async def test_retry_info_becomes_retry_after(shared_gateway: Gateway) -> None:
     client, servicer = shared_gateway
     servicer.responses["CancelJob"] = rich(
-        CoordinatorError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue is full", retry_after=7)
+        StatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue is full", retry_after=7)
     )
     r = await client.post(f"{PREFIX}/jobs/job_1/cancel", headers=auth())
     assert r.status_code == 429, r.text
@@ -124,7 +124,7 @@ async def test_resource_info_names_what_was_not_found_when_the_text_cannot(
 ) -> None:
     client, servicer = shared_gateway
     servicer.responses["GetJob"] = rich(
-        CoordinatorError(
+        StatusError(
             grpc.StatusCode.NOT_FOUND,
             "job job_9 not found in /var/lib/scaimind/coordinator.db",
             resource=("job", "job_9"),
@@ -140,7 +140,7 @@ async def test_resource_info_names_what_was_not_found_when_the_text_cannot(
     [
         (("grpc-status-details-bin", b"\xff\x00not a status"),),
         # A well-formed status whose code contradicts the call's.
-        CoordinatorError(grpc.StatusCode.NOT_FOUND, "x: y").trailing_metadata(),
+        StatusError(grpc.StatusCode.NOT_FOUND, "x: y").trailing_metadata(),
     ],
     ids=["garbage", "contradicting"],
 )

@@ -16,11 +16,11 @@ import pytest
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from scaimind.auth import TokenVerifier
-from scaimind.convert import message_to_dict
-from scaimind.errors import AuthTokenInvalid
-from scaimind.responses import DataResponse
-from scaimind.schemas.views import Data, Job
+from scaimind.gateway.backend.convert import message_to_dict
+from scaimind.gateway.errors import AuthTokenInvalid
+from scaimind.gateway.security.auth import TokenVerifier
+from scaimind.gateway.web.responses import DataResponse
+from scaimind.gateway.web.schemas.views import Data, Job
 from scaimind.v1 import common_pb2
 from tests.conftest import make_token, settings_for
 from tests.gateway.test_openapi import VIEWS, _fill

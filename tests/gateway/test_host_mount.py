@@ -11,9 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header, HTTPException
 
-from scaimind import app as scaimind_app
-from scaimind.auth import ALL_PERMISSIONS, CurrentUser
-from scaimind.manifest import MANIFEST
+from scaimind.gateway import app as scaimind_app
+from scaimind.gateway.manifest import MANIFEST
+from scaimind.gateway.security.auth import ALL_PERMISSIONS, CurrentUser
 from scaimind.settings import Settings
 from tests.conftest import gateway_settings
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator

@@ -14,12 +14,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from scaimind.app import create_app
-from scaimind.convert import message_to_dict
-from scaimind.schemas import ops_views, views
-from scaimind.schemas.evaluations import SubmitEvaluationBody
-from scaimind.schemas.examples import SUBMIT_EVALUATION_EXAMPLES, SUBMIT_JOB_EXAMPLES
-from scaimind.schemas.jobs import SubmitJobBody
+from scaimind.gateway.app import create_app
+from scaimind.gateway.backend.convert import message_to_dict
+from scaimind.gateway.web.schemas import ops_views, views
+from scaimind.gateway.web.schemas.evaluations import SubmitEvaluationBody
+from scaimind.gateway.web.schemas.examples import SUBMIT_EVALUATION_EXAMPLES, SUBMIT_JOB_EXAMPLES
+from scaimind.gateway.web.schemas.jobs import SubmitJobBody
 from scaimind.v1 import cluster_pb2, common_pb2, coordinator_pb2
 from tests.conftest import settings_for
 from tests.gateway.conftest import PREFIX, app_client

@@ -6,7 +6,7 @@ import grpc
 import httpx
 from prometheus_client import REGISTRY
 
-from scaimind.request_metrics import DURATION_METRIC, REQUESTS_METRIC
+from scaimind.gateway.web.request_metrics import DURATION_METRIC, REQUESTS_METRIC
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Failure, Gateway
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scaimind.apikeys import EXTRAS_KEY, ApiKeyStore
-from scaimind.app import create_app, lifespan
+from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.security.apikeys import ApiKeyStore
 from tests.conftest import auth, gateway_settings, settings_for
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, app_client, running_gateway
 
@@ -58,7 +58,7 @@ async def test_role_permissions_take_cluster_admin_away_from_tenant_admins(
         assert await _drain(client, auth(role="super_admin")) == 501
         assert await _drain(client, auth(scope="scaimind:cluster_admin")) == 501
         # API keys are granted from the same table.
-        store = app.state.scaimind.extras[EXTRAS_KEY]
+        store = app.state.scaimind.api_keys
         assert isinstance(store, ApiKeyStore)
         _, key = await store.create("tenant-a", "ci", role="tenant_admin")
         assert await _drain(client, {"Authorization": f"Bearer {key}"}) == 403
@@ -73,7 +73,7 @@ async def test_a_plaintext_coordinator_off_this_machine_is_warned_about(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str, warned: bool
 ) -> None:
     app = create_app(settings_for(tmp_path, grpc_host=host, grpc_port=50051))
-    with caplog.at_level(logging.WARNING, logger="scaimind.app"):
+    with caplog.at_level(logging.WARNING, logger="scaimind.gateway.app"):
         async with lifespan(app):
             pass
     events = [getattr(r, "event", None) for r in caplog.records]

@@ -20,10 +20,10 @@ import pytest
 from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from scaimind.app import create_app
-from scaimind.auth import embedded_secret
-from scaimind.deps import State
-from scaimind.downstream_tokens import METADATA_KEYS, verify_downstream_token
+from scaimind.contract.downstream_tokens import METADATA_KEYS, verify_downstream_token
+from scaimind.gateway.app import create_app
+from scaimind.gateway.security.auth import embedded_secret
+from scaimind.gateway.state import State
 from scaimind.settings import Settings
 from scaimind.v1 import (
     cluster_pb2,

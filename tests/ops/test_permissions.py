@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from scaimind.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
+from scaimind.gateway.security.auth import CLUSTER_ADMIN, EVALUATE, MANAGE, VIEW
 from tests.conftest import auth
 from tests.ops.conftest import PREFIX, Gateway
 

@@ -15,15 +15,18 @@ import jwt
 import pytest
 from fastapi import FastAPI
 
-from scaimind.app import create_app, lifespan, mount_module
-from scaimind.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
-from scaimind.downstream_tokens import (
+from scaimind.contract.downstream_tokens import (
     MAX_TTL_S,
     DownstreamTokenRejected,
     sign_downstream_token,
     verify_downstream_token,
 )
-from scaimind.tokens import EXTRAS_KEY, TokenExchange, downstream_signing_key
+from scaimind.gateway.app import create_app, lifespan, mount_module
+from scaimind.gateway.security.auth import ALL_PERMISSIONS, CurrentUser, embedded_secret
+from scaimind.gateway.security.token_exchange import (
+    TokenExchange,
+    downstream_signing_key,
+)
 from tests.conftest import auth, closed_port, gateway_settings, make_token, settings_for, wait_for
 from tests.gateway.conftest import app_client
 from tests.ops.conftest import (
@@ -282,10 +285,10 @@ async def test_one_http_client_per_lifespan_closed_on_shutdown(
     settings = gateway_settings(tmp_path, coordinator[1], **exchange_settings(idp))
     app = create_app(settings)
     async with lifespan(app):
-        exchange = app.state.scaimind.extras[EXTRAS_KEY]
+        exchange = app.state.scaimind.token_exchange
         assert isinstance(exchange, TokenExchange)
         async with lifespan(app):  # a nested entry shares the first one's resources
-            assert app.state.scaimind.extras[EXTRAS_KEY] is exchange
+            assert app.state.scaimind.token_exchange is exchange
         http = exchange.http
         assert http is not None
         assert not http.is_closed
@@ -294,7 +297,7 @@ async def test_one_http_client_per_lifespan_closed_on_shutdown(
     assert http.is_closed
     embedded = create_app(gateway_settings(tmp_path, 1))
     async with lifespan(embedded):
-        assert embedded.state.scaimind.extras[EXTRAS_KEY].http is None
+        assert embedded.state.scaimind.token_exchange.http is None
 
 
 async def test_exchange_refreshes_before_expiry(make_gateway: GatewayFactory, idp: IdP) -> None:
@@ -302,7 +305,7 @@ async def test_exchange_refreshes_before_expiry(make_gateway: GatewayFactory, id
     clock = FakeClock()
     headers = auth()  # one bearer token: the cache is per subject token too
     async with httpx.AsyncClient(timeout=5) as http:
-        gw.state.extras[EXTRAS_KEY] = TokenExchange(gw.settings, http=http, clock=clock)
+        gw.state.token_exchange = TokenExchange(gw.settings, http=http, clock=clock)
 
         async def submit() -> dict[str, str]:
             r = await gw.http.post(f"{PREFIX}/jobs", json=SUBMIT, headers=headers)
@@ -385,7 +388,7 @@ async def test_every_artefact_route_fails_before_the_coordinator(
     assert gw.coordinator.calls == []
     # A request fails with the first audience that fails; the other audience's exchange may
     # still be on its way back from the failing IdP, and a request now would share it.
-    exchange = gw.state.extras[EXTRAS_KEY]
+    exchange = gw.state.token_exchange
 
     async def settled() -> bool:
         return bool(exchange.in_flight == 0)

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from ray.job_submission import JobStatus
 
-from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig, RayConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
+from scaimind.gateway.app import create_app
 from tests.conftest import API_SECRET, gateway_settings, wait_for
 from tests.e2e_jobs.conftest import Stack, job_files
 from tests.ray.cluster import LocalRayHead

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator import store as store_module
 from scaimind.coordinator.config import RayConfig
-from scaimind.coordinator.store import Store
+from scaimind.coordinator.persistence import store as store_module
+from scaimind.coordinator.persistence.store import Store
 from scaimind.settings import SettingsError, load_settings
 from tests.conftest import closed_port
 from tests.e2e_jobs.conftest import clean_env
@@ -122,8 +122,8 @@ def test_a_database_from_before_the_executors_keeps_its_running_process(tmp_path
         assert one is not None
         assert two is not None
         # Found at recovery like any run of the local executor (and killed if still there).
-        assert (one["run_id"], one["run_delivered"]) == ("local:4242:98765", 0)
-        assert two["run_id"] == ""
+        assert (one.run_id, one.run_delivered) == ("local:4242:98765", 0)
+        assert two.run_id == ""
     finally:
         store.close()
     Store(path).close()  # a second start changes nothing

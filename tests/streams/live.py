@@ -10,9 +10,9 @@ from typing import Any
 import grpc
 import httpx
 
-from scaimind.app import create_app
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.server import RunningCoordinator, start_coordinator
+from scaimind.gateway.app import create_app
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
 from tests.conftest import API_SECRET, auth, gateway_settings, wait_for
 from tests.streams.conftest import Served, serve

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from scaimind.streams import ClientStalled, Dispatcher, Subscriber, _Item
+from scaimind.gateway.streaming.fanout import Dispatcher, FeedItem, Subscriber
+from scaimind.gateway.streaming.limiter import ClientStalled
 from tests.conftest import wait_for
 
 
@@ -18,18 +19,18 @@ class Feed:
     """The part of a LogFeed the dispatcher reads."""
 
     def __init__(self, *payloads: bytes) -> None:
-        self.items = [_Item(seq, payload) for seq, payload in enumerate(payloads, 1)]
+        self.items = [FeedItem(seq, payload) for seq, payload in enumerate(payloads, 1)]
         self.final: list[bytes] | None = None
 
     @property
     def end_index(self) -> int:
         return len(self.items)
 
-    def read(self, cursor: int) -> list[_Item]:
+    def read(self, cursor: int) -> list[FeedItem]:
         return self.items[cursor:]
 
     def append(self, payload: bytes) -> None:
-        self.items.append(_Item(len(self.items) + 1, payload))
+        self.items.append(FeedItem(len(self.items) + 1, payload))
 
 
 class GatedSend:

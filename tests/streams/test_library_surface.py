@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sse_starlette import EventSourceResponse
 
-from scaimind.streams import EventStream
+from scaimind.gateway.streaming.response import EventStream
 
 
 def test_event_stream_overrides_no_private_method_of_sse_starlette() -> None:

@@ -15,8 +15,8 @@ import grpc
 import httpx
 import pytest
 
-from scaimind.app import create_app
-from scaimind.streams import FEED_BACKLOG
+from scaimind.gateway.app import create_app
+from scaimind.gateway.streaming.feeds import FEED_BACKLOG
 from scaimind.v1 import common_pb2, coordinator_pb2
 from tests.conftest import auth, gateway_settings, wait_for
 from tests.gateway.conftest import Failure
@@ -190,7 +190,7 @@ async def test_preflight_errors_are_enveloped_not_streams(
         assert r.headers["retry-after"] == "5"
     assert not any(c.rpc == "StreamJobLogs" for c in coordinator.calls)
     # Failed pre-flights gave their stream slots back.
-    assert gw.server.config.app.state.scaimind.extras["stream_limiter"].open_streams() == 0
+    assert gw.server.config.app.state.scaimind.streams.limiter.open_streams() == 0
 
 
 @pytest.mark.parametrize(
@@ -279,7 +279,7 @@ async def test_client_disconnect_cancels_the_upstream_call(
         await wait_for(upstream_cancelled, within=5)
 
         async def slot_freed() -> bool:
-            return limiter_state.extras["stream_limiter"].open_streams() == 0
+            return limiter_state.streams.limiter.open_streams() == 0
 
         await wait_for(slot_freed, within=5)
 
@@ -307,7 +307,7 @@ async def test_stream_cap_per_tenant(
 ) -> None:
     coordinator.job("job_c")
     gw = await start_gateway(stream_cap_per_tenant=2, sse_heartbeat_s=0.2)
-    limiter = gw.server.config.app.state.scaimind.extras
+    limiter = gw.server.config.app.state.scaimind.streams.limiter
     url = f"{gw.url}/jobs/job_c/logs"
     async with httpx.AsyncClient() as http, http.stream("GET", url, headers=auth()) as r1:
         assert r1.status_code == 200
@@ -326,7 +326,7 @@ async def test_stream_cap_per_tenant(
         # r2 closed: its slot comes back.
 
         async def one_open() -> bool:
-            return bool(limiter["stream_limiter"].open_streams("tenant-a") == 1)
+            return bool(limiter.open_streams("tenant-a") == 1)
 
         await wait_for(one_open, within=5)
         async with http.stream("GET", url, headers=auth()) as r6:
@@ -440,7 +440,7 @@ async def test_followers_share_one_upstream_and_ordinary_requests_flow(
 ) -> None:
     job = coordinator.job("job_many")
     gw = await start_gateway()
-    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
+    hub = gw.server.config.app.state.scaimind.streams.feeds
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(limits=limits, timeout=10) as http:
         opened: list[Any] = []
@@ -606,7 +606,7 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
 ) -> None:
     job = coordinator.job("job_stall")
     gw = await start_gateway(send_buffer=SMALL_SEND_BUFFER)
-    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
+    hub = gw.server.config.app.state.scaimind.streams.feeds
     url = f"{gw.url}/jobs/job_stall/logs?tail=0"
     stalled = await StalledClient.open(url)
     dropped = await StalledClient.open(url)
@@ -656,8 +656,8 @@ async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeo
     gw = await start_gateway(
         send_buffer=SMALL_SEND_BUFFER, sse_send_timeout_s=0.5, sse_heartbeat_s=300
     )
-    extras = gw.server.config.app.state.scaimind.extras
-    hub, limiter = extras["log_feeds"], extras["stream_limiter"]
+    streams = gw.server.config.app.state.scaimind.streams
+    hub, limiter = streams.feeds, streams.limiter
     stalled = await StalledClient.open(f"{gw.url}/jobs/job_gone/logs?tail=0")
     await wait_subscribed(hub, 1)
     for i in range(1, 101):
@@ -680,7 +680,7 @@ async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
 ) -> None:
     job = coordinator.job("job_behind")
     gw = await start_gateway(send_buffer=SMALL_SEND_BUFFER)
-    hub = gw.server.config.app.state.scaimind.extras["log_feeds"]
+    hub = gw.server.config.app.state.scaimind.streams.feeds
     url = f"{gw.url}/jobs/job_behind/logs?tail=0"
     stalled = await StalledClient.open(url)
     await wait_subscribed(hub, 1)

@@ -98,7 +98,7 @@ class Job:
     def start(self, resume: str = "") -> subprocess.Popen[str]:
         """Start the real trainer process the way the executor does."""
         return subprocess.Popen(
-            [sys.executable, "-m", "scaimind.coordinator.trainer"],
+            [sys.executable, "-m", "scaimind.coordinator.worker.trainer"],
             cwd=self.root,
             env=self.env(resume),
             stdout=subprocess.PIPE,
@@ -110,7 +110,7 @@ class Job:
     def run(self, resume: str = "") -> subprocess.CompletedProcess[str]:
         """Run the trainer to completion."""
         return subprocess.run(
-            [sys.executable, "-m", "scaimind.coordinator.trainer"],
+            [sys.executable, "-m", "scaimind.coordinator.worker.trainer"],
             cwd=self.root,
             env=self.env(resume),
             capture_output=True,
@@ -153,7 +153,7 @@ def run_evaluator(root: Path, spec: dict[str, Any]) -> tuple[int, list[dict[str,
         os.environ, SCAIMIND_SPEC_FILE=str(spec_file), SCAIMIND_METRICS_FILE=str(metrics_file)
     )
     done = subprocess.run(
-        [sys.executable, "-m", "scaimind.coordinator.evaluator"],
+        [sys.executable, "-m", "scaimind.coordinator.worker.evaluator"],
         cwd=root,
         env=env,
         capture_output=True,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from scaimind.coordinator.datasets import (
+from scaimind.coordinator.worker.datasets import (
     DataFormatError,
     load_texts,
     split_texts,
-    validate_source,
 )
+from scaimind.coordinator.worker.source_check import validate_source
 
 
 def _write(path: Path, text: str) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from scaimind.coordinator.evaluator import KNOWN_BENCHMARKS
+from scaimind.coordinator.worker.evaluator import KNOWN_BENCHMARKS
 from tests.trainer.conftest import FinishedRun, run_evaluator
 
 

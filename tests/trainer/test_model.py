@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaimind.coordinator.model import (
+from scaimind.coordinator.worker.model import (
     Adam,
     CharLM,
     ModelConfig,

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaimind.coordinator.datasets import load_texts
-from scaimind.coordinator.model import META_FILE, PARAMS_FILE, load_model, load_state
-from scaimind.coordinator.trainer import EXIT_BAD_INPUT, EXIT_STOPPED
+from scaimind.coordinator.worker.datasets import load_texts
+from scaimind.coordinator.worker.model import META_FILE, PARAMS_FILE, load_model, load_state
+from scaimind.coordinator.worker.trainer import EXIT_BAD_INPUT, EXIT_STOPPED
 from tests.conftest import process_ended
 from tests.trainer.conftest import (
     PROCESS_TIMEOUT,
@@ -126,7 +126,7 @@ def test_orphaned_trainer_checkpoints_and_stops(corpus: Path, tmp_path: Path) ->
     # A stand-in coordinator that starts the trainer and is then SIGKILLed.
     launcher = (
         "import subprocess, sys\n"
-        "child = subprocess.Popen([sys.executable, '-m', 'scaimind.coordinator.trainer'],"
+        "child = subprocess.Popen([sys.executable, '-m', 'scaimind.coordinator.worker.trainer'],"
         " start_new_session=True)\n"
         "print(child.pid, flush=True)\n"
         "child.wait()\n"

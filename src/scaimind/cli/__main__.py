@@ -2,7 +2,7 @@
 
 import sys
 
-from scaimind.cli import main
+from scaimind.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

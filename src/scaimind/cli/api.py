@@ -28,10 +28,10 @@ from typing import Any, Final, Self
 import httpx
 
 from scaimind import __version__
-from scaimind.cli.common import DATA_DIR_CLAIM, CliError, ExitCode, note
+from scaimind.cli.base import DATA_DIR_CLAIM, CliError, ExitCode, note
 from scaimind.cli.sse import SSEEvent, SSEParser
+from scaimind.contract.http import API_PREFIX
 
-API_PREFIX: Final = "/v1/modules/scaimind"
 RETRY_STATUSES: Final = frozenset({429, 503})
 CONNECT_TIMEOUT_S: Final = 3.0
 # A server never reached (refused, connect timeout) is retried this long, for one that is

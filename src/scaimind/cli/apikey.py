@@ -9,14 +9,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from scaimind.cli.common import (
-    CliError,
-    DatabaseUrlOption,
-    DataDirOption,
-    JsonOption,
-    note,
-    print_json,
-)
+from scaimind.cli.base import CliError, note
+from scaimind.cli.common import DatabaseUrlOption, DataDirOption, JsonOption, print_json
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,9 +28,9 @@ def _run(
     """Run `operation` on the gateway's database, migrating the embedded SQLite first."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from scaimind.cache import migrate
-    from scaimind.cache.db import create_engine
-    from scaimind.cli.local import load
+    from scaimind.cli.process import load
+    from scaimind.gateway.db import migrate
+    from scaimind.gateway.db.engine import create_engine
 
     url = load(data_dir, database_url=database_url).effective_database_url
 
@@ -80,7 +74,7 @@ def create(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a key and print it (shown only this once)."""
-    from scaimind.apikeys import ApiKeyStore
+    from scaimind.gateway.security.apikeys import ApiKeyStore
 
     async def run(engine: AsyncEngine) -> tuple[str, str]:
         store = ApiKeyStore(engine)
@@ -106,7 +100,7 @@ def list_keys(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """List a tenant's keys (never the secrets)."""
-    from scaimind.apikeys import ApiKeyInfo, ApiKeyStore
+    from scaimind.gateway.security.apikeys import ApiKeyInfo, ApiKeyStore
 
     async def run(engine: AsyncEngine) -> list[ApiKeyInfo]:
         return await ApiKeyStore(engine).list(tenant)
@@ -144,7 +138,7 @@ def revoke(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Revoke a key; requests with it fail from then on."""
-    from scaimind.apikeys import ApiKeyStore
+    from scaimind.gateway.security.apikeys import ApiKeyStore
 
     async def run(engine: AsyncEngine) -> bool:
         return await ApiKeyStore(engine).revoke(key_id)

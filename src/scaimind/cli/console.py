@@ -6,15 +6,8 @@ from typing import Annotated
 
 import typer
 
-from scaimind.cli.common import (
-    DEFAULT_URL,
-    CliError,
-    DataDirOption,
-    ExitCode,
-    TokenOption,
-    UrlOption,
-    connect,
-)
+from scaimind.cli.base import CliError, ExitCode
+from scaimind.cli.common import DEFAULT_URL, DataDirOption, TokenOption, UrlOption, connect
 from scaimind.cli.local import RoleOption, ScopeOption, TtlOption, mint_local_token
 
 _MINT = "Minting a token (without --token)"
@@ -43,7 +36,7 @@ def console(
     URL printed works: a server that cannot be reached, or that refuses the token, is an error.
     """
     from scaimind.cli.api import ApiError
-    from scaimind.ui import console_url
+    from scaimind.gateway.web.console import console_url
 
     if not token:
         if not tenant or not user:

@@ -7,16 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from scaimind.cli.common import (
-    DEFAULT_URL,
-    ExitCode,
-    JsonOption,
-    TokenOption,
-    UrlOption,
-    connect,
-    note,
-    print_json,
-)
+from scaimind.cli.base import ExitCode, note
+from scaimind.cli.common import DEFAULT_URL, JsonOption, TokenOption, UrlOption, connect, print_json
 
 
 def source_path(value: str) -> str:

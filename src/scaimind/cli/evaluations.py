@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from scaimind.cli.base import note
 from scaimind.cli.common import (
     DEFAULT_URL,
     IdempotencyKeyOption,
@@ -14,7 +15,6 @@ from scaimind.cli.common import (
     TokenOption,
     UrlOption,
     connect,
-    note,
     print_json,
 )
 

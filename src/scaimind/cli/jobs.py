@@ -10,16 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
+from scaimind.cli.base import CliError, ExitCode, note
 from scaimind.cli.common import (
     DEFAULT_URL,
-    CliError,
-    ExitCode,
     IdempotencyKeyOption,
     JsonOption,
     TokenOption,
     UrlOption,
     connect,
-    note,
     print_json,
 )
 

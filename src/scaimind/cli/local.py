@@ -3,47 +3,25 @@
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 import typer
 
 from scaimind import __version__
-from scaimind.cli.common import (
-    DATA_DIR_CLAIM,
-    CliError,
-    DatabaseUrlOption,
-    DataDirOption,
-    ExitCode,
-    note,
-)
+from scaimind.cli.base import DATA_DIR_CLAIM, CliError, ExitCode, note
+from scaimind.cli.common import DatabaseUrlOption, DataDirOption
+from scaimind.cli.process import load, quiet_grpc_fork, tune_gc
 
 if TYPE_CHECKING:
-    from scaimind.settings import Settings
+    pass
 
 # A token outliving a month is a credential to manage, not a development convenience: use an
 # API key (`scaimind apikey create`) for that.
 MAX_TOKEN_TTL_S: Final = 30 * 86_400
-
-
-def load(data_dir: Path | None, **overrides: Any) -> Settings:
-    """Settings from the environment, with --data-dir and the given non-None overrides."""
-    from scaimind.settings import load_settings
-
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def quiet_grpc_fork() -> None:
-    """Job processes are started from a process that uses gRPC but never use gRPC in the
-    child: without this gRPC's fork handlers log "skipping fork() handlers" at every start.
-    Read by gRPC when it is first imported, so set before."""
-    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
 
 def serve(
@@ -63,9 +41,8 @@ def serve(
     quiet_grpc_fork()
     import uvicorn
 
-    from scaimind.app import API_PREFIX, create_app
-    from scaimind.cli.workers import tune_gc
-    from scaimind.private_files import private_dir
+    from scaimind.contract.private_files import private_dir
+    from scaimind.gateway.app import API_PREFIX, create_app
 
     settings = load(data_dir)
     # Bound before anything starts: a busy port is one line, not a started coordinator, a
@@ -176,7 +153,7 @@ def migrate(database_url: DatabaseUrlOption = None, data_dir: DataDirOption = No
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from scaimind.cache.migrate import upgrade
+    from scaimind.gateway.db.migrate import upgrade
 
     url = load(data_dir, database_url=database_url).effective_database_url
     try:
@@ -230,7 +207,8 @@ def mint_local_token(
     tenant: str, user: str, role: str, scope: str, ttl: int, data_dir: Path | None
 ) -> str:
     """A token as `scaimind token` mints it (validated; a note on stderr says who signed it)."""
-    from scaimind.auth import (
+    from scaimind.contract.identity import validate_identity
+    from scaimind.gateway.security.auth import (
         ALL_PERMISSIONS,
         EMBEDDED_AUDIENCE,
         EMBEDDED_ISSUER,
@@ -239,7 +217,6 @@ def mint_local_token(
         hs256_secret,
         mint_token,
     )
-    from scaimind.identity import validate_identity
     from scaimind.settings import SettingsError
 
     try:

@@ -15,7 +15,7 @@ import typer
 
 from scaimind import __version__
 from scaimind.cli import apikey, console, data, evaluations, jobs, local, monitor, nodes, queue
-from scaimind.cli.common import CliError, ExitCode
+from scaimind.cli.base import CliError, ExitCode
 
 RUN = "Run a server (this machine)"
 USE = "Use a server (--url, --token)"

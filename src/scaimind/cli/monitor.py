@@ -8,16 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
-from scaimind.cli.common import (
-    DEFAULT_URL,
-    ExitCode,
-    JsonOption,
-    TokenOption,
-    UrlOption,
-    connect,
-    note,
-    print_json,
-)
+from scaimind.cli.base import ExitCode, note
+from scaimind.cli.common import DEFAULT_URL, JsonOption, TokenOption, UrlOption, connect, print_json
 
 if TYPE_CHECKING:
     from scaimind.cli.sse import SSEEvent

@@ -6,15 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from scaimind.cli.common import (
-    DEFAULT_URL,
-    JsonOption,
-    TokenOption,
-    UrlOption,
-    connect,
-    note,
-    print_json,
-)
+from scaimind.cli.base import note
+from scaimind.cli.common import DEFAULT_URL, JsonOption, TokenOption, UrlOption, connect, print_json
 
 NodeArgument = Annotated[str, typer.Argument(metavar="NODE_ID", help="node id")]
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scaimind.cli.api import ApiClient
-from scaimind.cli.common import note
+from scaimind.cli.base import note
 from scaimind.cli.render import StepRate, console, human_duration, progress_text
 
 # A followed job id never changes again once in one of these (a retry is a new job).

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from scaimind.cli.common import CliError
+from scaimind.cli.base import CliError
+from scaimind.cli.process import load, quiet_grpc_fork, tune_gc
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -37,20 +37,9 @@ _COORDINATOR_START_S: Final = 120.0
 _COORDINATOR_STOP_S: Final = 120.0
 
 
-def tune_gc() -> None:
-    """GC settings of a gateway process serving many streams (see `serve`)."""
-    # Thousands of open SSE streams allocate many short-lived objects; with CPython's default
-    # thresholds full collections walk them often and stall every request on the loop (the tail
-    # of GET latency in bench/streams.py). Start-up objects are frozen out of collection and
-    # collections run less often. Only in our own server processes: a host app keeps its GC.
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 100)
-
-
 def worker_app() -> FastAPI:
     """The app of one worker: settings from the environment the parent prepared."""
-    from scaimind.app import create_app
-    from scaimind.cli.local import load, quiet_grpc_fork
+    from scaimind.gateway.app import create_app
 
     quiet_grpc_fork()
     app = create_app(load(None))
@@ -61,8 +50,7 @@ def worker_app() -> FastAPI:
 def _coordinator_main(data_dir: str, conn: Connection) -> None:
     """The shared coordinator process: start, send its address (or an error), run until
     SIGINT/SIGTERM, then stop cleanly (running jobs checkpoint and are re-queued)."""
-    from scaimind.app import embedded_api_secret, start_embedded_coordinator
-    from scaimind.cli.local import load, quiet_grpc_fork
+    from scaimind.gateway.app import embedded_api_secret, start_embedded_coordinator
 
     quiet_grpc_fork()
 
@@ -133,8 +121,8 @@ def _migrate_embedded_cache(settings: Settings) -> None:
     worker would otherwise run the same migration at the same time)."""
     from sqlalchemy.engine import make_url
 
-    from scaimind.cache import migrate
-    from scaimind.private_files import private_database
+    from scaimind.contract.private_files import private_database
+    from scaimind.gateway.db import migrate
 
     url = make_url(settings.effective_database_url)
     if not url.get_backend_name().startswith("sqlite"):

@@ -35,7 +35,7 @@ class JobLimits(BaseModel):
 
 
 class SandboxConfig(BaseModel):
-    """How job processes are confined (see sandbox.py)."""
+    """How job processes are confined (see executors/sandbox.py)."""
 
     model_config = ConfigDict(frozen=True)
 

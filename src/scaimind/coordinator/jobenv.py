@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from scaimind.coordinator.errors import invalid
+from scaimind.coordinator.status import invalid
 
 FIELD = "training_config.environment"
 MASK = "***"

@@ -24,15 +24,23 @@ from dataclasses import dataclass
 from typing import IO
 
 import grpc
-from pydantic import ValidationError
 
+from scaimind.contract.private_files import (
+    private_database,
+    private_dir,
+    secure_children,
+    secure_tree,
+)
 from scaimind.coordinator.config import CoordinatorConfig
 from scaimind.coordinator.executors import ExecutorError, make_executor
-from scaimind.coordinator.jobfiles import JOBS_AREA
-from scaimind.coordinator.manager import JobManager
-from scaimind.coordinator.service import ClusterServicer, CoordinatorServicer
-from scaimind.coordinator.store import Store
-from scaimind.private_files import private_database, private_dir, secure_children, secure_tree
+from scaimind.coordinator.jobs.jobfiles import JOBS_AREA
+from scaimind.coordinator.jobs.manager import JobManager
+from scaimind.coordinator.jobs.runtime import Workload
+from scaimind.coordinator.persistence.store import Store
+from scaimind.coordinator.rpc.cluster_service import ClusterServicer
+from scaimind.coordinator.rpc.coordinator_service import CoordinatorServicer
+from scaimind.coordinator.workloads.evaluation import EVALUATION, EvaluationWorkload
+from scaimind.coordinator.workloads.training import TRAINING, TrainingWorkload
 from scaimind.v1 import cluster_pb2_grpc, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -98,7 +106,12 @@ async def start_coordinator(config: CoordinatorConfig) -> RunningCoordinator:
         lock.close()
         raise CoordinatorStartError(str(e)) from e
     store = Store(config.data_dir / "coordinator.db")
-    manager = JobManager(config, list(inventory.nodes), store, executor=executor)
+    # Job types and what runs them: the one place that knows every workload.
+    workloads: dict[str, Workload] = {
+        TRAINING: TrainingWorkload(),
+        EVALUATION: EvaluationWorkload(),
+    }
+    manager = JobManager(config, list(inventory.nodes), store, workloads, executor)
     _secure(config, manager)
     await manager.sandbox.probe()
     if manager.sandbox.usable:
@@ -176,48 +189,3 @@ def serve_forever(config: CoordinatorConfig) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(main())
     return 0
-
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser(
-        prog="python -m scaimind.coordinator",
-        description=__doc__.splitlines()[0] if __doc__ else None,
-    )
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--inventory", type=Path, default=None)
-    parser.add_argument("--allow-unauthenticated", action="store_true")
-    args = parser.parse_args(argv)
-    from scaimind.settings import SettingsError, load_settings
-
-    try:
-        # The same SCAIMIND_* settings as `scaimind coordinator` (roots, sandbox, limits).
-        settings = load_settings()
-        config = settings.coordinator_config(
-            data_dir=args.data_dir,
-            host=args.host,
-            port=args.port,
-            api_secret=settings.api_secret.get_secret_value() if settings.api_secret else None,
-            allow_unauthenticated=args.allow_unauthenticated,
-            inventory_path=args.inventory,
-            downstream_token_key=(
-                settings.token_signing_key.get_secret_value()
-                if settings.token_signing_key
-                else None
-            ),
-        )
-    except SettingsError as e:
-        print(f"scaimind coordinator: {e}", file=sys.stderr)
-        return 2
-    except ValidationError as e:
-        for error in e.errors():
-            print(
-                f"scaimind coordinator: {error['msg'].removeprefix('Value error, ')}",
-                file=sys.stderr,
-            )
-        return 2
-    return serve_forever(config)

@@ -1,4 +1,7 @@
-"""Where job processes run: `local` (child processes of the coordinator) or `ray` (Ray jobs).
+"""Where and how a job process runs: the sandbox (`sandbox.py`), the process and its output
+(`process.py`), the node inventory (`inventory.py`), and the backends `local` (child processes of
+the coordinator) or `ray` (Ray jobs) behind the `Executor` interface (`base.py`). Knows nothing of
+job states or workloads: it runs a `ProcessSpec`.
 
 `make_executor` is the one place that picks the backend from the configuration; the Ray client
 is imported only when the Ray backend is chosen (it is the optional extra `scaimind[ray]`).

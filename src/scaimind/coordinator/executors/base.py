@@ -16,8 +16,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from scaimind.coordinator.executor import OutputSink, ProcessSpec
-from scaimind.coordinator.inventory import NodeSpec
+from scaimind.coordinator.executors.inventory import NodeSpec
+from scaimind.coordinator.executors.process import OutputSink, ProcessSpec
 
 if TYPE_CHECKING:
     # Not at run time: the launcher on a Ray node imports this module and needs no protobuf.

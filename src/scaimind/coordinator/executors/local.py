@@ -1,6 +1,6 @@
 """The local executor: every attempt is a child process of the coordinator, in the job sandbox.
 
-What runs is exactly the workload's `ProcessSpec` (executor.py starts it under bubblewrap when
+What runs is exactly the workload's `ProcessSpec` (process.py starts it under bubblewrap when
 the spec carries the sandbox, with the per-job limits); signals go to the job's process group.
 The inventory is the inventory file, or this machine as one CPU node. Runs end with the
 coordinator: a clean stop checkpoints them, and after a crash a restarted coordinator kills
@@ -17,12 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaimind.coordinator.executor import (
-    OutputSink,
-    RunningProcess,
-    follow_process,
-    start_process,
-)
 from scaimind.coordinator.executors.base import (
     ExecutorError,
     Inventory,
@@ -32,7 +26,17 @@ from scaimind.coordinator.executors.base import (
     StartedCallback,
     os_message,
 )
-from scaimind.coordinator.inventory import ProcessSampler, load_inventory, process_start_marker
+from scaimind.coordinator.executors.inventory import (
+    ProcessSampler,
+    load_inventory,
+    process_start_marker,
+)
+from scaimind.coordinator.executors.process import (
+    OutputSink,
+    RunningProcess,
+    follow_process,
+    start_process,
+)
 from scaimind.v1 import common_pb2
 
 KIND = "local"

@@ -45,9 +45,8 @@ import requests
 from ray.exceptions import AuthenticationError
 from ray.job_submission import JobStatus, JobSubmissionClient
 
+from scaimind.contract.private_files import private_dir
 from scaimind.coordinator.config import RayConfig
-from scaimind.coordinator.errors import invalid
-from scaimind.coordinator.executor import OutputSink
 from scaimind.coordinator.executors.base import (
     ExecutorError,
     Inventory,
@@ -58,10 +57,11 @@ from scaimind.coordinator.executors.base import (
     TrackedTasks,
     kind_of,
 )
+from scaimind.coordinator.executors.inventory import CPU, NodeSpec
+from scaimind.coordinator.executors.process import OutputSink
 from scaimind.coordinator.executors.ray_entry import MODULE, launch_document, process_spec
 from scaimind.coordinator.executors.ray_log import LogReader, RayRun
-from scaimind.coordinator.inventory import CPU, NodeSpec
-from scaimind.private_files import private_dir
+from scaimind.coordinator.status import invalid
 from scaimind.v1 import common_pb2
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ mounts and limits. So nothing of the job (its variables, its paths) is in what R
 the job: Ray shows `runtime_env` and the entrypoint in plain text to every client of its job
 server.
 
-The launcher runs the process exactly as the local executor does (executor.py: under the
+The launcher runs the process exactly as the local executor does (process.py: under the
 bubblewrap sandbox when the spec has one, from the clean environment, with the per-job limits,
 the same pipes and metrics-file tail) and writes what the coordinator needs to its stdout, which
 is the Ray job's log the coordinator follows (`tail_job_logs`). One record per line, a tag and a
@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from scaimind.coordinator.config import JobLimits, SandboxConfig
-from scaimind.coordinator.executor import ProcessSpec, follow_process, start_process
 from scaimind.coordinator.executors.base import os_message
-from scaimind.coordinator.sandbox import Mount, Sandbox
+from scaimind.coordinator.executors.process import ProcessSpec, follow_process, start_process
+from scaimind.coordinator.executors.sandbox import Mount, Sandbox
 
 MODULE = "scaimind.coordinator.executors.ray_entry"
 # An argv entry standing for the Python interpreter of the node (the one running this module).

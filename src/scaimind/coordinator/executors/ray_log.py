@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaimind.coordinator.executor import OutputSink
 from scaimind.coordinator.executors.base import RunHandle, StartedCallback
+from scaimind.coordinator.executors.process import OutputSink
 from scaimind.coordinator.executors.ray_entry import (
     BAD_EVENT,
     EVENT,

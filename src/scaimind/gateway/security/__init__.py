@@ -1,0 +1,1 @@
+"""scaimind/gateway/security"""
