@@ -86,7 +86,7 @@ def test_a_failed_job_fails_wait_logs_and_metrics(server: Server) -> None:
     logs = server.run("logs", job_id, "--tail", "1000")
     assert logs.code == 4, logs.err
     assert any(
-        line.endswith("INFO    boom: something went wrong") for line in logs.out.splitlines()
+        line.endswith("WARNING boom: something went wrong") for line in logs.out.splitlines()
     )
     assert f"job {job_id} ended: FAILED" in logs.err
     tail = server.run("logs", job_id, "--no-follow", "--tail", "3")

@@ -77,7 +77,7 @@ for step in range(start + 1, total + 1):
         sys.exit(75)
     time.sleep(pause)
     if fail_at and step == fail_at and not resume:
-        print("boom: something went wrong", flush=True)
+        print("boom: something went wrong", file=sys.stderr, flush=True)
         sys.exit(3)
     emit({"step": step, "loss": 10.0 / step, "accuracy": step / total, "total_steps": total})
     if step % every == 0:

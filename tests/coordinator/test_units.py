@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from scaimind.coordinator.executors.inventory import InventoryError, load_inventory
+from scaimind.coordinator.jobs.runner import last_said
 from scaimind.coordinator.persistence.records import PendingLog
 from scaimind.coordinator.persistence.store import Store
 from scaimind.coordinator.rpc.coordinator_service import downsample
@@ -118,3 +119,11 @@ def test_recent_log_buffer_matches_the_database(tmp_path: Path) -> None:
     assert store.last_seq("job_1") == fresh.last_seq("job_1") == 5000
     fresh.close()
     store.close()
+
+
+def test_a_failed_process_is_explained_by_its_last_stderr_line() -> None:
+    # The pipes are read concurrently: a stdout line read after the error must not replace it.
+    tail = ["[stderr] Traceback (most recent call last):", "[stderr] ValueError: bad", "[stdout] x"]
+    assert last_said(tail) == "ValueError: bad"
+    assert last_said(["[stdout] step 1", "[stdout] giving up"]) == "giving up"
+    assert last_said([]) == ""

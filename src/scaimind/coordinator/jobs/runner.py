@@ -8,7 +8,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from scaimind.coordinator.executors.base import (
@@ -415,9 +415,8 @@ class Running(JobCore):
             self._settle_stop(rt, row, "the process checkpointed and stopped on its own", workload)
         else:
             resume = self.latest_checkpoint_path(job_id, row.resume_checkpoint)
-            # One line for error.message: the last thing the process said (its whole output
-            # stays in the job's logs).
-            last = run.output_tail[-1].split("] ", 1)[-1] if run.output_tail else ""
+            # One line for error.message (the whole output stays in the job's logs).
+            last = last_said(run.output_tail)
             msg = f"process exited with {how}" + (f": {last[:300]}" if last else "")
             if self._transition(
                 job_id,
@@ -464,3 +463,18 @@ class Running(JobCore):
             msg = f"exceeded max_runtime_seconds={limit}"
             fields.update({"error_code": "TIMEOUT", "error_message": msg})
             self._transition(job_id, RUNNING, S.JOB_STATUS_FAILED, fields, msg, L.LOG_LEVEL_ERROR)
+
+
+def last_said(tail: Iterable[str]) -> str:
+    """The line that explains a failed process: its last stderr line, else its last stdout line.
+
+    stderr is where programs (and the built-in trainer) report what ended them. The two pipes
+    are read concurrently, so which of their last lines came last is not known; taking the
+    newest line of either made error.message depend on that race.
+    """
+    lines = list(tail)
+    for source in ("[stderr] ", "[stdout] "):
+        for line in reversed(lines):
+            if line.startswith(source):
+                return line[len(source) :]
+    return ""
