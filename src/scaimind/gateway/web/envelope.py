@@ -10,12 +10,13 @@ from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.types import Message as AsgiMessage
 
 from scaimind.gateway.errors import RequestInvalid, ScaiMindError
+from scaimind.gateway.web.responses import render
 
 logger = logging.getLogger("scaimind.gateway.errors")
 
@@ -52,7 +53,7 @@ def error_body(
     return {"status": "error", "error": error, "meta": {"request_id": request_id}}
 
 
-def error_response(request: Request, exc: ScaiMindError) -> JSONResponse:
+def error_response(request: Request, exc: ScaiMindError) -> Response:
     """Render a ScaiMindError as the envelope."""
     request_id = request_id_of(request)
     body = error_body(
@@ -61,7 +62,10 @@ def error_response(request: Request, exc: ScaiMindError) -> JSONResponse:
     # Set here as well as by the middleware: Starlette sends the response of the catch-all
     # Exception handler from ServerErrorMiddleware, which sits outside every user middleware.
     headers = {**exc.response_headers(), REQUEST_ID_HEADER: request_id}
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    # Rendered like every success body (web/responses.py): one JSON encoder for the API.
+    return Response(
+        render(body), status_code=exc.status_code, headers=headers, media_type="application/json"
+    )
 
 
 def _field_path(loc: Sequence[int | str]) -> str:
@@ -115,15 +119,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return
     app.state.scaimind_error_handlers = True
 
-    async def on_scaimind_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_scaimind_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ScaiMindError)
         return error_response(request, exc)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return error_response(request, RequestInvalid(details=_validation_details(exc)))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         unparsable = _unparsable_body(exc)
         if unparsable is not None:
@@ -138,13 +142,13 @@ def install_error_handlers(app: FastAPI) -> None:
         err.status_code, err.code = exc.status_code, code
         return error_response(request, err)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         logger.exception(
             "unhandled error", extra={"event": "scaimind_unhandled_error", "path": request.url.path}
         )
         return error_response(request, ScaiMindError())
 
-    handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    handlers: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
         ScaiMindError: on_scaimind_error,
         RequestValidationError: on_validation_error,
         StarletteHTTPException: on_http_error,
