@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import grpc
 import httpx
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
+from starlette.types import Receive, Scope, Send
 
-from scaimind.gateway.web.request_metrics import DURATION_METRIC, REQUESTS_METRIC
+from scaimind.gateway.web.request_metrics import (
+    DURATION_METRIC,
+    REQUESTS_METRIC,
+    RequestMetricsMiddleware,
+)
 from tests.conftest import auth
 from tests.gateway.conftest import PREFIX, Failure, Gateway
 
@@ -76,3 +81,32 @@ async def test_a_refused_body_is_counted_too(gateway: Gateway) -> None:
         )
         or 0
     ) >= 1
+
+
+async def test_made_up_methods_do_not_multiply_the_series() -> None:
+    # httptools refuses unknown methods, but h11 and other ASGI servers (a host's) pass any
+    # token through: each one must not become a new series (unbounded memory and /metrics).
+    registry = CollectorRegistry()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 405, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    metrics = RequestMetricsMiddleware(app, prefix=PREFIX, registry=registry)
+    transport = httpx.ASGITransport(app=metrics)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        for n in range(200):
+            await client.request(f"X{n}", f"{PREFIX}/jobs")
+        await client.request("GET", f"{PREFIX}/jobs")
+    methods = {
+        s.labels["method"]
+        for family in registry.collect()
+        if family.name == REQUESTS_METRIC.removesuffix("_total")
+        for s in family.samples
+        if s.name == REQUESTS_METRIC
+    }
+    assert methods == {"OTHER", "GET"}
+    other = registry.get_sample_value(
+        REQUESTS_METRIC, {"route": "unmatched", "method": "OTHER", "status": "405"}
+    )
+    assert other == 200

@@ -44,6 +44,10 @@ _BUCKETS: Final = (
 )
 # A path no route matched (the module's catch-all answers those under its prefix).
 UNMATCHED: Final = "unmatched"
+# The method label: one of these, else OTHER. Servers other than httptools (h11, a host's)
+# pass any method token through, and each one would otherwise be a new series.
+_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD: Final = "OTHER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +101,7 @@ class RequestMetricsMiddleware:
         metrics = _metrics(REGISTRY if registry is None else registry)
         self._requests = metrics.requests
         self._duration = metrics.duration
-        # (route, method, status) -> the labelled children; bounded by routes x methods x codes.
+        # (route, method, status) -> the labelled children; bounded by routes x 8 methods x codes.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,7 +127,8 @@ class RequestMetricsMiddleware:
             raise
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        key = (route_template(scope, self.prefix), scope["method"], status)
+        method = scope["method"] if scope["method"] in _METHODS else OTHER_METHOD
+        key = (route_template(scope, self.prefix), method, status)
         children = self._children.get(key)
         if children is None:
             labels = (key[0], key[1], str(status))
