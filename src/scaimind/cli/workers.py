@@ -50,7 +50,7 @@ def worker_app() -> FastAPI:
 def _coordinator_main(data_dir: str, conn: Connection) -> None:
     """The shared coordinator process: start, send its address (or an error), run until
     SIGINT/SIGTERM, then stop cleanly (running jobs checkpoint and are re-queued)."""
-    from scaimind.gateway.app import embedded_api_secret, start_embedded_coordinator
+    from scaimind.gateway.app import coordinator_api_secret, start_embedded_coordinator
 
     quiet_grpc_fork()
 
@@ -62,11 +62,7 @@ def _coordinator_main(data_dir: str, conn: Connection) -> None:
             loop.add_signal_handler(sig, stop.set)
         async with AsyncExitStack() as stack:
             try:
-                secret = (
-                    settings.api_secret.get_secret_value()
-                    if settings.api_secret
-                    else embedded_api_secret(settings.data_dir)
-                )
+                secret = coordinator_api_secret(settings)
                 target = await start_embedded_coordinator(settings, secret, stack)
             except Exception as exc:
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))

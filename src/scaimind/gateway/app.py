@@ -7,7 +7,6 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -66,9 +65,12 @@ def module_router() -> APIRouter:
     return router
 
 
-def embedded_api_secret(data_dir: Path) -> str:
-    """The gateway↔embedded-coordinator secret of a data dir (`api-secret`)."""
-    return secret_file(data_dir, _API_SECRET_FILE)
+def coordinator_api_secret(settings: Settings) -> str:
+    """The gateway↔coordinator secret: SCAIMIND_API_SECRET, else the data dir's `api-secret`
+    (made on first use), which an embedded coordinator shares."""
+    if settings.api_secret:
+        return settings.api_secret.get_secret_value()
+    return secret_file(settings.data_dir, _API_SECRET_FILE)
 
 
 async def start_embedded_coordinator(
@@ -128,11 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         return
     settings: Settings = app.state.scaimind_settings
     async with AsyncExitStack() as stack:
-        api_secret = (
-            settings.api_secret.get_secret_value()
-            if settings.api_secret
-            else embedded_api_secret(settings.data_dir)
-        )
+        api_secret = coordinator_api_secret(settings)
         target = settings.grpc_target
         _warn_if_plaintext(settings)
         if settings.embedded_coordinator:
