@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +49,7 @@ from typing import Any
 
 import grpc
 import httpx
+from servers import start_servers, wait_http
 
 from scaimind.gateway.security.auth import mint_token
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -63,14 +62,6 @@ WRK_HINT = (
     "wrk (an HTTP load generator written in C) is not installed: "
     "`sudo apt-get install wrk` on Debian/Ubuntu, `brew install wrk` on macOS"
 )
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def pct(values: list[float], q: float) -> float:
@@ -127,49 +118,19 @@ class Processes:
 
 def start(tmp: Path, workers: int, gateway_src: Path | None = None) -> Processes:
     """Start the coordinator and the gateway (external mode) on free ports."""
-    inventory = tmp / "inventory.json"
-    # Enough slots to train the jobs side by side; they are tiny NumPy runs.
-    inventory.write_text(
-        json.dumps(
-            [{"node_id": "bench", "hostname": "localhost", "gpu_type": "CPU", "gpu_count": 8}]
-        )
-    )
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SCAIMIND_API_SECRET": API_SECRET,
-        "SCAIMIND_JWT_SECRET": JWT_SECRET,
-        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
-        "SCAIMIND_GRPC_HOST": "127.0.0.1",
-        "SCAIMIND_GRPC_PORT": str(grpc_port),
-        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
-        "SCAIMIND_LOG_LEVEL": "warning",
-    }
-    cli = [sys.executable, "-m", "scaimind.cli"]
-    coordinator = subprocess.Popen(
-        [
-            *cli,
-            "coordinator",
-            "--port",
-            str(grpc_port),
-            "--data-dir",
-            str(tmp / "coordinator"),
-            "--inventory",
-            str(inventory),
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    serve = [*cli, "serve", "--port", str(http_port)]
-    if workers > 1:
-        serve += ["--workers", str(workers)]
-    gateway_env = dict(env)
-    if gateway_src is not None:
+    servers = start_servers(
+        tmp,
+        # Enough slots to train the jobs side by side; they are tiny NumPy runs.
+        slots=8,
+        env={"SCAIMIND_API_SECRET": API_SECRET, "SCAIMIND_JWT_SECRET": JWT_SECRET},
+        serve_args=["--workers", str(workers)] if workers > 1 else [],
         # The gateway of another checkout (the "before" figures); the coordinator stays this
         # one's, since its sandboxed trainer runs the installed package.
-        gateway_env["PYTHONPATH"] = str(gateway_src)
-    gateway = subprocess.Popen(serve, env=gateway_env, stderr=subprocess.DEVNULL)
-    return Processes(tmp, grpc_port, http_port, coordinator, gateway)
+        gateway_env={"PYTHONPATH": str(gateway_src)} if gateway_src is not None else None,
+    )
+    return Processes(
+        tmp, servers.grpc_port, servers.http_port, servers.coordinator, servers.gateway
+    )
 
 
 def stop(procs: Processes) -> None:
@@ -183,18 +144,6 @@ def stop(procs: Processes) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-async def wait_http(url: str, within: float = 60.0) -> None:
-    """Wait until the gateway answers `url` with 200."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def create_jobs(base: str, token: str, tmp: Path, count: int) -> list[str]:

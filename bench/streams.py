@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +42,7 @@ from typing import Any
 
 import httpx
 import uvloop
+from servers import start_servers, wait_http
 
 from scaimind.gateway.security.auth import mint_token
 
@@ -61,14 +60,6 @@ while True:
 """
 
 _TS = re.compile(rb'"timestamp":"([^"]+)"')
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def rss_bytes(pid: int) -> int:
@@ -267,18 +258,6 @@ class Reader:
         self.proc.stdin.write(word.encode() + b"\n")
 
 
-async def wait_http(url: str, within: float = 60.0) -> None:
-    """Wait until the gateway answers /health."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 @dataclass
 class Setup:
     """The processes and files of one bench run."""
@@ -303,51 +282,19 @@ def start(args: argparse.Namespace) -> Setup:
     script.write_text(TICKER)
     corpus = tmp / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": f"s {i}"}) + "\n" for i in range(10)))
-    inventory = tmp / "inventory.json"
-    inventory.write_text(
-        json.dumps(
-            [
-                {
-                    "node_id": "bench-node",
-                    "hostname": "localhost",
-                    "gpu_type": "CPU",
-                    "gpu_count": args.jobs,
-                }
-            ]
-        )
+    servers = start_servers(
+        tmp,
+        slots=args.jobs,
+        env={
+            "SCAIMIND_API_SECRET": API_SECRET,
+            "SCAIMIND_JWT_SECRET": JWT_SECRET,
+            "SCAIMIND_STREAM_CAP_PER_TENANT": "100000",
+        },
+        python_args=["-m", "cProfile", "-o", str(args.profile_gateway)]
+        if args.profile_gateway
+        else [],
     )
-    grpc_port, http_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "SCAIMIND_API_SECRET": API_SECRET,
-        "SCAIMIND_JWT_SECRET": JWT_SECRET,
-        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
-        "SCAIMIND_GRPC_HOST": "127.0.0.1",
-        "SCAIMIND_GRPC_PORT": str(grpc_port),
-        "SCAIMIND_STREAM_CAP_PER_TENANT": "100000",
-        # The ticker script and the corpus are local files (issue 10: only listed roots).
-        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
-        "SCAIMIND_LOG_LEVEL": "warning",
-    }
-    cli = [sys.executable, "-m", "scaimind.cli"]
-    coordinator = subprocess.Popen(
-        [
-            *cli,
-            "coordinator",
-            "--port",
-            str(grpc_port),
-            "--data-dir",
-            str(tmp / "coordinator"),
-            "--inventory",
-            str(inventory),
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    gateway_cmd = [*cli, "serve", "--port", str(http_port)]
-    if args.profile_gateway:
-        gateway_cmd[1:1] = ["-m", "cProfile", "-o", str(args.profile_gateway)]
-    gateway = subprocess.Popen(gateway_cmd, env=env, stderr=subprocess.DEVNULL)
+    http_port, gateway, coordinator = servers.http_port, servers.gateway, servers.coordinator
     return Setup(tmp, script, corpus, http_port, gateway, coordinator, (soft, hard))
 
 

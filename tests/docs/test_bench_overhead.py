@@ -33,6 +33,9 @@ Transfer/sec:    400.00KB
 
 
 def _bench() -> ModuleType:
+    # As `python bench/overhead.py` runs it: its folder (bench/servers.py) is on the path.
+    if str(BENCH.parent) not in sys.path:
+        sys.path.insert(0, str(BENCH.parent))
     spec = importlib.util.spec_from_file_location("bench_overhead", BENCH)
     assert spec is not None
     assert spec.loader is not None

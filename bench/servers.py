@@ -1,0 +1,102 @@
+"""The coordinator and gateway that the HTTP benches run against, as separate processes.
+
+Imported by bench scripts run as `python bench/<name>.py` (their folder is on sys.path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+CLI = [sys.executable, "-m", "scaimind.cli"]
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Servers:
+    """`scaimind coordinator` and `scaimind serve` (external mode, pointed at it)."""
+
+    grpc_port: int
+    http_port: int
+    coordinator: subprocess.Popen[bytes]
+    gateway: subprocess.Popen[bytes]
+
+
+def start_servers(
+    tmp: Path,
+    *,
+    slots: int,
+    env: Mapping[str, str],
+    serve_args: Sequence[str] = (),
+    python_args: Sequence[str] = (),
+    gateway_env: Mapping[str, str] | None = None,
+) -> Servers:
+    """Both on free ports, data under `tmp`, one node with `slots` slots; `env` adds settings
+    (secrets and the like) to both, `gateway_env` to the gateway only; `python_args` go before
+    the gateway's `-m scaimind.cli` (e.g. a profiler)."""
+    inventory = tmp / "inventory.json"
+    inventory.write_text(
+        json.dumps(
+            [{"node_id": "bench", "hostname": "localhost", "gpu_type": "CPU", "gpu_count": slots}]
+        )
+    )
+    grpc_port, http_port = free_port(), free_port()
+    common = {
+        **os.environ,
+        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
+        "SCAIMIND_GRPC_HOST": "127.0.0.1",
+        "SCAIMIND_GRPC_PORT": str(grpc_port),
+        # The jobs' scripts and corpora are local files (only listed roots are readable).
+        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
+        "SCAIMIND_LOG_LEVEL": "warning",
+        **env,
+    }
+    coordinator = subprocess.Popen(
+        [
+            *CLI,
+            "coordinator",
+            "--port",
+            str(grpc_port),
+            "--data-dir",
+            str(tmp / "coordinator"),
+            "--inventory",
+            str(inventory),
+        ],
+        env=common,
+        stderr=subprocess.DEVNULL,
+    )
+    serve = [sys.executable, *python_args, *CLI[1:], "serve", "--port", str(http_port)]
+    gateway = subprocess.Popen(
+        [*serve, *serve_args], env={**common, **(gateway_env or {})}, stderr=subprocess.DEVNULL
+    )
+    return Servers(grpc_port, http_port, coordinator, gateway)
+
+
+async def wait_http(url: str, within: float = 60.0) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
