@@ -49,7 +49,7 @@ from typing import Any
 
 import grpc
 import httpx
-from servers import start_servers, wait_http
+from servers import start_servers, stop, wait_http
 
 from scaimind.gateway.security.auth import mint_token
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -131,19 +131,6 @@ def start(tmp: Path, workers: int, gateway_src: Path | None = None) -> Processes
     return Processes(
         tmp, servers.grpc_port, servers.http_port, servers.coordinator, servers.gateway
     )
-
-
-def stop(procs: Processes) -> None:
-    """SIGINT both (a clean uvicorn and coordinator shutdown), kill what does not stop."""
-    for proc in (procs.gateway, procs.coordinator):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-    for proc in (procs.gateway, procs.coordinator):
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def create_jobs(base: str, token: str, tmp: Path, count: int) -> list[str]:
@@ -477,7 +464,7 @@ def main(argv: list[str] | None = None) -> None:
             )
 
     finally:
-        stop(procs)
+        stop(procs.gateway, procs.coordinator)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,3 +101,17 @@ async def wait_http(url: str, within: float = 60.0) -> None:
                     return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url} did not come up")
+
+
+def stop(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGINT each (a clean uvicorn and coordinator shutdown; a profiled gateway writes its
+    profile on the way out), then kill what has not stopped within 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import resource
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ from typing import Any
 
 import httpx
 import uvloop
-from servers import start_servers, wait_http
+from servers import start_servers, stop, wait_http
 
 from scaimind.gateway.security.auth import mint_token
 
@@ -506,15 +505,7 @@ def main() -> None:
     try:
         asyncio.run(bench(args, setup))
     finally:
-        # SIGINT: uvicorn re-raises the signal after its shutdown, and only SIGINT (as
-        # KeyboardInterrupt) lets a profiled gateway write its profile on the way out.
-        for proc in (setup.gateway, setup.coordinator):
-            proc.send_signal(signal.SIGINT)
-        for proc in (setup.gateway, setup.coordinator):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(setup.gateway, setup.coordinator)
 
 
 if __name__ == "__main__":
