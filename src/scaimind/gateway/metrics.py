@@ -10,6 +10,7 @@ come from one GetClusterStatus call, made when `/metrics` is scraped (`refresh`)
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -119,16 +120,12 @@ class ClusterFiguresCollector:
             yield from max(fresh, key=lambda f: f.updated_at or 0.0).metrics()
 
 
-_collector: ClusterFiguresCollector | None = None
-
-
+@functools.cache
 def collector() -> ClusterFiguresCollector:
     """The process's collector, registered with Prometheus on first use."""
-    global _collector
-    if _collector is None:
-        _collector = ClusterFiguresCollector()
-        REGISTRY.register(_collector)
-    return _collector
+    found = ClusterFiguresCollector()
+    REGISTRY.register(found)
+    return found
 
 
 def open_cluster_figures(client: CoordinatorClient, stack: AsyncExitStack) -> ClusterFigures:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 from prometheus_client import REGISTRY
@@ -75,13 +76,9 @@ class StreamMetrics:
             yield family(name, doc, value=value)
 
 
-_stream_metrics: StreamMetrics | None = None
-
-
+@functools.cache
 def stream_metrics() -> StreamMetrics:
     """The process's stream collector, registered with Prometheus on first use."""
-    global _stream_metrics
-    if _stream_metrics is None:
-        _stream_metrics = StreamMetrics()
-        REGISTRY.register(_stream_metrics)
-    return _stream_metrics
+    found = StreamMetrics()
+    REGISTRY.register(found)
+    return found
