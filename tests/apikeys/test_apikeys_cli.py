@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import pytest
 
 from scaimind.gateway.db.engine import create_engine
 from scaimind.gateway.security.apikeys import ApiKeyStore
+from tests.cache.cache_support import DatabaseFactory
 from tests.conftest import settings_for
 from tests.gateway.conftest import PREFIX, ScriptedCoordinator, running_gateway
 
@@ -64,7 +66,12 @@ async def test_cli_key_is_accepted_by_a_gateway_on_the_same_data_dir_until_revok
         assert servicer.last("ListJobs").metadata["x-tenant-id"] == "acme"
         assert servicer.last("ListJobs").metadata["x-user-id"] == "ada"
 
-        listing = scaimind("list", "--tenant", "acme", "--json", "--data-dir", str(data_dir))
+        # The CLI runs off the event loop: the gateway in this process must go on serving (and
+        # finish its background cache writes) while the operator's command runs, as it would in
+        # production; a blocked loop would hold SQLite's write lock for the whole subprocess.
+        listing = await asyncio.to_thread(
+            scaimind, "list", "--tenant", "acme", "--json", "--data-dir", str(data_dir)
+        )
         assert listing.returncode == 0, listing.stderr
         (entry,) = json.loads(listing.stdout)
         assert entry["key_id"] == key_id
@@ -73,7 +80,7 @@ async def test_cli_key_is_accepted_by_a_gateway_on_the_same_data_dir_until_revok
         assert entry["expires_at"]
         assert entry["last_used_at"]
         assert key not in listing.stdout
-        revoked = scaimind("revoke", key_id, "--data-dir", str(data_dir))
+        revoked = await asyncio.to_thread(scaimind, "revoke", key_id, "--data-dir", str(data_dir))
         assert revoked.returncode == 0, revoked.stderr
         r = await client.get(f"{PREFIX}/jobs", headers=headers)
         assert r.status_code == 401, r.text
@@ -117,3 +124,17 @@ def test_cli_refuses_an_unknown_role_and_prints_no_key(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "unknown role 'root'" in refused.stderr
     assert refused.stdout == ""
+
+
+def test_cli_on_an_unmigrated_server_database_names_the_cause_and_the_fix(
+    database_factory: DatabaseFactory, tmp_path: Path
+) -> None:
+    empty = database_factory.create("postgresql")
+    listed = scaimind("list", "--tenant", "acme", "--database-url", empty)
+    assert listed.returncode == 1
+    assert "does not exist" in listed.stderr
+    assert "(run `scaimind migrate`?)" in listed.stderr
+    # The driver's words only: SQLAlchemy's rendering would echo the statement and its
+    # parameters (for `create`, the key's hash).
+    assert "SELECT" not in listed.stderr
+    assert "[SQL:" not in listed.stderr

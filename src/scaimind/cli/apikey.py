@@ -50,9 +50,19 @@ def _run(
     try:
         return asyncio.run(main())
     except (SQLAlchemyError, OSError) as exc:
-        raise CliError(
-            f"apikey: the database refused: {type(exc).__name__} (run `scaimind migrate`?)"
-        ) from None
+        raise CliError(f"apikey: the database refused: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words (first line), never SQLAlchemy's rendering of the statement and
+    its parameters (which would echo key hashes); a hint when the schema looks missing."""
+    cause = getattr(exc, "orig", None) or exc
+    said = str(cause).strip().splitlines()
+    reason = f"{type(cause).__name__}: {said[0][:200]}" if said else type(cause).__name__
+    missing = ("no such table", "does not exist", "doesn't exist")
+    if any(marker in reason for marker in missing):
+        reason += " (run `scaimind migrate`?)"
+    return reason
 
 
 def create(
