@@ -284,6 +284,37 @@ async def test_client_disconnect_cancels_the_upstream_call(
         await wait_for(slot_freed, within=5)
 
 
+async def test_server_shutdown_ends_open_streams_with_a_retryable_error(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    # uvicorn's graceful shutdown waits for every response to complete; the streams end
+    # themselves when the server is told to exit. (Cut by timeout_graceful_shutdown instead,
+    # they would end without these frames.)
+    coordinator.job("job_s").log("running")
+    gw = await start_gateway(sse_heartbeat_s=300)
+    limiter = gw.server.config.app.state.scaimind.streams.limiter
+    async with httpx.AsyncClient() as http:
+        async with (
+            http.stream("GET", f"{gw.url}/jobs/job_s/logs", headers=auth()) as logs,
+            http.stream("GET", f"{gw.url}/jobs/job_s/metrics/stream", headers=auth()) as metrics,
+        ):
+            log_reader, metric_reader = EventReader(logs), EventReader(metrics)
+            assert (await log_reader.next()).event == "log"
+            stopping = asyncio.create_task(gw.stop())
+            log_rest = data_events(await log_reader.rest(within=10))
+            metric_rest = data_events(await metric_reader.rest(within=10))
+        await stopping
+    for rest in (log_rest, metric_rest):
+        assert [e.event for e in rest][-2:] == ["error", "message"], rest
+        assert rest[-2].json() == {
+            "error": "stream ended",
+            "code": "BACKEND_UNAVAILABLE",
+            "retryable": True,
+        }
+        assert rest[-1].data == "[DONE]"
+    assert limiter.open_streams() == 0
+
+
 async def test_heartbeat_on_an_idle_stream(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from scaimind.gateway.errors import RateLimited
@@ -18,18 +19,20 @@ class ClientStalled(TimeoutError):
 class StreamSlot:
     """One tenant's claim on an open stream; releasing twice is harmless."""
 
-    __slots__ = ("_limiter", "_released", "tenant_id")
+    __slots__ = ("_limiter", "_released", "stop", "tenant_id")
 
     def __init__(self, limiter: StreamLimiter, tenant_id: str) -> None:
         self._limiter = limiter
         self.tenant_id = tenant_id
         self._released = False
+        # Set by the stream while it runs: ends it at shutdown.
+        self.stop: Callable[[], None] | None = None
 
     def release(self) -> None:
         """Give the slot back."""
         if not self._released:
             self._released = True
-            self._limiter.release(self.tenant_id)
+            self._limiter.release(self)
 
     def timed_out(self) -> None:
         """Count the stream as closed for a client that stopped reading."""
@@ -42,6 +45,7 @@ class StreamLimiter:
     def __init__(self, cap_per_tenant: int) -> None:
         self.cap_per_tenant = cap_per_tenant
         self._open: dict[str, int] = {}
+        self._slots: set[StreamSlot] = set()
         # Streams closed because their client read nothing for the send timeout.
         self.send_timeouts = 0
 
@@ -55,10 +59,14 @@ class StreamLimiter:
                 retry_after=STREAM_RETRY_AFTER_S,
             )
         self._open[tenant_id] = count + 1
-        return StreamSlot(self, tenant_id)
+        slot = StreamSlot(self, tenant_id)
+        self._slots.add(slot)
+        return slot
 
-    def release(self, tenant_id: str) -> None:
-        """One stream of `tenant_id` closed (its slot calls this once)."""
+    def release(self, slot: StreamSlot) -> None:
+        """A stream closed (its slot calls this once)."""
+        self._slots.discard(slot)
+        tenant_id = slot.tenant_id
         count = self._open.get(tenant_id, 0) - 1
         if count > 0:
             self._open[tenant_id] = count
@@ -70,3 +78,10 @@ class StreamLimiter:
         if tenant_id is not None:
             return self._open.get(tenant_id, 0)
         return sum(self._open.values())
+
+    def end_all(self) -> int:
+        """Stop every running stream (the server is shutting down); returns how many."""
+        stops = [slot.stop for slot in self._slots if slot.stop is not None]
+        for stop in stops:
+            stop()
+        return len(stops)

@@ -1,37 +1,52 @@
-"""The SSE response: sse-starlette's EventSourceResponse with a stream slot, a send timeout and
-the direct send the log feeds write to.
+"""The SSE response: one relay per stream, run by the request's own task.
 
-A stream is one coroutine: sse-starlette runs the relay, the heartbeat, the shutdown watch and
-the disconnect listener in one task group, so a client that goes away cancels the relay, whose
-`finally` closes the upstream iterator and with it the gRPC call.
+Thousands of followers stay open at once, so what a stream holds while it waits matters more
+than what it costs per event. A stream here is the request task relaying its events, one task
+listening for the client's disconnect, and a timer handle for the heartbeat. (sse-starlette's
+response, used before, ran four tasks in an anyio task group per stream: 54 KiB of gateway
+memory per open stream in bench/streams.py, ten of them anyio's.)
+
+How a stream ends:
+- its events end (the relay sends the closing frames it was given, then ends the body);
+- the client goes away: the listener cancels the relay, whose `finally` closes the upstream
+  iterator and with it the gRPC call;
+- the client stops reading: a write waits `send_timeout_s` at most, then the stream closes;
+- the server shuts down: `StreamLimiter.end_all` stops every stream with a retryable error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Final, Literal
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from scaimind.gateway.streaming.feeds import DirectSend
+from scaimind.gateway.streaming.framing import aclose, error_frames
 from scaimind.gateway.streaming.limiter import ClientStalled, StreamSlot
 
 logger = logging.getLogger("scaimind.gateway.streaming")
 
+_PING: Final[Message] = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+_HEADERS: Final = {
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    # nginx and friends must not buffer a stream.
+    "X-Accel-Buffering": "no",
+}
 
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping", sep="\n")
+
+def _body(chunk: bytes, *, more: bool = True) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": more}
 
 
-class EventStream(EventSourceResponse):
-    """An SSE response that owns a stream slot and frees it however the stream ends.
+class EventStream(Response):
+    """A `text/event-stream` response that owns a stream slot and frees it however it ends."""
 
-    Only sse-starlette's public surface is used (constructor arguments and the ASGI call), so
-    any 2.1+ release works: the send timeout and the direct send are both set up here by
-    wrapping the ASGI `send`, not by overriding the library's private methods.
-    """
+    media_type = "text/event-stream"
 
     def __init__(
         self,
@@ -41,45 +56,31 @@ class EventStream(EventSourceResponse):
         send_timeout_s: float,
         slot: StreamSlot,
         direct: DirectSend | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(
-            events,
-            # sse-starlette defaults to no-store; the contract says no-cache. Its own
-            # X-Accel-Buffering: no stays, and it refuses compression outright.
-            headers={"Cache-Control": "no-cache"},
-            ping=heartbeat_s,
-            ping_message_factory=_ping,
-            sep="\n",
-        )
-        self._slot = slot
-        self._direct = direct
+        # Not Response.__init__: a stream has no body to measure (no Content-Length).
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**_HEADERS, **(headers or {})})
+        self._events = events
+        self._heartbeat_s = heartbeat_s
         # A client that stops reading but keeps the socket open would otherwise hold its slot
         # and task forever once the socket buffer is full.
         self._send_timeout_s = send_timeout_s
-
-    def _bounded(self, send: Send) -> Send:
-        # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as
-        # much as the socket write at thousands of events a second, profiled).
-        async def bounded_send(message: Message) -> None:
-            try:
-                async with asyncio.timeout(self._send_timeout_s):
-                    await send(message)
-            except TimeoutError:
-                raise ClientStalled() from None
-
-        return bounded_send
+        self._slot = slot
+        self._direct = direct
+        self._ending: Literal["disconnect", "shutdown"] | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._direct is not None:
-            # Caught-up log followers are written to by the feed's dispatcher, which bounds
-            # its writes itself.
-            self._direct.send = send
         try:
-            await super().__call__(scope, receive, self._bounded(send))
-        except* ClientStalled:
+            start = {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+            await self._bounded(send, start)
+            await self._stream(receive, send)
+        except ClientStalled:
             # Not a server fault: the client stopped reading. Returning closes the connection.
             self._slot.timed_out()
-            # (uvicorn adds an error line: the response cannot be completed on a full socket.)
             logger.info(
                 "closed a stream whose client read nothing for %g s",
                 self._send_timeout_s,
@@ -87,3 +88,74 @@ class EventStream(EventSourceResponse):
             )
         finally:
             self._slot.release()
+            await aclose(self._events)
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        if self._direct is not None:
+            # Caught-up log followers are written to by the feed's dispatcher, which bounds
+            # its writes itself.
+            self._direct.send = send
+        loop = asyncio.get_running_loop()
+        listener = loop.create_task(self._listen(receive))
+        self._heartbeat = loop.call_later(self._heartbeat_s, self._ping, send)
+        self._slot.stop = self._stop_for_shutdown
+        try:
+            async for chunk in self._events:
+                await self._bounded(send, _body(chunk))
+            await self._bounded(send, _body(b"", more=False))
+        except asyncio.CancelledError:
+            if self._ending is None:
+                raise
+            # Ours (the client left, or the server is stopping), so this task goes on.
+            task.uncancel()
+        finally:
+            # Before any await: from here on nothing may cancel this task in our name.
+            self._slot.stop = None
+            listener.cancel()
+            self._heartbeat.cancel()
+        if self._ending == "shutdown":
+            # Retryable: the client resumes with Last-Event-ID on the next server.
+            closing = b"".join(error_frames("BACKEND_UNAVAILABLE", True))
+            await self._bounded(send, _body(closing, more=False))
+
+    async def _listen(self, receive: Receive) -> None:
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # a receive that fails: the connection is unusable
+            pass
+        self._end("disconnect")
+
+    def _stop_for_shutdown(self) -> None:
+        self._end("shutdown")
+
+    def _end(self, why: Literal["disconnect", "shutdown"]) -> None:
+        if self._ending is None and self._task is not None:
+            self._ending = why
+            self._task.cancel()
+
+    def _ping(self, send: Send) -> None:
+        self._heartbeat = asyncio.get_running_loop().call_later(self._heartbeat_s, self._ping, send)
+        # Written here, not by a task: the first step of an ASGI send completes at once unless
+        # the socket's buffer is full, and then a write is already waiting and a ping would
+        # add nothing, so it is dropped.
+        coro = send(_PING)
+        try:
+            coro.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return
+        except Exception:  # the relay's own next write reports a dead stream
+            return
+        coro.close()  # type: ignore[attr-defined]
+
+    async def _bounded(self, send: Send, message: Message) -> None:
+        # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as
+        # much as the socket write at thousands of events a second, profiled).
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await send(message)
+        except TimeoutError:
+            raise ClientStalled() from None
