@@ -17,8 +17,9 @@ How a stream ends:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any, Final, Literal
 
 from starlette.responses import Response
@@ -30,7 +31,9 @@ from scaimind.gateway.streaming.limiter import ClientStalled, StreamSlot
 
 logger = logging.getLogger("scaimind.gateway.streaming")
 
-_PING: Final[Message] = {"type": "http.response.body", "body": b": ping\n\n", "more_body": True}
+_PING: Final = b": ping\n\n"
+# The farewell at shutdown waits this long at most: a stalled client must not hold it up.
+_FAREWELL_TIMEOUT_S: Final = 1.0
 _HEADERS: Final = {
     "Cache-Control": "no-cache",
     "Connection": "keep-alive",
@@ -56,12 +59,11 @@ class EventStream(Response):
         send_timeout_s: float,
         slot: StreamSlot,
         direct: DirectSend | None = None,
-        headers: Mapping[str, str] | None = None,
     ) -> None:
         # Not Response.__init__: a stream has no body to measure (no Content-Length).
         self.status_code = 200
         self.background = None
-        self.init_headers({**_HEADERS, **(headers or {})})
+        self.init_headers(_HEADERS)
         self._events = events
         self._heartbeat_s = heartbeat_s
         # A client that stops reading but keeps the socket open would otherwise hold its slot
@@ -119,7 +121,8 @@ class EventStream(Response):
         if self._ending == "shutdown":
             # Retryable: the client resumes with Last-Event-ID on the next server.
             closing = b"".join(error_frames("BACKEND_UNAVAILABLE", True))
-            await self._bounded(send, _body(closing, more=False))
+            with contextlib.suppress(ClientStalled):
+                await self._bounded(send, _body(closing, more=False), _FAREWELL_TIMEOUT_S)
 
     async def _listen(self, receive: Receive) -> None:
         try:
@@ -142,7 +145,7 @@ class EventStream(Response):
         # Written here, not by a task: the first step of an ASGI send completes at once unless
         # the socket's buffer is full, and then a write is already waiting and a ping would
         # add nothing, so it is dropped.
-        coro = send(_PING)
+        coro = send(_body(_PING))
         try:
             coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
@@ -151,11 +154,11 @@ class EventStream(Response):
             return
         coro.close()  # type: ignore[attr-defined]
 
-    async def _bounded(self, send: Send, message: Message) -> None:
+    async def _bounded(self, send: Send, message: Message, timeout_s: float | None = None) -> None:
         # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as
         # much as the socket write at thousands of events a second, profiled).
         try:
-            async with asyncio.timeout(self._send_timeout_s):
+            async with asyncio.timeout(timeout_s or self._send_timeout_s):
                 await send(message)
         except TimeoutError:
             raise ClientStalled() from None
