@@ -77,7 +77,14 @@ class Settings(BaseSettings):
     sse_heartbeat_s: Annotated[float, Field(gt=0, le=300)] = 15.0
     # A client whose socket stays full this long (it stopped reading) loses its stream.
     sse_send_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # A stream open this long ends with a retryable error and the client resumes where it was:
+    # a bound on what one stream holds when its client's disconnect goes unseen (a pipelined
+    # request on the same connection hides it from the app). Kubernetes ends watches likewise.
+    sse_max_stream_s: Annotated[float, Field(gt=0, le=7 * 86_400)] = 3600.0
     stream_cap_per_tenant: Annotated[int, Field(ge=1)] = 1000
+    # `scaimind serve`: on SIGTERM, connections still open after this long are closed (streams
+    # end at once with a retryable error; this cuts a client that reads nothing).
+    shutdown_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 10
 
     # Job confinement (the reference coordinator, embedded or standalone; see README "Security
     # model"). Local paths a tenant may name: ":"-separated dirs, `{tenant}` = the caller's id.

@@ -183,3 +183,36 @@ async def test_sigterm_exits_zero_and_the_next_serve_finishes_the_jobs(
     assert await serve.terminate(within=30) == 0
     # Starting job processes from the gRPC process logs nothing of gRPC's fork handlers.
     assert "fork() handlers" not in serve.output.read_text()
+
+
+async def test_a_client_that_never_finishes_its_request_cannot_hold_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    serve = Serve(tmp_path, SCAIMIND_SHUTDOWN_TIMEOUT_S="1")
+    writer: asyncio.StreamWriter | None = None
+    try:
+        url = await serve.start()
+        token = await asyncio.to_thread(serve.token)
+        port = int(url.rsplit(":", 1)[1])
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        # A job submission whose body never arrives in full: the request is in progress, so
+        # a graceful shutdown would wait for it for ever.
+        writer.write(
+            f"POST {PREFIX}/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{".encode()
+        )
+        await writer.drain()
+
+        async def in_progress() -> bool:
+            # The server took the request: a second connection is answered meanwhile.
+            async with httpx.AsyncClient(timeout=2) as client:
+                return (await client.get(f"{url}/health")).status_code == 200
+
+        await wait_for(in_progress, within=10)
+        started = time.monotonic()
+        assert await serve.terminate(within=15) == 0, serve.output.read_text()
+        assert time.monotonic() - started < 10
+    finally:
+        if writer is not None:
+            writer.close()
+        await serve.reap()

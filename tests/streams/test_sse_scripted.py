@@ -706,6 +706,52 @@ async def test_a_client_that_stops_reading_loses_its_stream_after_the_send_timeo
     stalled.close()
 
 
+async def test_a_client_that_stops_reading_a_stream_that_then_goes_quiet_loses_it_too(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_quiet")
+    gw = await start_gateway(
+        send_buffer=SMALL_SEND_BUFFER, sse_send_timeout_s=0.5, sse_heartbeat_s=0.1
+    )
+    streams = gw.server.config.app.state.scaimind.streams
+    stalled = await StalledClient.open(f"{gw.url}/jobs/job_quiet/logs?tail=0")
+    await wait_subscribed(streams.feeds, 1)
+    # One line larger than every buffer: its write completes at once (the server's transport
+    # takes it all), then nothing more is written but heartbeats, which find the socket full.
+    job.log("x" * (1 << 20))
+
+    async def closed() -> bool:
+        return bool(streams.limiter.open_streams() == 0 and streams.feeds.followers() == 0)
+
+    await wait_for(closed, within=10)
+    assert (await scrape(gw))["scaimind_sse_send_timeouts_total"] == 1
+    stalled.close()
+
+
+async def test_a_stream_open_for_its_maximum_time_ends_with_a_retryable_error(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_long")
+    job.log("first")
+    gw = await start_gateway(sse_max_stream_s=1, sse_heartbeat_s=300)
+    limiter = gw.server.config.app.state.scaimind.streams.limiter
+    async with (
+        httpx.AsyncClient() as http,
+        http.stream("GET", f"{gw.url}/jobs/job_long/logs", headers=auth()) as r,
+    ):
+        reader = EventReader(r)
+        assert (await reader.next()).json()["message"] == "first"
+        rest = data_events(await reader.rest(within=10))
+    assert [e.event for e in rest] == ["error", "message"], rest
+    assert rest[0].json() == {
+        "error": "stream ended",
+        "code": "BACKEND_UNAVAILABLE",
+        "retryable": True,
+    }
+    assert rest[1].data == "[DONE]"
+    assert limiter.open_streams() == 0
+
+
 async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:

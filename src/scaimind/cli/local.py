@@ -70,7 +70,13 @@ def serve(
     # that arrives before uvicorn installed its own handler, when nothing is running yet).
     signal.signal(signal.SIGTERM, _exit_cleanly)
     tune_gc()
-    config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower())
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

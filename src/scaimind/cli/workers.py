@@ -157,6 +157,7 @@ def serve_workers(
             port=port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
         )
         Multiprocess(config, sockets=[sock]).run()
     finally:

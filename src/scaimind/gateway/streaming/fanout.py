@@ -89,13 +89,14 @@ class Subscriber:
             self.blocked.cancel()
 
 
-class _Resume:
+class Resume:
     """Awaitable that drives a coroutine on from where a hand-made first step left it."""
 
-    # `Dispatcher._write` runs the first step of an ASGI send itself; only when that step
-    # suspends (the socket's buffer is full) does a task take over, by awaiting this. The
-    # coroutine protocol is followed as a task would: what the coroutine yields goes up to the
-    # task unchanged, what the task sends or throws in goes down to the coroutine.
+    # `Dispatcher._write` (and the SSE heartbeat) runs the first step of an ASGI send itself;
+    # only when that step suspends (the socket's buffer is full) does a task take over, by
+    # awaiting this. The coroutine protocol is followed as a task would: what the coroutine
+    # yields goes up to the task unchanged, what the task sends or throws in goes down to the
+    # coroutine.
 
     __slots__ = ("_coro", "_yielded")
 
@@ -242,7 +243,7 @@ class Dispatcher:
         error: Exception | None = None
         try:
             async with asyncio.timeout(self._send_timeout_s):
-                await _Resume(coro, yielded)
+                await Resume(coro, yielded)
         except TimeoutError:
             error = ClientStalled()
         except Exception as exc:

@@ -251,18 +251,15 @@ async def follow_logs(
                 if batch:
                     yield b"".join(batch)
                 if not ended:
-                    for b in unended_frames(f"catch-up of {req.job_id}"):
-                        yield b
+                    yield b"".join(unended_frames(f"catch-up of {req.job_id}"))
                     return
             except Exception as exc:
-                for b in failure_frames(exc, f"catch-up of {req.job_id}"):
-                    yield b
+                yield b"".join(failure_frames(exc, f"catch-up of {req.job_id}"))
                 return
             finally:
                 await aclose(upstream)
         if direct.send is None:
             raise RuntimeError("follow_logs needs the stream's send (EventStream binds it)")
-        for b in await feed.subscribe(direct.send, cursor, last):
-            yield b
+        yield b"".join(await feed.subscribe(direct.send, cursor, last))
     finally:
         hub.leave(feed)

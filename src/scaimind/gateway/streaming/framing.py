@@ -82,16 +82,13 @@ async def relay(
         async for response in upstream:
             kind = response.WhichOneof("event")
             if kind == "end":
-                for b in end_frames(response.end, job_id):
-                    yield b
+                yield b"".join(end_frames(response.end, job_id))
                 return
             if kind is not None:
                 yield render(getattr(response, kind))
-        for b in unended_frames(f"stream of {job_id}"):
-            yield b
+        yield b"".join(unended_frames(f"stream of {job_id}"))
     except Exception as exc:
-        for b in failure_frames(exc, f"stream of {job_id}"):
-            yield b
+        yield b"".join(failure_frames(exc, f"stream of {job_id}"))
     finally:
         # Closing the client's stream iterator cancels the gRPC call (its own `finally`).
         await aclose(upstream)

@@ -10,8 +10,11 @@ How a stream ends:
 - its events end (the relay sends the closing frames it was given, then ends the body);
 - the client goes away: the listener cancels the relay, whose `finally` closes the upstream
   iterator and with it the gRPC call;
-- the client stops reading: a write waits `send_timeout_s` at most, then the stream closes;
-- the server shuts down: `StreamLimiter.end_all` stops every stream with a retryable error.
+- the client stops reading: a write waits `send_timeout_s` at most, then the stream closes
+  (on a quiet stream the heartbeat is that write);
+- the server shuts down: `StreamLimiter.end_all` stops every stream with a retryable error;
+- it has been open `max_stream_s`: it ends with the same retryable error, and the client
+  resumes (a bound on what a stream whose disconnect goes unseen can hold).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any, Final, Literal
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from scaimind.gateway.streaming.fanout import Resume
 from scaimind.gateway.streaming.feeds import DirectSend
 from scaimind.gateway.streaming.framing import aclose, error_frames
 from scaimind.gateway.streaming.limiter import ClientStalled, StreamSlot
@@ -42,6 +46,9 @@ _HEADERS: Final = {
 }
 
 
+_Ending = Literal["disconnect", "stalled", "shutdown", "expired"]
+
+
 def _body(chunk: bytes, *, more: bool = True) -> Message:
     return {"type": "http.response.body", "body": chunk, "more_body": more}
 
@@ -57,6 +64,7 @@ class EventStream(Response):
         *,
         heartbeat_s: float,
         send_timeout_s: float,
+        max_stream_s: float,
         slot: StreamSlot,
         direct: DirectSend | None = None,
     ) -> None:
@@ -69,11 +77,13 @@ class EventStream(Response):
         # A client that stops reading but keeps the socket open would otherwise hold its slot
         # and task forever once the socket buffer is full.
         self._send_timeout_s = send_timeout_s
+        self._max_stream_s = max_stream_s
         self._slot = slot
         self._direct = direct
-        self._ending: Literal["disconnect", "shutdown"] | None = None
+        self._ending: _Ending | None = None
         self._task: asyncio.Task[Any] | None = None
-        self._heartbeat: asyncio.TimerHandle | None = None
+        # A heartbeat that found the socket full and waits for it (at most one at a time).
+        self._waiting_ping: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -103,24 +113,33 @@ class EventStream(Response):
         loop = asyncio.get_running_loop()
         listener = loop.create_task(self._listen(receive))
         self._heartbeat = loop.call_later(self._heartbeat_s, self._ping, send)
+        expiry = loop.call_later(self._max_stream_s, self._end, "expired")
         self._slot.stop = self._stop_for_shutdown
+        relayed = False
         try:
             async for chunk in self._events:
                 await self._bounded(send, _body(chunk))
+            relayed = True
             await self._bounded(send, _body(b"", more=False))
         except asyncio.CancelledError:
-            if self._ending is None:
+            # Ours (the client left, stalled, the server is stopping, time is up), so this
+            # task goes on, unless someone else cancelled it too.
+            if self._ending is None or task.uncancel() > 0:
                 raise
-            # Ours (the client left, or the server is stopping), so this task goes on.
-            task.uncancel()
         finally:
             # Before any await: from here on nothing may cancel this task in our name.
             self._slot.stop = None
             listener.cancel()
             self._heartbeat.cancel()
-        if self._ending == "shutdown":
-            # Retryable: the client resumes with Last-Event-ID on the next server.
-            closing = b"".join(error_frames("BACKEND_UNAVAILABLE", True))
+            expiry.cancel()
+            if self._waiting_ping is not None:
+                self._waiting_ping.cancel()
+        if self._ending == "stalled":
+            raise ClientStalled()
+        if self._ending in ("shutdown", "expired"):
+            # Retryable: the client resumes with Last-Event-ID (on the next server). Once the
+            # events were all sent (closing frames included) only the body's end is left.
+            closing = b"" if relayed else b"".join(error_frames("BACKEND_UNAVAILABLE", True))
             with contextlib.suppress(ClientStalled):
                 await self._bounded(send, _body(closing, more=False), _FAREWELL_TIMEOUT_S)
 
@@ -135,24 +154,41 @@ class EventStream(Response):
     def _stop_for_shutdown(self) -> None:
         self._end("shutdown")
 
-    def _end(self, why: Literal["disconnect", "shutdown"]) -> None:
+    def _end(self, why: _Ending) -> None:
         if self._ending is None and self._task is not None:
             self._ending = why
             self._task.cancel()
 
     def _ping(self, send: Send) -> None:
-        self._heartbeat = asyncio.get_running_loop().call_later(self._heartbeat_s, self._ping, send)
+        loop = asyncio.get_running_loop()
+        self._heartbeat = loop.call_later(self._heartbeat_s, self._ping, send)
+        if self._waiting_ping is not None:
+            return
         # Written here, not by a task: the first step of an ASGI send completes at once unless
-        # the socket's buffer is full, and then a write is already waiting and a ping would
-        # add nothing, so it is dropped.
+        # the socket's buffer is full.
         coro = send(_body(_PING))
         try:
-            coro.send(None)  # type: ignore[attr-defined]
+            yielded = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return
         except Exception:  # the relay's own next write reports a dead stream
             return
-        coro.close()  # type: ignore[attr-defined]
+        # The buffer is full. A relay write would wait send_timeout_s at most; on a stream
+        # that has gone quiet there is none, so this ping waits in its place, bounded the same
+        # way (a task only for a stream in this state).
+        self._waiting_ping = loop.create_task(self._finish_ping(coro, yielded))
+
+    async def _finish_ping(self, coro: Any, yielded: Any) -> None:
+        try:
+            async with asyncio.timeout(self._send_timeout_s):
+                await Resume(coro, yielded)
+        except TimeoutError:
+            self._end("stalled")
+        except Exception:  # the relay's own next write reports a dead stream
+            pass
+        finally:
+            self._waiting_ping = None
+            coro.close()
 
     async def _bounded(self, send: Send, message: Message, timeout_s: float | None = None) -> None:
         # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as

@@ -164,6 +164,7 @@ def _event_stream(
         events,
         heartbeat_s=state.settings.sse_heartbeat_s,
         send_timeout_s=state.settings.sse_send_timeout_s,
+        max_stream_s=state.settings.sse_max_stream_s,
         slot=slot,
         direct=direct,
     )
