@@ -8,6 +8,7 @@ error message echo back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -194,9 +195,17 @@ def sanitize(detail: str | None, sent: frozenset[str] = frozenset()) -> str | No
     checked = detail
     for value in sorted((v for v in sent if v in checked), key=len, reverse=True):
         checked = re.sub(_BEFORE + re.escape(value) + _AFTER, _MASK, checked)
-    if _NOISE.search(checked):
+    if _noisy(checked):
         return None
     return detail.strip()[:1000] or None
+
+
+# A coordinator says the same few things again and again (every 409 of a cancel on an ended job
+# is one sentence per job), and the search costs ≈ 27 µs a message, ≈ 3 % of a 409's gateway CPU.
+# Bounded: 1,024 texts of at most gRPC's 8 KiB of trailing metadata each.
+@functools.lru_cache(maxsize=1024)
+def _noisy(text: str) -> bool:
+    return _NOISE.search(text) is not None
 
 
 _FIELD_RE = re.compile(r"[\x20-\x7e]{1,256}")
