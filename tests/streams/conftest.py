@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -36,6 +37,22 @@ TERMINAL = (
     common_pb2.JOB_STATUS_FAILED,
     common_pb2.JOB_STATUS_CANCELLED,
 )
+
+
+# --- the event loop -----------------------------------------------------------------------------
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop for tests marked `uvloop` (pytest-asyncio's hook), asyncio's loop for the rest.
+
+    `scaimind serve` runs on uvloop, whose transports differ where it matters to streams: a
+    write to a closed one raises, where asyncio's logs and drops it.
+    """
+    if item.get_closest_marker("uvloop") is None:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
 
 
 # --- a real server ----------------------------------------------------------------------------

@@ -284,6 +284,38 @@ async def test_client_disconnect_cancels_the_upstream_call(
         await wait_for(slot_freed, within=5)
 
 
+@pytest.mark.uvloop
+async def test_a_dead_connection_ends_its_stream_even_when_a_pipelined_request_hides_it(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    coordinator.job("job_p")  # a quiet job: the stream carries nothing but heartbeats
+    gw = await start_gateway(sse_heartbeat_s=0.1)
+    limiter = gw.server.config.app.state.scaimind.streams.limiter
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    token = auth()["Authorization"]
+    # A second request behind the stream on the same connection: uvicorn tells only that one
+    # of the disconnect, so the stream's own listener never hears of it.
+    writer.write(
+        "".join(
+            f"GET {httpx.URL(f'{gw.url}{path}').raw_path.decode()} HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: {token}\r\n\r\n"
+            for path in ("/jobs/job_p/metrics/stream", "/jobs/job_p")
+        ).encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+
+    async def upstream_open() -> bool:
+        return coordinator.open_streams == 1
+
+    await wait_for(upstream_open, within=5)
+    writer.transport.abort()
+
+    async def released() -> bool:
+        return limiter.open_streams() == 0 and coordinator.open_streams == 0
+
+    await wait_for(released, within=10)
+
+
 async def test_server_shutdown_ends_open_streams_with_a_retryable_error(
     start_gateway: StartGateway, coordinator: StreamingCoordinator
 ) -> None:
@@ -733,6 +765,29 @@ async def test_a_stream_open_for_its_maximum_time_ends_with_a_retryable_error(
     }
     assert rest[1].data == "[DONE]"
     assert limiter.open_streams() == 0
+
+
+async def test_an_expiring_stream_whose_client_reads_slowly_still_gets_the_retryable_end(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator
+) -> None:
+    job = coordinator.job("job_slow")
+    gw = await start_gateway(send_buffer=4096, sse_heartbeat_s=300, sse_max_stream_s=0.5)
+    hub = gw.server.config.app.state.scaimind.streams.feeds
+    slow = await StalledClient.open(f"{gw.url}/jobs/job_slow/logs?tail=0")
+    await wait_subscribed(hub, 1)
+    # One 1.5 MB line is in the server's transport at once; the stream expires while the client
+    # is still working through it, at ≈ 600 KB/s (2 s more): a farewell cut after 1 s would
+    # leave it with an unfinished body and no word to resume.
+    job.log("x" * 1_500_000)
+    raw = bytearray()
+    async with asyncio.timeout(30):
+        while chunk := await slow.reader.read(30_000):
+            raw += chunk
+            await asyncio.sleep(0.05)  # the client's pace, not synchronisation
+    slow.close()
+    body = bytes(raw)
+    assert body.endswith(b"0\r\n\r\n"), body[-200:]
+    assert body.index(b'"code":"BACKEND_UNAVAILABLE","retryable":true') < body.index(b"[DONE]")
 
 
 async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(

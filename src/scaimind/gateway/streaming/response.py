@@ -140,8 +140,10 @@ class EventStream(Response):
             # Retryable: the client resumes with Last-Event-ID (on the next server). Once the
             # events were all sent (closing frames included) only the body's end is left.
             closing = b"" if relayed else b"".join(error_frames("BACKEND_UNAVAILABLE", True))
+            # Only a shutdown is in a hurry; an expired stream's client gets the usual bound.
+            bound = _FAREWELL_TIMEOUT_S if self._ending == "shutdown" else None
             with contextlib.suppress(ClientStalled):
-                await self._bounded(send, _body(closing, more=False), _FAREWELL_TIMEOUT_S)
+                await self._bounded(send, _body(closing, more=False), bound)
 
     async def _listen(self, receive: Receive) -> None:
         try:
@@ -171,7 +173,11 @@ class EventStream(Response):
             yielded = coro.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return
-        except Exception:  # the relay's own next write reports a dead stream
+        except Exception:
+            # The connection is unusable (uvloop: its transport is closed). The listener may
+            # never hear of it (a request pipelined behind the stream takes the disconnect),
+            # and on a quiet stream no relay write would find out either.
+            self._end("disconnect")
             return
         # The buffer is full. A relay write would wait send_timeout_s at most; on a stream
         # that has gone quiet there is none, so this ping waits in its place, bounded the same
@@ -184,8 +190,8 @@ class EventStream(Response):
                 await Resume(coro, yielded)
         except TimeoutError:
             self._end("stalled")
-        except Exception:  # the relay's own next write reports a dead stream
-            pass
+        except Exception:  # unusable, as in _ping
+            self._end("disconnect")
         finally:
             self._waiting_ping = None
             coro.close()
