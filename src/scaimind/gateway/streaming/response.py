@@ -82,6 +82,7 @@ class EventStream(Response):
         self._direct = direct
         self._ending: _Ending | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
         # A heartbeat that found the socket full and waits for it (at most one at a time).
         self._waiting_ping: asyncio.Task[None] | None = None
 
