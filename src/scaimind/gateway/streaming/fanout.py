@@ -89,14 +89,14 @@ class Subscriber:
             self.blocked.cancel()
 
 
-class Resume:
+class _Resume:
     """Awaitable that drives a coroutine on from where a hand-made first step left it."""
 
     # `Dispatcher._write` (and the SSE heartbeat) runs the first step of an ASGI send itself;
     # only when that step suspends (the socket's buffer is full) does a task take over, by
-    # awaiting this. The coroutine protocol is followed as a task would: what the coroutine
-    # yields goes up to the task unchanged, what the task sends or throws in goes down to the
-    # coroutine.
+    # awaiting this (through `finish_send`). The coroutine protocol is followed as a task
+    # would: what the coroutine yields goes up to the task unchanged, what the task sends or
+    # throws in goes down to the coroutine.
 
     __slots__ = ("_coro", "_yielded")
 
@@ -119,6 +119,16 @@ class Resume:
                     value = coro.send(sent)
                 except StopIteration:
                     return
+
+
+async def finish_send(coro: Coroutine[Any, Any, None], yielded: Any, timeout_s: float) -> None:
+    """Drive an ASGI send whose first step suspended (what it yielded: `yielded`) to its end,
+    waiting `timeout_s` at most; ClientStalled after that."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _Resume(coro, yielded)
+    except TimeoutError:
+        raise ClientStalled() from None
 
 
 class Dispatcher:
@@ -242,10 +252,7 @@ class Dispatcher:
     async def _finish_write(self, sub: Subscriber, coro: Any, yielded: Any) -> None:
         error: Exception | None = None
         try:
-            async with asyncio.timeout(self._send_timeout_s):
-                await Resume(coro, yielded)
-        except TimeoutError:
-            error = ClientStalled()
+            await finish_send(coro, yielded, self._send_timeout_s)
         except Exception as exc:
             error = exc
         finally:

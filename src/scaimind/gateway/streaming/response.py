@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from scaimind.gateway.streaming.fanout import Resume
+from scaimind.gateway.streaming.fanout import finish_send
 from scaimind.gateway.streaming.feeds import DirectSend
 from scaimind.gateway.streaming.framing import aclose, error_frames
 from scaimind.gateway.streaming.limiter import ClientStalled, StreamSlot
@@ -184,18 +184,18 @@ class EventStream(Response):
         # that has gone quiet there is none, so this ping waits in its place, bounded the same
         # way (a task only for a stream in this state).
         self._waiting_ping = loop.create_task(self._finish_ping(coro, yielded))
+        # Cancelled before it began (the stream ended), it still holds the suspended send.
+        self._waiting_ping.add_done_callback(lambda _: coro.close())  # type: ignore[attr-defined]
 
     async def _finish_ping(self, coro: Any, yielded: Any) -> None:
         try:
-            async with asyncio.timeout(self._send_timeout_s):
-                await Resume(coro, yielded)
-        except TimeoutError:
+            await finish_send(coro, yielded, self._send_timeout_s)
+        except ClientStalled:
             self._end("stalled")
         except Exception:  # unusable, as in _ping
             self._end("disconnect")
         finally:
             self._waiting_ping = None
-            coro.close()
 
     async def _bounded(self, send: Send, message: Message, timeout_s: float | None = None) -> None:
         # asyncio's timeout is one timer handle per send (an anyio cancel scope cost nearly as
