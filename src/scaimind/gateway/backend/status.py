@@ -202,7 +202,7 @@ def sanitize(detail: str | None, sent: frozenset[str] = frozenset()) -> str | No
 
 # A coordinator says the same few things again and again (every 409 of a cancel on an ended job
 # is one sentence per job), and the search costs ≈ 27 µs a message, ≈ 3 % of a 409's gateway CPU.
-# Bounded: 1,024 texts of at most gRPC's 8 KiB of trailing metadata each.
+# Bounded: 1,024 texts, each within the metadata a gRPC client accepts (16 KiB by default).
 @functools.lru_cache(maxsize=1024)
 def _noisy(text: str) -> bool:
     return _NOISE.search(text) is not None
