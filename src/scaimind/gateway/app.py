@@ -27,6 +27,7 @@ from scaimind.gateway.streaming.resources import open_streams
 from scaimind.gateway.web.body_limit import BodyLimitMiddleware
 from scaimind.gateway.web.deps import get_current_user
 from scaimind.gateway.web.envelope import RequestIdMiddleware, install_error_handlers, request_id_of
+from scaimind.gateway.web.hot_routes import hot_routes
 from scaimind.gateway.web.openapi import install_docs
 from scaimind.gateway.web.request_metrics import RequestMetricsMiddleware
 from scaimind.settings import Settings
@@ -178,6 +179,8 @@ def mount_module(
         # Outermost: the latency it records covers the request id and the 413s too.
         app.add_middleware(RequestMetricsMiddleware, prefix=prefix)
         app.state.scaimind_request_ids = True
+    # In front of the module's routes: they take the plain requests of its busiest endpoints.
+    app.router.routes.extend(hot_routes(prefix))
     app.include_router(module_router(), prefix=prefix)
     if current_user is not None:
         app.dependency_overrides[get_current_user] = current_user

@@ -108,11 +108,16 @@ def require(
         raise ValueError("require() needs at least one permission")
 
     async def check(user: CurrentUserDep) -> CurrentUser:
-        if not any(user.has(p) for p in permissions):
-            raise PermissionMissing(f"missing permission: {' or '.join(permissions)}")
-        return user
+        return permit(user, permissions)
 
     return check
+
+
+def permit(user: CurrentUser, permissions: tuple[str, ...]) -> CurrentUser:
+    """`user`, when it holds any of `permissions`; PermissionMissing otherwise."""
+    if not any(user.has(p) for p in permissions):
+        raise PermissionMissing(f"missing permission: {' or '.join(permissions)}")
+    return user
 
 
 async def get_job_cache(state: StateDep) -> JobCache:
@@ -159,28 +164,33 @@ def caller(*permissions: str) -> Callable[..., Coroutine[Any, Any, Caller]]:
     check = require(*permissions)
 
     async def build(request: Request, user: Annotated[CurrentUser, Depends(check)]) -> Caller:
-        try:
-            # The coordinator applies the same rule, so both sides see the same tenant (" acme "
-            # was acme to the coordinator and another tenant to the stream cap and the ledger).
-            validate_identity(user.tenant_id, "tenant_id")
-            if user.user_id:
-                validate_identity(user.user_id, "user id")
-        except ValueError as exc:
-            raise AuthTokenInvalid(f"the caller's {exc}") from None
-        # Both travel as gRPC metadata, which only carries printable ASCII: anything else made
-        # the channel raise inside the call (a 500).
-        if not all(_METADATA_SAFE.fullmatch(v) for v in (user.tenant_id, user.user_id) if v):
-            raise AuthTokenInvalid("the caller's tenant_id and user id must be printable ASCII")
-        ctx = CallContext(
-            tenant_id=user.tenant_id,
-            user_id=user.user_id or None,
-            request_id=request_id_of(request),
-            # Minted only when a call that touches data or models asks (the client decides).
-            downstream=DownstreamTokens(state_of(request).token_exchange, user),
-        )
-        return Caller(user=user, ctx=ctx)
+        return caller_of(request, user)
 
     return build
+
+
+def caller_of(request: Request, user: CurrentUser) -> Caller:
+    """The caller and its call context, once `user` passed the permission check."""
+    try:
+        # The coordinator applies the same rule, so both sides see the same tenant (" acme "
+        # was acme to the coordinator and another tenant to the stream cap and the ledger).
+        validate_identity(user.tenant_id, "tenant_id")
+        if user.user_id:
+            validate_identity(user.user_id, "user id")
+    except ValueError as exc:
+        raise AuthTokenInvalid(f"the caller's {exc}") from None
+    # Both travel as gRPC metadata, which only carries printable ASCII: anything else made
+    # the channel raise inside the call (a 500).
+    if not all(_METADATA_SAFE.fullmatch(v) for v in (user.tenant_id, user.user_id) if v):
+        raise AuthTokenInvalid("the caller's tenant_id and user id must be printable ASCII")
+    ctx = CallContext(
+        tenant_id=user.tenant_id,
+        user_id=user.user_id or None,
+        request_id=request_id_of(request),
+        # Minted only when a call that touches data or models asks (the client decides).
+        downstream=DownstreamTokens(state_of(request).token_exchange, user),
+    )
+    return Caller(user=user, ctx=ctx)
 
 
 # The callers of each permission, as handler parameters.
