@@ -49,7 +49,7 @@ from typing import Any
 
 import grpc
 import httpx
-from servers import start_servers, stop, wait_http
+from servers import start_gateway, start_servers, stop, wait_http
 
 from scaimind.gateway.security.auth import mint_token
 from scaimind.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -114,23 +114,47 @@ class Processes:
     http_port: int
     coordinator: subprocess.Popen[bytes]
     gateway: subprocess.Popen[bytes]
+    # A second gateway running another checkout's code, measured beside the first.
+    baseline: subprocess.Popen[bytes] | None = None
+    baseline_port: int = 0
 
 
-def start(tmp: Path, workers: int, gateway_src: Path | None = None) -> Processes:
-    """Start the coordinator and the gateway (external mode) on free ports."""
+_SECRETS = {"SCAIMIND_API_SECRET": API_SECRET, "SCAIMIND_JWT_SECRET": JWT_SECRET}
+
+
+def _source(src: Path | None) -> dict[str, str] | None:
+    # The gateway of another checkout; the coordinator stays this one's, since its sandboxed
+    # trainer runs the installed package.
+    return {"PYTHONPATH": str(src)} if src is not None else None
+
+
+def start(
+    tmp: Path, workers: int, gateway_src: Path | None = None, baseline_src: Path | None = None
+) -> Processes:
+    """Start the coordinator and the gateway (external mode) on free ports, and the baseline
+    gateway (its own data dir) when `baseline_src` is given."""
+    serve_args = ["--workers", str(workers)] if workers > 1 else []
     servers = start_servers(
         tmp,
         # Enough slots to train the jobs side by side; they are tiny NumPy runs.
         slots=8,
-        env={"SCAIMIND_API_SECRET": API_SECRET, "SCAIMIND_JWT_SECRET": JWT_SECRET},
-        serve_args=["--workers", str(workers)] if workers > 1 else [],
-        # The gateway of another checkout (the "before" figures); the coordinator stays this
-        # one's, since its sandboxed trainer runs the installed package.
-        gateway_env={"PYTHONPATH": str(gateway_src)} if gateway_src is not None else None,
+        env=_SECRETS,
+        serve_args=serve_args,
+        gateway_env=_source(gateway_src),
     )
-    return Processes(
+    procs = Processes(
         tmp, servers.grpc_port, servers.http_port, servers.coordinator, servers.gateway
     )
+    if baseline_src is not None:
+        procs.baseline_port, procs.baseline = start_gateway(
+            tmp,
+            servers.grpc_port,
+            env=_SECRETS,
+            serve_args=serve_args,
+            gateway_env=_source(baseline_src),
+            data_dir="gateway-baseline",
+        )
+    return procs
 
 
 async def create_jobs(base: str, token: str, tmp: Path, count: int) -> list[str]:
@@ -337,6 +361,12 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
     base = f"http://127.0.0.1:{procs.http_port}"
     token = mint_token(JWT_SECRET, tenant_id=TENANT, user_id=USER, ttl_s=24 * 3600)
     await wait_http(f"{base}/health/ready", within=120)
+    # Each measured gateway: its label, base URL and pid; the baseline (if any) first.
+    gateways = [("", base, procs.gateway.pid)]
+    if procs.baseline is not None:
+        baseline = f"http://127.0.0.1:{procs.baseline_port}"
+        await wait_http(f"{baseline}/health/ready", within=120)
+        gateways.insert(0, ("baseline", baseline, procs.baseline.pid))
     t0 = time.monotonic()
     ids = await create_jobs(base, token, procs.tmp, args.jobs)
     print(
@@ -347,10 +377,10 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
         flush=True,
     )
     job_id = ids[0]
-    urls = {
-        "get": f"{base}{PREFIX}/jobs/{job_id}",
-        "list": f"{base}{PREFIX}/jobs",
-        "cancel": f"{base}{PREFIX}/jobs/{job_id}/cancel",
+    paths = {
+        "get": f"{PREFIX}/jobs/{job_id}",
+        "list": f"{PREFIX}/jobs",
+        "cancel": f"{PREFIX}/jobs/{job_id}/cancel",
     }
     post_script = procs.tmp / "post.lua"
     post_script.write_text(_POST_SCRIPT)
@@ -362,7 +392,7 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
     stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
     calls = direct_calls(stub, job_id)
     header = (
-        f"{'endpoint':<29} {'c':>3} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | "
+        f"{'endpoint':<40} {'c':>3} | {'direct p50':>10} {'p99':>7} {'req/s':>7} | "
         f"{'gateway p50':>11} {'p99':>7} {'req/s':>7} | {'added p50':>9} {'kept':>6} | "
         f"{'gw CPU/req':>10}"
     )
@@ -374,26 +404,20 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
             for name in args.endpoints:
                 for c in args.concurrency:
                     direct = await run_direct(calls[name], c, args.duration)
-                    gateway = await asyncio.to_thread(
-                        run_wrk,
-                        urls[name],
-                        token,
-                        c,
-                        args.duration,
-                        post_script if name == "cancel" else None,
-                        procs.gateway.pid,
-                    )
-                    rows.append((round_, name, c, direct, gateway))
-                    flag = ""
-                    if direct.unexpected or gateway.unexpected:
-                        flag = f"  (unexpected answers: {direct.unexpected}/{gateway.unexpected})"
-                    print(
-                        f"{ENDPOINTS[name]:<29} {c:>3} | {direct.p50:8.2f}ms {direct.p99:7.2f} "
-                        f"{direct.rps:7.0f} | {gateway.p50:9.2f}ms {gateway.p99:7.2f} "
-                        f"{gateway.rps:7.0f} | {gateway.p50 - direct.p50:+7.2f}ms "
-                        f"{gateway.rps / direct.rps:6.0%} | {gateway.cpu_us:8.0f}µs{flag}",
-                        flush=True,
-                    )
+                    # Alternate which gateway goes first, so neither always follows the other.
+                    order = gateways if round_ % 2 == 0 else gateways[::-1]
+                    for label, url, pid in order:
+                        gateway = await asyncio.to_thread(
+                            run_wrk,
+                            url + paths[name],
+                            token,
+                            c,
+                            args.duration,
+                            post_script if name == "cancel" else None,
+                            pid,
+                        )
+                        rows.append((round_, name, c, direct, gateway, label))
+                        _print_row(name, c, direct, gateway, label)
     finally:
         await channel.close(None)
         if profiler is not None:
@@ -401,6 +425,20 @@ async def measure(args: argparse.Namespace, procs: Processes) -> list[Any]:
             profiler.wait(60)
             print(f"# py-spy profile of the gateway (speedscope): {profile_path}", flush=True)
     return rows
+
+
+def _print_row(name: str, c: int, direct: Figures, gateway: Figures, label: str) -> None:
+    flag = ""
+    if direct.unexpected or gateway.unexpected:
+        flag = f"  (unexpected answers: {direct.unexpected}/{gateway.unexpected})"
+    endpoint = f"{ENDPOINTS[name]}{' [baseline]' if label else ''}"
+    print(
+        f"{endpoint:<40} {c:>3} | {direct.p50:8.2f}ms {direct.p99:7.2f} "
+        f"{direct.rps:7.0f} | {gateway.p50:9.2f}ms {gateway.p99:7.2f} "
+        f"{gateway.rps:7.0f} | {gateway.p50 - direct.p50:+7.2f}ms "
+        f"{gateway.rps / direct.rps:6.0%} | {gateway.cpu_us:8.0f}µs{flag}",
+        flush=True,
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -429,6 +467,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-output", type=Path, help="where the profile goes")
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run a second gateway from this source tree (e.g. the src/ of a `git "
+        "worktree` of an older commit) on the same coordinator, and measure it right beside "
+        "this one for every row (rows marked [baseline])",
+    )
+    parser.add_argument(
         "--gateway-src",
         type=Path,
         help="run the gateway from this source tree (e.g. the src/ of a `git worktree` of an "
@@ -449,22 +494,29 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(WRK_HINT)
     tmp = Path(tempfile.mkdtemp(prefix="scaimind-bench-overhead-"))
     tmp.chmod(0o755)
-    procs = start(tmp, args.workers, args.gateway_src)
+    procs = start(tmp, args.workers, args.gateway_src, args.baseline_src)
     try:
         rows = asyncio.run(measure(args, procs))
         if args.json:
             Path(args.json).write_text(
                 json.dumps(
                     [
-                        {"round": r, "endpoint": n, "c": c, "direct": vars(d), "gateway": vars(g)}
-                        for r, n, c, d, g in rows
+                        {
+                            "round": r,
+                            "endpoint": n,
+                            "c": c,
+                            "direct": vars(d),
+                            "gateway": vars(g),
+                            "gateway_src": label or "this checkout",
+                        }
+                        for r, n, c, d, g, label in rows
                     ],
                     indent=1,
                 )
             )
 
     finally:
-        stop(procs.gateway, procs.coordinator)
+        stop(*([procs.baseline] if procs.baseline else []), procs.gateway, procs.coordinator)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -59,17 +59,8 @@ def start_servers(
             [{"node_id": "bench", "hostname": "localhost", "gpu_type": "CPU", "gpu_count": slots}]
         )
     )
-    grpc_port, http_port = free_port(), free_port()
-    common = {
-        **os.environ,
-        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
-        "SCAIMIND_GRPC_HOST": "127.0.0.1",
-        "SCAIMIND_GRPC_PORT": str(grpc_port),
-        # The jobs' scripts and corpora are local files (only listed roots are readable).
-        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
-        "SCAIMIND_LOG_LEVEL": "warning",
-        **env,
-    }
+    grpc_port = free_port()
+    common = _environment(tmp, grpc_port, env)
     coordinator = subprocess.Popen(
         [
             *CLI,
@@ -84,11 +75,48 @@ def start_servers(
         env=common,
         stderr=subprocess.DEVNULL,
     )
-    serve = [sys.executable, *python_args, *CLI[1:], "serve", "--port", str(http_port)]
-    gateway = subprocess.Popen(
-        [*serve, *serve_args], env={**common, **(gateway_env or {})}, stderr=subprocess.DEVNULL
+    http_port, gateway = start_gateway(
+        tmp,
+        grpc_port,
+        env=env,
+        serve_args=serve_args,
+        python_args=python_args,
+        gateway_env=gateway_env,
     )
     return Servers(grpc_port, http_port, coordinator, gateway)
+
+
+def _environment(tmp: Path, grpc_port: int, env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SCAIMIND_DATA_DIR": str(tmp / "gateway"),
+        "SCAIMIND_GRPC_HOST": "127.0.0.1",
+        "SCAIMIND_GRPC_PORT": str(grpc_port),
+        # The jobs' scripts and corpora are local files (only listed roots are readable).
+        "SCAIMIND_LOCAL_DATA_ROOTS": str(tmp),
+        "SCAIMIND_LOG_LEVEL": "warning",
+        **env,
+    }
+
+
+def start_gateway(
+    tmp: Path,
+    grpc_port: int,
+    *,
+    env: Mapping[str, str],
+    serve_args: Sequence[str] = (),
+    python_args: Sequence[str] = (),
+    gateway_env: Mapping[str, str] | None = None,
+    data_dir: str = "gateway",
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """`scaimind serve` on a free port for the coordinator on `grpc_port`, its data dir (and
+    cache database) `tmp / data_dir`; returns the port and the process."""
+    http_port = free_port()
+    environment = {**_environment(tmp, grpc_port, env), **(gateway_env or {})}
+    environment["SCAIMIND_DATA_DIR"] = str(tmp / data_dir)
+    serve = [sys.executable, *python_args, *CLI[1:], "serve", "--port", str(http_port)]
+    gateway = subprocess.Popen([*serve, *serve_args], env=environment, stderr=subprocess.DEVNULL)
+    return http_port, gateway
 
 
 async def wait_http(url: str, within: float = 60.0) -> None:
