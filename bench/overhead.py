@@ -23,9 +23,12 @@ rights (root, or kernel.yama.ptrace_scope=0).
 
 Usage: .venv/bin/python bench/overhead.py [--duration 5] [--concurrency 1,32] [--workers 1]
        [--endpoints get,list,cancel] [--rounds 1] [--profile] [--gateway-src DIR]
+       [--baseline-src DIR]
 
 Before/after: `git worktree add /tmp/before <commit>`, then
-`.venv/bin/python bench/overhead.py --gateway-src /tmp/before/src` runs that commit's gateway.
+`.venv/bin/python bench/overhead.py --baseline-src /tmp/before/src --rounds 2` runs that commit's
+gateway beside this one on the same coordinator and measures both in every row, each going
+first in turn (`--gateway-src /tmp/before/src` runs only that commit's gateway).
 """
 
 from __future__ import annotations
