@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from fastapi import Depends, FastAPI, HTTPException
+from starlette.types import Message, Receive, Scope, Send
 
-from scaimind.gateway.app import create_app, lifespan
+from scaimind.gateway.app import create_app, lifespan, mount_module
 from scaimind.gateway.web.hot_routes import HotRoute
 from scaimind.gateway.web.routes import jobs
 from scaimind.v1 import coordinator_pb2
@@ -281,3 +281,79 @@ def test_the_hot_routes_know_every_parameter_of_their_handlers() -> None:
     for handler, parameters in expected.items():
         assert list(inspect.signature(handler).parameters) == parameters, handler.__name__
     assert jobs.router.dependencies == []
+
+
+def test_a_host_app_gets_no_hot_routes(tmp_path: Path) -> None:
+    async def gate() -> None:
+        raise HTTPException(403, "the host's gate")
+
+    host = FastAPI(dependencies=[Depends(gate)])
+    mount_module(host, gateway_settings(tmp_path, 1))
+    assert not [r for r in host.router.routes if isinstance(r, HotRoute)]
+
+
+async def _asgi(app: FastAPI, method: str, path: str, messages: list[Message]) -> int:
+    """Status of `app`'s answer to a request whose receive yields `messages`, then a
+    disconnect; the app must not raise."""
+    sent: list[Message] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"test"),
+            (b"authorization", f"Bearer {ADMIN}".encode()),
+            (b"content-type", b"application/json"),
+            (b"transfer-encoding", b"chunked"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+        "state": {},
+    }
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return next(int(m["status"]) for m in sent if m["type"] == "http.response.start")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "messages"),
+    [
+        # The client goes away in the middle of the cancel's body (FastAPI: 400).
+        (
+            "POST",
+            f"{JOBS}/job_1/cancel",
+            [{"type": "http.request", "body": b'{"rea', "more_body": True}],
+        ),
+        # A lone surrogate in the path (uvicorn never makes one; another server might).
+        ("GET", f"{JOBS}/\udcff", []),
+        ("POST", f"{JOBS}/\udcff/cancel", [{"type": "http.request", "body": b"{}"}]),
+    ],
+    ids=["disconnect mid-body", "surrogate id", "surrogate id cancel"],
+)
+async def test_odd_requests_get_fastapis_answer(
+    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, RouteSpy, ScriptedCoordinator],
+    method: str,
+    path: str,
+    messages: list[Message],
+) -> None:
+    _, _, spy, servicer = apps
+    plain = create_app(gateway_settings(Path("/nonexistent"), 1))
+    plain.router.routes[:] = [r for r in plain.router.routes if not isinstance(r, HotRoute)]
+    plain.state.scaimind = spy.app.state.scaimind  # the same module resources, started
+    hot_status = await _asgi(spy.app, method, path, list(messages))
+    plain_status = await _asgi(plain, method, path, list(messages))
+    assert hot_status == plain_status
+    assert 400 <= hot_status < 500
+    assert not servicer.calls

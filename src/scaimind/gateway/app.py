@@ -179,8 +179,6 @@ def mount_module(
         # Outermost: the latency it records covers the request id and the 413s too.
         app.add_middleware(RequestMetricsMiddleware, prefix=prefix)
         app.state.scaimind_request_ids = True
-    # In front of the module's routes: they take the plain requests of its busiest endpoints.
-    app.router.routes.extend(hot_routes(prefix))
     app.include_router(module_router(), prefix=prefix)
     if current_user is not None:
         app.dependency_overrides[get_current_user] = current_user
@@ -259,6 +257,9 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    # Only the standalone app, whose routes and dependencies this module owns, gets the hot
+    # routes (a host's app-wide dependencies would not run on them); in front of the module's.
+    app.router.routes.extend(hot_routes(API_PREFIX))
     mount_module(app, settings)
     _health_routes(app)
     install_docs(app, title=_TITLE)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 from starlette.datastructures import URLPath
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
@@ -58,6 +59,7 @@ class HotRoute(BaseRoute):
             or scope["query_string"] not in self.queries
             or scope.get("root_path")
             or _DECLINED in scope
+            # An override (a test's, or a host's own user dependency) would not run here.
             or scope["app"].dependency_overrides
         ):
             return Match.NONE, {}
@@ -74,14 +76,24 @@ class HotRoute(BaseRoute):
         if not (path.startswith(self._head) and path.endswith(self._tail)):
             return None
         job_id = path[len(self._head) : len(path) - len(self._tail)]
-        # The FastAPI route's JobId: 1 to ID_CHARS characters of one path segment.
-        return job_id if 0 < len(job_id) <= limits.ID_CHARS and "/" not in job_id else None
+        # The FastAPI route's JobId: 1 to ID_CHARS characters of one path segment. Anything
+        # unusual (control characters, a lone surrogate a server left in the path) is left to
+        # FastAPI's validation and the coordinator's rules.
+        if 0 < len(job_id) <= limits.ID_CHARS and "/" not in job_id and job_id.isprintable():
+            return job_id
+        return None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = await self.answer(request, scope["path_params"].get("job_id", ""))
+        try:
+            response = await self.answer(request, scope["path_params"].get("job_id", ""))
+        except ClientDisconnect:
+            # Gone in the middle of its body: FastAPI answers that (400), as it always did.
+            await _hand_over(scope, {"type": "http.disconnect"}, receive, send)
+            return
         if response is None:
-            await _hand_over(scope, await request.body(), receive, send)
+            body = await request.body()
+            await _hand_over(scope, {"type": "http.request", "body": body}, receive, send)
             return
         await response(scope, receive, send)
 
@@ -90,17 +102,18 @@ class HotRoute(BaseRoute):
         raise NoMatchFound(name, path_params)
 
 
-async def _hand_over(scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
-    """Route the request again, past the hot routes, with the body already read."""
+async def _hand_over(scope: Scope, first: Message, receive: Receive, send: Send) -> None:
+    """Route the request again, past the hot routes: what was read of it (the whole body, or
+    the client's disconnect) comes first, then the server's messages."""
     scope[_DECLINED] = True
     replayed = False
 
     async def replay() -> Message:
         nonlocal replayed
         if replayed:
-            return await receive()  # after the body: the client's disconnect
+            return await receive()
         replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        return first
 
     await scope["router"](scope, replay, send)
 
