@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from scaimind.gateway.app import create_app, lifespan, mount_module
 from scaimind.gateway.web.hot_routes import HotRoute
 from scaimind.gateway.web.routes import jobs
-from scaimind.v1 import coordinator_pb2
+from scaimind.v1 import common_pb2, coordinator_pb2
 from tests.conftest import gateway_settings, make_token
 from tests.gateway.conftest import PREFIX, Failure, ScriptedCoordinator, app_client
 
@@ -45,7 +45,25 @@ class Case:
 
 
 JOBS = f"{PREFIX}/jobs"
-JSON = {"content-type": "application/json"}
+JSON = "application/json"
+
+
+def cancel(
+    name: str,
+    *,
+    hot: bool,
+    body: bytes | None = None,
+    content_type: str | None = None,
+    job: str = "job_1",
+    token: str | None = ADMIN,
+    query: str = "",
+) -> Case:
+    """A POST /jobs/{job}/cancel case."""
+    headers = {"content-type": content_type} if content_type else {}
+    path = f"{JOBS}/{job}/cancel{query}"
+    return Case(name, "POST", path, hot, token=token, content=body, headers=headers)
+
+
 CASES = [
     Case("get", "GET", f"{JOBS}/job_1", hot=True),
     Case("get basic", "GET", f"{JOBS}/job_1?view=BASIC", hot=True),
@@ -64,87 +82,36 @@ CASES = [
     Case("list without token", "GET", JOBS, hot=True, token=None),
     Case("list page size", "GET", f"{JOBS}?page_size=5", hot=False),
     Case("list trailing slash", "GET", f"{JOBS}/", hot=False),
-    Case("cancel {}", "POST", f"{JOBS}/job_1/cancel", hot=True, content=b"{}", headers=JSON),
-    Case("cancel no body", "POST", f"{JOBS}/job_1/cancel", hot=True),
-    Case(
+    cancel("cancel {}", hot=True, body=b"{}", content_type=JSON),
+    cancel("cancel no body", hot=True),
+    cancel(
         "cancel reason",
-        "POST",
-        f"{JOBS}/job_1/cancel",
         hot=True,
-        content=b'{"reason": "wrong data"}',
-        headers={"content-type": "application/json; charset=utf-8"},
+        body=b'{"reason": "wrong data"}',
+        content_type="application/json; charset=utf-8",
     ),
     # FastAPI takes a body without a content type as bytes (a 422 for a model).
-    Case("cancel no content type", "POST", f"{JOBS}/job_1/cancel", hot=False, content=b"{}"),
-    Case(
-        "cancel terminal",
-        "POST",
-        f"{JOBS}/job_done/cancel",
-        hot=True,
-        content=b"{}",
-        headers=JSON,
-    ),
-    Case("cancel by a viewer", "POST", f"{JOBS}/job_1/cancel", hot=True, token=VIEWER),
-    Case("cancel without token", "POST", f"{JOBS}/job_1/cancel", hot=True, token=None),
-    Case(
-        "cancel reason not a string",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=False,
-        content=b'{"reason": 5}',
-        headers=JSON,
-    ),
-    Case(
-        "cancel unknown field",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=False,
-        content=b'{"reasons": "x"}',
-        headers=JSON,
-    ),
-    Case(
+    cancel("cancel no content type", hot=False, body=b"{}"),
+    cancel("cancel terminal", hot=True, body=b"{}", content_type=JSON, job="job_done"),
+    cancel("cancel by a viewer", hot=True, token=VIEWER),
+    cancel("cancel without token", hot=True, token=None),
+    cancel("cancel reason not a string", hot=False, body=b'{"reason": 5}', content_type=JSON),
+    cancel("cancel unknown field", hot=False, body=b'{"reasons": "x"}', content_type=JSON),
+    cancel(
         "cancel reason too long",
-        "POST",
-        f"{JOBS}/job_1/cancel",
         hot=False,
-        content=b'{"reason": "' + b"r" * 5000 + b'"}',
-        headers=JSON,
+        body=b'{"reason": "' + b"r" * 5000 + b'"}',
+        content_type=JSON,
     ),
-    Case(
-        "cancel lone surrogate",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=False,
-        content=b'{"reason": "\\ud800"}',
-        headers=JSON,
+    cancel("cancel lone surrogate", hot=False, body=b'{"reason": "\\ud800"}', content_type=JSON),
+    cancel(
+        "cancel duplicate key", hot=True, body=b'{"reason": "a", "reason": "b"}', content_type=JSON
     ),
-    Case(
-        "cancel duplicate key",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=True,
-        content=b'{"reason": "a", "reason": "b"}',
-        headers=JSON,
-    ),
-    Case("cancel not json", "POST", f"{JOBS}/job_1/cancel", hot=False, content=b"{nope"),
-    Case("cancel null", "POST", f"{JOBS}/job_1/cancel", hot=False, content=b"null"),
-    Case(
-        "cancel bad body without token",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=False,
-        token=None,
-        content=b"{nope",
-    ),
-    Case(
-        "cancel text body",
-        "POST",
-        f"{JOBS}/job_1/cancel",
-        hot=False,
-        content=b"{}",
-        headers={"content-type": "text/plain"},
-    ),
-    Case("cancel with query", "POST", f"{JOBS}/job_1/cancel?x=1", hot=False, content=b"{}"),
+    cancel("cancel not json", hot=False, body=b"{nope"),
+    cancel("cancel null", hot=False, body=b"null"),
+    cancel("cancel bad body without token", hot=False, token=None, body=b"{nope"),
+    cancel("cancel text body", hot=False, body=b"{}", content_type="text/plain"),
+    cancel("cancel with query", hot=False, body=b"{}", query="?x=1"),
     Case("pause is not hot", "POST", f"{JOBS}/job_1/pause", hot=False, content=b"{}"),
 ]
 
@@ -166,21 +133,15 @@ def script(servicer: ScriptedCoordinator) -> None:
     def get(request: coordinator_pb2.GetJobRequest) -> Any:
         if request.job_id == "job_missing":
             return Failure(grpc.StatusCode.NOT_FOUND, "job not found: job_missing")
-        return None  # the default answer
+        return common_pb2.Job(job_id=request.job_id, status=common_pb2.JOB_STATUS_TRAINING)
 
     def cancel(request: coordinator_pb2.CancelJobRequest) -> Any:
         if request.job_id == "job_done":
             return Failure(grpc.StatusCode.FAILED_PRECONDITION, "job job_done is COMPLETED")
         return coordinator_pb2.JobActionResponse(job_id=request.job_id, status=5)
 
-    servicer.responses["GetJob"] = lambda request: get(request) or _default_job(request)
+    servicer.responses["GetJob"] = get
     servicer.responses["CancelJob"] = cancel
-
-
-def _default_job(request: coordinator_pb2.GetJobRequest) -> Any:
-    from scaimind.v1 import common_pb2
-
-    return common_pb2.Job(job_id=request.job_id, status=common_pb2.JOB_STATUS_TRAINING)
 
 
 @pytest.fixture
