@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from fastapi import Request, Response
-from starlette.requests import ClientDisconnect
 from starlette.datastructures import URLPath
+from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Message, Receive, Scope, Send
 
