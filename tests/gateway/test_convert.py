@@ -281,3 +281,84 @@ async def test_non_finite_doubles_are_null_not_invalid_json(gateway: Gateway) ->
     data = json.loads(r.text, parse_constant=reject)["data"]
     assert data["latest_metrics"] == {"loss": None, "grad_norm": None, "lr": 0.1}
     assert data["progress"]["percent"] is None
+
+
+def _odd_message() -> type:
+    """A message type no protocol file has: fields named like Python keywords, a reference to
+    itself, a map of messages, an optional enum and repeated enums."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="odd_test.proto", package="oddtest")
+    file.syntax = "proto3"
+    colour = file.enum_type.add(name="Colour")
+    for number, name in enumerate(["COLOUR_UNSPECIFIED", "COLOUR_RED", "COLOUR_BLUE"]):
+        colour.value.add(name=name, number=number)
+    node = file.message_type.add(name="Node")
+    node.field.add(name="from", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    node.field.add(name="class", number=2, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    node.field.add(
+        name="next",
+        number=3,
+        type=f.TYPE_MESSAGE,
+        type_name=".oddtest.Node",
+        label=f.LABEL_OPTIONAL,
+    )
+    node.field.add(
+        name="colours",
+        number=4,
+        type=f.TYPE_ENUM,
+        type_name=".oddtest.Colour",
+        label=f.LABEL_REPEATED,
+    )
+    entry = node.nested_type.add(name="ChildrenEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    entry.field.add(
+        name="value",
+        number=2,
+        type=f.TYPE_MESSAGE,
+        type_name=".oddtest.Node",
+        label=f.LABEL_OPTIONAL,
+    )
+    node.field.add(
+        name="children",
+        number=5,
+        type=f.TYPE_MESSAGE,
+        type_name=".oddtest.Node.ChildrenEntry",
+        label=f.LABEL_REPEATED,
+    )
+    node.field.add(
+        name="tint",
+        number=6,
+        type=f.TYPE_ENUM,
+        type_name=".oddtest.Colour",
+        label=f.LABEL_OPTIONAL,
+        proto3_optional=True,
+        oneof_index=0,
+    )
+    node.oneof_decl.add(name="_tint")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("oddtest.Node"))
+
+
+def test_compiled_converter_handles_keywords_recursion_maps_and_presence() -> None:
+    node_type = _odd_message()
+    node = node_type()
+    setattr(node, "from", "here")
+    setattr(node, "class", BIG)
+    node.colours.extend([1, 2, 7])  # 7: a number this gateway does not know
+    node.next.MergeFrom(node_type(tint=2))
+    node.children["a"].MergeFrom(node_type(colours=[2]))
+    leaf = {"from": "", "class": 0, "next": None, "colours": [], "children": {}, "tint": None}
+    assert message_to_dict(node) == {
+        "from": "here",
+        "class": BIG,
+        "next": {**leaf, "tint": "BLUE"},
+        "colours": ["RED", "BLUE", None],
+        "children": {"a": {**leaf, "colours": ["BLUE"]}},
+        "tint": None,
+    }
+    # Twice: the second call runs the converters bound after the first.
+    assert message_to_dict(node) == message_to_dict(node)

@@ -9,6 +9,7 @@ silently (an unknown field raises).
 from __future__ import annotations
 
 import functools
+import keyword
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -78,8 +79,10 @@ def message_to_dict(msg: Message) -> Any:
 
 # --- proto → dict, compiled once per message type ----------------------------------------------
 # Walking the descriptor for every field of every message (what the first version did) cost more
-# than the rest of a GET /jobs/{id}; the same decisions are now taken once per message type, and
-# each field becomes one small function of the message.
+# than the rest of a GET /jobs/{id}. Each message type is now compiled, on first use, into one
+# function whose body is a single dict display reading each field by attribute (the way attrs
+# and cattrs generate their converters): no call per field, and the decisions (enum names,
+# presence, maps, repeats) are taken once per type.
 
 Converter = Callable[[Any], Any]
 _converters: dict[str, Converter] = {}
@@ -96,48 +99,58 @@ def converter(desc: Any) -> Converter:
 def _compile(desc: Any) -> Converter:
     if desc.full_name == _TIMESTAMP:
         return format_time
-    fields = [(fd.name, _field_getter(fd)) for fd in desc.fields]
-
-    def convert(msg: Any) -> dict[str, Any]:
-        return {name: get(msg) for name, get in fields}
-
+    namespace: dict[str, Any] = {}
+    items = [
+        f"{fd.name!r}: {_expression(fd, f'_f{i}', namespace)}" for i, fd in enumerate(desc.fields)
+    ]
+    source = "def convert(m):\n    return {" + ", ".join(items) + "}\n"
+    # Only descriptor names go into the source: field names are identifiers (protoc's rule),
+    # and every value is a name bound in `namespace`.
+    exec(compile(source, f"<convert {desc.full_name}>", "exec"), namespace)
+    convert: Converter = namespace["convert"]
     return convert
 
 
-def _value_converter(fd: Any) -> Converter | None:
-    """How one value of `fd` becomes JSON; None when it is already its JSON value."""
+def _expression(fd: Any, key: str, namespace: dict[str, Any]) -> str:
+    """The expression of field `fd` of message `m`; helpers it calls are bound under `key`."""
+    name = fd.name
+    plain = name.isidentifier() and not keyword.iskeyword(name)
+    value = f"m.{name}" if plain else f"getattr(m, {name!r})"
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        convert_value = _value_converter(fd.message_type.fields_by_name["value"], key, namespace)
+        if convert_value is None:
+            return f"dict({value})"
+        return f"{{k: {convert_value}(v) for k, v in {value}.items()}}"
+    convert = _value_converter(fd, key, namespace)
+    if fd.is_repeated:
+        return f"list({value})" if convert is None else f"[{convert}(v) for v in {value}]"
+    if fd.type == FieldDescriptor.TYPE_MESSAGE or fd.has_presence:
+        present = f"{convert}({value})" if convert else value
+        return f"({present} if m.HasField({name!r}) else None)"
+    return value if convert is None else f"{convert}({value})"
+
+
+def _value_converter(fd: Any, key: str, namespace: dict[str, Any]) -> str | None:
+    """The name (bound in `namespace`) of what turns one value of `fd` into JSON; None when it
+    is already its JSON value."""
     if fd.type == FieldDescriptor.TYPE_ENUM:
-        names = _enum_names(fd.enum_type)
-        return lambda number: names.get(number)
+        namespace[key] = _enum_names(fd.enum_type).get
+        return key
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         sub = fd.message_type
-        # Looked up at call time: message types may refer to themselves.
-        return lambda value: converter(sub)(value)
+
+        # Resolved on first call (message types may refer to themselves), then bound directly.
+        def first(value: Any) -> Any:
+            namespace[key] = found = converter(sub)
+            return found(value)
+
+        namespace[key] = first
+        return key
     return None
 
 
 def _enum_names(enum: Any) -> dict[int, str | None]:
     return {number: enum_name(enum, number) for number in enum.values_by_number}
-
-
-def _field_getter(fd: Any) -> Converter:
-    name = fd.name
-    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-        convert_value = _value_converter(fd.message_type.fields_by_name["value"])
-        if convert_value is None:
-            return lambda msg: dict(getattr(msg, name))
-        return lambda msg: {k: convert_value(v) for k, v in getattr(msg, name).items()}
-    convert = _value_converter(fd)
-    if fd.is_repeated:
-        if convert is None:
-            return lambda msg: list(getattr(msg, name))
-        return lambda msg: [convert(v) for v in getattr(msg, name)]
-    if fd.type == FieldDescriptor.TYPE_MESSAGE or fd.has_presence:
-        plain = convert or (lambda value: value)
-        return lambda msg: plain(getattr(msg, name)) if msg.HasField(name) else None
-    if convert is None:
-        return lambda msg: getattr(msg, name)
-    return lambda msg: convert(getattr(msg, name))
 
 
 def _timestamp_from(value: Any) -> Timestamp:
