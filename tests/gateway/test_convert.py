@@ -289,55 +289,39 @@ def _odd_message() -> type:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     f = descriptor_pb2.FieldDescriptorProto
+    one, many = f.LABEL_OPTIONAL, f.LABEL_REPEATED
     file = descriptor_pb2.FileDescriptorProto(name="odd_test.proto", package="oddtest")
     file.syntax = "proto3"
     colour = file.enum_type.add(name="Colour")
     for number, name in enumerate(["COLOUR_UNSPECIFIED", "COLOUR_RED", "COLOUR_BLUE"]):
         colour.value.add(name=name, number=number)
     node = file.message_type.add(name="Node")
-    node.field.add(name="from", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    node.field.add(name="class", number=2, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
-    node.field.add(
-        name="next",
-        number=3,
-        type=f.TYPE_MESSAGE,
-        type_name=".oddtest.Node",
-        label=f.LABEL_OPTIONAL,
-    )
-    node.field.add(
-        name="colours",
-        number=4,
-        type=f.TYPE_ENUM,
-        type_name=".oddtest.Colour",
-        label=f.LABEL_REPEATED,
-    )
     entry = node.nested_type.add(name="ChildrenEntry")
     entry.options.map_entry = True
-    entry.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    entry.field.add(
-        name="value",
-        number=2,
-        type=f.TYPE_MESSAGE,
-        type_name=".oddtest.Node",
-        label=f.LABEL_OPTIONAL,
-    )
-    node.field.add(
-        name="children",
-        number=5,
-        type=f.TYPE_MESSAGE,
-        type_name=".oddtest.Node.ChildrenEntry",
-        label=f.LABEL_REPEATED,
-    )
+    node.oneof_decl.add(name="_tint")
+    fields = [
+        (node, "from", f.TYPE_STRING, "", one),
+        (node, "class", f.TYPE_INT64, "", one),
+        (node, "next", f.TYPE_MESSAGE, ".oddtest.Node", one),
+        (node, "colours", f.TYPE_ENUM, ".oddtest.Colour", many),
+        (node, "children", f.TYPE_MESSAGE, ".oddtest.Node.ChildrenEntry", many),
+        (entry, "key", f.TYPE_STRING, "", one),
+        (entry, "value", f.TYPE_MESSAGE, ".oddtest.Node", one),
+    ]
+    for number, (owner, name, kind, type_name, label) in enumerate(fields, start=1):
+        field = owner.field.add(name=name, number=number, type=kind, label=label)
+        if type_name:
+            field.type_name = type_name
+    # An optional enum: proto3 `optional`, a synthetic one-field oneof.
     node.field.add(
         name="tint",
-        number=6,
+        number=99,
         type=f.TYPE_ENUM,
         type_name=".oddtest.Colour",
-        label=f.LABEL_OPTIONAL,
+        label=one,
         proto3_optional=True,
         oneof_index=0,
     )
-    node.oneof_decl.add(name="_tint")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("oddtest.Node"))
