@@ -7,10 +7,11 @@ route's own request/response wrappers. A `HotRoute` sits in front of the module'
 takes only the plain form of its request (a valid job id, no query or a known one, no body or a
 JSON body that validates); it runs the same permission check and call context (`deps`) and the
 same handler function of `routes/jobs.py`. Everything else falls through to the FastAPI route,
-which answers as it always did: a query parameter, a body that fails validation (replayed to
-it unchanged), a root path, or any dependency override (a host app's own user dependency).
+which answers as it always did: a query parameter, a body that fails validation or a client
+gone in the middle of it (replayed to it as read), a root path, or any dependency override.
 Errors raised here reach the app's exception handlers like a route's, so the envelope is the
-same; the middlewares (request id, body limit, metrics) wrap both alike.
+same; the middlewares (request id, body limit, metrics) wrap both alike. Only the standalone
+app (`create_app`) has hot routes: a host app's own app-wide dependencies would not run here.
 """
 
 from __future__ import annotations
