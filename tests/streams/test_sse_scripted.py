@@ -827,3 +827,34 @@ async def test_a_follower_left_behind_by_the_feed_is_told_to_resume_and_can(
     ):
         reader = EventReader(r)
         assert (await reader.next()).id == str(ids[-1] + 1)
+
+
+async def test_a_body_over_the_limit_on_an_open_stream_ends_it_with_an_error_event(
+    start_gateway: StartGateway, coordinator: StreamingCoordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Once the 200 is out the 413 cannot be sent; the stream ends in-band instead, whole.
+    coordinator.job("job_b").log("running")
+    gw = await start_gateway(sse_heartbeat_s=300, max_body_bytes=1024)
+    limiter = gw.server.config.app.state.scaimind.streams.limiter
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    path = httpx.URL(f"{gw.url}/jobs/job_b/logs").raw_path.decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth()['Authorization']}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"event: log" in await reader.readuntil(b"\n\n")
+    chunk = b"x" * 512
+    for _ in range(3):  # 1,536 bytes: over the limit
+        writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 10)
+    writer.close()
+    assert b'"code":"PAYLOAD_TOO_LARGE"' in rest.replace(b" ", b""), rest
+    assert b"data: [DONE]" in rest, rest
+
+    async def released() -> bool:
+        return limiter.open_streams() == 0 and coordinator.open_streams == 0
+
+    await wait_for(released, within=10)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.records

@@ -14,7 +14,9 @@ How a stream ends:
   (on a quiet stream the heartbeat is that write);
 - the server shuts down: `StreamLimiter.end_all` stops every stream with a retryable error;
 - it has been open `max_stream_s`: it ends with the same retryable error, and the client
-  resumes (a bound on what a stream whose disconnect goes unseen can hold).
+  resumes (a bound on what a stream whose disconnect goes unseen can hold);
+- the client sends a request body over the limit (the 200 is out, so no 413): it ends with a
+  `PAYLOAD_TOO_LARGE` error that is not retryable.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, Final, Literal
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from scaimind.gateway.errors import PayloadTooLarge
 from scaimind.gateway.streaming.fanout import finish_send
 from scaimind.gateway.streaming.feeds import DirectSend
 from scaimind.gateway.streaming.framing import aclose, error_frames
@@ -46,7 +49,7 @@ _HEADERS: Final = {
 }
 
 
-_Ending = Literal["disconnect", "stalled", "shutdown", "expired"]
+_Ending = Literal["disconnect", "stalled", "shutdown", "expired", "refused"]
 
 
 def _body(chunk: bytes, *, more: bool = True) -> Message:
@@ -137,10 +140,14 @@ class EventStream(Response):
                 self._waiting_ping.cancel()
         if self._ending == "stalled":
             raise ClientStalled()
-        if self._ending in ("shutdown", "expired"):
-            # Retryable: the client resumes with Last-Event-ID (on the next server). Once the
-            # events were all sent (closing frames included) only the body's end is left.
-            closing = b"" if relayed else b"".join(error_frames("BACKEND_UNAVAILABLE", True))
+        if self._ending in ("shutdown", "expired", "refused"):
+            # Retryable: the client resumes with Last-Event-ID (on the next server); a refused
+            # body is the client's own fault. Once the events were all sent (closing frames
+            # included) only the body's end is left.
+            error = ("BACKEND_UNAVAILABLE", True)
+            if self._ending == "refused":
+                error = (PayloadTooLarge.code, False)
+            closing = b"" if relayed else b"".join(error_frames(*error))
             # Only a shutdown is in a hurry; an expired stream's client gets the usual bound.
             bound = _FAREWELL_TIMEOUT_S if self._ending == "shutdown" else None
             with contextlib.suppress(ClientStalled):
@@ -150,6 +157,9 @@ class EventStream(Response):
         try:
             while (await receive())["type"] != "http.disconnect":
                 pass
+        except PayloadTooLarge:  # the body limit stopped reading what the client kept sending
+            self._end("refused")
+            return
         except Exception:  # a receive that fails: the connection is unusable
             pass
         self._end("disconnect")

@@ -57,6 +57,7 @@ class BodyLimitMiddleware:
         received = 0
         exceeded = False
         started = False
+        refused = False
 
         async def limited_receive() -> Message:
             nonlocal received, exceeded
@@ -73,12 +74,16 @@ class BodyLimitMiddleware:
             return message
 
         async def guarded_send(message: Message) -> None:
-            nonlocal started
-            if exceeded:
-                if message["type"] == "http.response.start" and not started:
-                    started = True
+            nonlocal started, refused
+            if refused:
+                return
+            if exceeded and not started:
+                # What the app answers instead becomes the 413 (its own body is dropped).
+                if message["type"] == "http.response.start":
+                    started = refused = True
                     await self._refuse(scope, send, receive, received)
                 return
+            # A response already under way (a stream) finishes as the app ends it.
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
