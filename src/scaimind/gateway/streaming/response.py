@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final, Literal
 
 from starlette.responses import Response
@@ -50,6 +50,14 @@ _HEADERS: Final = {
 
 
 _Ending = Literal["disconnect", "stalled", "shutdown", "expired", "refused"]
+# The in-band error of the endings that still write one: (code, retryable). Shutdown and expiry
+# are retryable (the client resumes with Last-Event-ID, on the next server); a body over the
+# limit is the client's own fault.
+_FAREWELLS: Final[Mapping[_Ending, tuple[str, bool]]] = {
+    "shutdown": ("BACKEND_UNAVAILABLE", True),
+    "expired": ("BACKEND_UNAVAILABLE", True),
+    "refused": (PayloadTooLarge.code, False),
+}
 
 
 def _body(chunk: bytes, *, more: bool = True) -> Message:
@@ -140,14 +148,11 @@ class EventStream(Response):
                 self._waiting_ping.cancel()
         if self._ending == "stalled":
             raise ClientStalled()
-        if self._ending in ("shutdown", "expired", "refused"):
-            # Retryable: the client resumes with Last-Event-ID (on the next server); a refused
-            # body is the client's own fault. Once the events were all sent (closing frames
-            # included) only the body's end is left.
-            error = ("BACKEND_UNAVAILABLE", True)
-            if self._ending == "refused":
-                error = (PayloadTooLarge.code, False)
-            closing = b"" if relayed else b"".join(error_frames(*error))
+        farewell = _FAREWELLS.get(self._ending) if self._ending else None
+        if farewell is not None:
+            # Once the events were all sent (closing frames included) only the body's end is
+            # left.
+            closing = b"" if relayed else b"".join(error_frames(*farewell))
             # Only a shutdown is in a hurry; an expired stream's client gets the usual bound.
             bound = _FAREWELL_TIMEOUT_S if self._ending == "shutdown" else None
             with contextlib.suppress(ClientStalled):
