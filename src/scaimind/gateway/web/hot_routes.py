@@ -125,7 +125,6 @@ async def _authorize(request: Request, *permissions: str) -> Caller:
 
 
 _VIEW_QUERIES: Final[Mapping[bytes, JobView]] = {
-    b"": JobView.FULL,
     b"view=FULL": JobView.FULL,
     b"view=BASIC": JobView.BASIC,
 }
@@ -134,7 +133,9 @@ _VIEW_QUERIES: Final[Mapping[bytes, JobView]] = {
 async def _get_job(request: Request, job_id: str) -> Response:
     who = await _authorize(request, VIEW)
     state = state_of(request)
-    view = _VIEW_QUERIES[request.scope["query_string"]]
+    view = _VIEW_QUERIES.get(request.scope["query_string"])
+    if view is None:  # no query: the handler's own default view
+        return await jobs.get_job(job_id, who, state.client, state.cache.jobs)
     return await jobs.get_job(job_id, who, state.client, state.cache.jobs, view)
 
 
@@ -166,7 +167,7 @@ async def _cancel_job(request: Request, job_id: str) -> Response | None:
 def hot_routes(prefix: str) -> list[BaseRoute]:
     """The hot routes of the module under `prefix`; they go before its FastAPI routes."""
     return [
-        HotRoute("GET", f"{prefix}/jobs/{{job_id}}", _get_job, frozenset(_VIEW_QUERIES)),
+        HotRoute("GET", f"{prefix}/jobs/{{job_id}}", _get_job, frozenset({b"", *_VIEW_QUERIES})),
         HotRoute("GET", f"{prefix}/jobs", _list_jobs, frozenset({b""})),
         HotRoute("POST", f"{prefix}/jobs/{{job_id}}/cancel", _cancel_job, frozenset({b""})),
     ]
