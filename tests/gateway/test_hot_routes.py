@@ -144,10 +144,19 @@ def script(servicer: ScriptedCoordinator) -> None:
     servicer.responses["CancelJob"] = cancel
 
 
+@dataclass
+class Apps:
+    """The standalone app (behind the spy) and the same app without its hot routes."""
+
+    hot_client: httpx.AsyncClient
+    plain_client: httpx.AsyncClient
+    spy: RouteSpy
+    plain: FastAPI
+    servicer: ScriptedCoordinator
+
+
 @pytest.fixture
-async def apps(
-    scripted: tuple[ScriptedCoordinator, int], tmp_path: Path
-) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, RouteSpy, ScriptedCoordinator]]:
+async def apps(scripted: tuple[ScriptedCoordinator, int], tmp_path: Path) -> AsyncIterator[Apps]:
     servicer, port = scripted
     script(servicer)
     settings = gateway_settings(tmp_path, port)
@@ -163,7 +172,7 @@ async def apps(
         ) as hot_client,
         app_client(plain) as plain_client,
     ):
-        yield hot_client, plain_client, spy, servicer
+        yield Apps(hot_client, plain_client, spy, plain, servicer)
 
 
 _REQUEST_ID = re.compile(rb"req_[0-9a-f]{26}")
@@ -178,10 +187,15 @@ async def _send(client: httpx.AsyncClient, case: Case) -> httpx.Response:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 async def test_hot_route_answers_as_fastapi_does(
-    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, RouteSpy, ScriptedCoordinator],
+    apps: Apps,
     case: Case,
 ) -> None:
-    hot_client, plain_client, spy, servicer = apps
+    hot_client, plain_client, spy, servicer = (
+        apps.hot_client,
+        apps.plain_client,
+        apps.spy,
+        apps.servicer,
+    )
     answers, received = [], []
     for client in (hot_client, plain_client):
         servicer.calls.clear()
@@ -204,9 +218,9 @@ async def test_hot_route_answers_as_fastapi_does(
 
 
 async def test_a_host_user_dependency_turns_the_hot_routes_off(
-    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, RouteSpy, ScriptedCoordinator],
+    apps: Apps,
 ) -> None:
-    hot_client, _, spy, _ = apps
+    hot_client, spy = apps.hot_client, apps.spy
     from scaimind.gateway.security.auth import CurrentUser
     from scaimind.gateway.web.deps import get_current_user
 
@@ -304,17 +318,32 @@ async def _asgi(app: FastAPI, method: str, path: str, messages: list[Message]) -
     ids=["disconnect mid-body", "surrogate id", "surrogate id cancel"],
 )
 async def test_odd_requests_get_fastapis_answer(
-    apps: tuple[httpx.AsyncClient, httpx.AsyncClient, RouteSpy, ScriptedCoordinator],
+    apps: Apps,
     method: str,
     path: str,
     messages: list[Message],
 ) -> None:
-    _, _, spy, servicer = apps
-    plain = create_app(gateway_settings(Path("/nonexistent"), 1))
-    plain.router.routes[:] = [r for r in plain.router.routes if not isinstance(r, HotRoute)]
-    plain.state.scaimind = spy.app.state.scaimind  # the same module resources, started
-    hot_status = await _asgi(spy.app, method, path, list(messages))
-    plain_status = await _asgi(plain, method, path, list(messages))
+    hot_status = await _asgi(apps.spy.app, method, path, list(messages))
+    plain_status = await _asgi(apps.plain, method, path, list(messages))
     assert hot_status == plain_status
     assert 400 <= hot_status < 500
-    assert not servicer.calls
+    assert not apps.servicer.calls
+
+
+async def test_a_chunked_cancel_body_over_the_limit_is_413_unread_on_the_hot_route(
+    apps: Apps,
+) -> None:
+    # The hot route reads the cancel's body itself: the body limit still bounds what it holds.
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b" " * 65_536  # 4 MiB in all, against the default limit of 1 MiB
+
+    answer = await apps.hot_client.post(
+        f"{JOBS}/job_1/cancel",
+        content=endless(),
+        headers={"authorization": f"Bearer {ADMIN}", "content-type": JSON},
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert isinstance(apps.spy.route, HotRoute)
+    assert not apps.servicer.calls
