@@ -673,41 +673,48 @@ async def test_a_stalled_follower_holds_up_nobody_and_then_catches_up_in_order(
     url = f"{gw.url}/jobs/job_stall/logs?tail=0"
     stalled = await StalledClient.open(url)
     dropped = await StalledClient.open(url)
-    async with httpx.AsyncClient(timeout=30) as http, http.stream("GET", url, headers=auth()) as r:
-        healthy = EventReader(r)
+    try:
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            http.stream("GET", url, headers=auth()) as r,
+        ):
+            healthy = EventReader(r)
 
-        await wait_subscribed(hub, 3)
-        lines = 100  # 800 KiB, far more than the stalled clients' sockets and buffers hold
-        for i in range(1, lines + 1):
-            job.log(f"{i:04d} " + "x" * 8192)
-        # The reading client gets every line while the two others' sockets are full.
-        got = [int((await healthy.next()).id or 0) for _ in range(lines)]
-        assert got == list(range(1, lines + 1))
-        (feed,) = hub._feeds.values()
+            await wait_subscribed(hub, 3)
+            lines = 100  # 800 KiB, far more than the stalled clients' sockets and buffers hold
+            for i in range(1, lines + 1):
+                job.log(f"{i:04d} " + "x" * 8192)
+            # The reading client gets every line while the two others' sockets are full.
+            got = [int((await healthy.next()).id or 0) for _ in range(lines)]
+            assert got == list(range(1, lines + 1))
+            (feed,) = hub._feeds.values()
 
-        async def both_blocked() -> bool:
-            return sum(sub.blocked is not None for sub in feed.subscribers) == 2
+            async def both_blocked() -> bool:
+                return sum(sub.blocked is not None for sub in feed.subscribers) == 2
 
-        await wait_for(both_blocked, within=10)
-        metrics = await scrape(gw)
-        assert metrics["scaimind_sse_streams_open"] == 3
-        assert metrics["scaimind_log_feeds"] == 1
-        assert metrics["scaimind_log_followers"] == 3
-        assert metrics["scaimind_log_followers_blocked"] == 2
-        # One stalled client leaves: its pending write is abandoned, the feed goes on.
+            await wait_for(both_blocked, within=10)
+            metrics = await scrape(gw)
+            assert metrics["scaimind_sse_streams_open"] == 3
+            assert metrics["scaimind_log_feeds"] == 1
+            assert metrics["scaimind_log_followers"] == 3
+            assert metrics["scaimind_log_followers_blocked"] == 2
+            # One stalled client leaves: its pending write is abandoned, the feed goes on.
+            dropped.close()
+
+            async def two_followers() -> bool:
+                return bool(hub.followers() == 2)
+
+            await wait_for(two_followers, within=10)
+            job.log("after the drop")
+            assert (await healthy.next()).json()["message"] == "after the drop"
+            # The other reads again and receives everything, in order, once.
+            assert await stalled.ids_until(lines + 1) == list(range(1, lines + 2))
+            job.finish()
+            assert [e.event for e in data_events(await healthy.rest())] == ["end", "message"]
+    finally:
+        # Closed however the test ends: a leaked socket's warning breaks a later test.
+        stalled.close()
         dropped.close()
-
-        async def two_followers() -> bool:
-            return bool(hub.followers() == 2)
-
-        await wait_for(two_followers, within=10)
-        job.log("after the drop")
-        assert (await healthy.next()).json()["message"] == "after the drop"
-        # The other reads again and receives everything, in order, once.
-        assert await stalled.ids_until(lines + 1) == list(range(1, lines + 2))
-        job.finish()
-        assert [e.event for e in data_events(await healthy.rest())] == ["end", "message"]
-    stalled.close()
 
 
 @pytest.mark.parametrize("quiet", [False, True], ids=["while-logging", "then-quiet"])
